@@ -1,0 +1,55 @@
+# softedge: every task runs through this Makefile (CI too). `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONHASHSEED ?= 0
+
+MODEL ?= digits_cnn
+DATA ?= digits
+WEIGHT_BITS ?= 8
+ROUNDING ?= soft
+SEED ?= 0
+RUN ?= runs/$(MODEL)-w$(WEIGHT_BITS)-$(ROUNDING)
+
+.PHONY: help install train export test test-slow lint bench gradcheck clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install softedge with its dev extras
+
+train: $(STAMP) ## Train MODEL on DATA (quantized, ROUNDING annealed to hard) into RUN
+	$(VENV)/bin/softedge train --model $(MODEL) --data $(DATA) --weight-bits $(WEIGHT_BITS) \
+		--rounding $(ROUNDING) --seed $(SEED) --run $(RUN)
+
+export: $(STAMP) ## Harden, convert to int8 TFLite, validate drift, bundle and device-check RUN
+	$(VENV)/bin/softedge export --run $(RUN) --seed $(SEED)
+
+test: $(STAMP) ## Run the fast test suite (under 15 minutes on 2 cores)
+	$(PY) -m pytest -m "not slow" tests
+
+test-slow: $(STAMP) ## Run the slower end-to-end checks
+	$(PY) -m pytest -m slow tests
+
+lint: $(STAMP) ## ruff check
+	$(VENV)/bin/ruff check toolkit models export tests bench
+
+bench: $(STAMP) ## Run the benchmarks (tables on stdout, JSON and plots in bench/results)
+	$(PY) -m bench.rounding
+
+gradcheck: $(STAMP) ## Print the gradient-check table of every rounding method
+	$(VENV)/bin/softedge gradcheck
+
+clean: ## Remove caches (keeps .venv and runs/)
+	rm -rf .pytest_cache .ruff_cache .hypothesis build *.egg-info

@@ -1,0 +1,5 @@
+"""`python -m export` runs the softedge CLI."""
+
+from export.cli import main
+
+main()
