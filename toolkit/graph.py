@@ -1,0 +1,58 @@
+"""Read-only views of a Keras 3 model's layer graph (who feeds whom), and Sequential -> functional."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import keras
+
+from toolkit.errors import ConfigError
+
+__all__ = ["consumers", "producers", "to_functional"]
+
+
+def to_functional(model: keras.Model) -> keras.Model:
+    """A functional model sharing `model`'s layers (Sequential is rebuilt on an Input).
+
+    Raises ConfigError for a subclassed model, whose graph cannot be read.
+    """
+    if isinstance(model, keras.Sequential):
+        if not model.built or not model.inputs:
+            raise ConfigError(
+                f"Model {model.name!r} is a Sequential without a known input shape. "
+                "Add a keras.Input(shape=...) first, or build it."
+            )
+        inputs = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype, name=f"{model.name}_input")
+        x = inputs
+        for layer in model.layers:
+            x = layer(x)
+        return keras.Model(inputs, x, name=model.name)
+    if not hasattr(model, "_nodes_by_depth") or not model.inputs:
+        raise ConfigError(
+            f"Expected a Keras 3 Sequential or functional model. Received: {type(model).__name__} "
+            f"{model.name!r} (subclassed models have no readable layer graph)."
+        )
+    return model
+
+
+def _model_nodes(model: keras.Model):
+    for nodes in model._nodes_by_depth.values():
+        yield from nodes
+
+
+def producers(model: keras.Model) -> dict[str, list[keras.layers.Layer]]:
+    """layer name -> the layers whose outputs it consumes (inside `model`)."""
+    result = defaultdict(list)
+    for node in _model_nodes(model):
+        for parent in node.parent_nodes:
+            result[node.operation.name].append(parent.operation)
+    return dict(result)
+
+
+def consumers(model: keras.Model) -> dict[str, list[keras.layers.Layer]]:
+    """layer name -> the layers that consume its output (inside `model`); outputs have none."""
+    result = defaultdict(list)
+    for node in _model_nodes(model):
+        for parent in node.parent_nodes:
+            result[parent.operation.name].append(node.operation)
+    return dict(result)

@@ -1,0 +1,176 @@
+"""Quantization-aware Keras 3 layers: the ordinary layers with a fake-quantized kernel.
+
+`QuantDense`, `QuantConv1D`, `QuantConv2D` and `QuantDepthwiseConv2D` subclass the Keras layer
+of the same name and change one thing: `call` uses `weight_quantizer(kernel)` instead of the
+float kernel (which stays the trained, latent weight). `QuantizeActivation` fake-quantizes a
+tensor where the converted TFLite model will hold an int8 tensor.
+
+Every layer saves all of its variables (kernel, bias, rounding alpha, ranges, learned steps)
+through the generic `Layer` variable store, and is registered for `safe_mode` loading.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from toolkit.quantizers import ActivationQuantizer, WeightQuantizer
+
+__all__ = [
+    "QUANT_LAYERS",
+    "QuantConv1D",
+    "QuantConv2D",
+    "QuantDense",
+    "QuantDepthwiseConv2D",
+    "QuantizeActivation",
+]
+
+
+class _QuantKernel:
+    """Mixin: a `weight_quantizer` built on the layer's kernel, and generic variable storage.
+
+    Subclasses name `channel_axes` (kernel axes indexing output channels) and `kernel_attr`
+    (the attribute holding the float kernel variable in the Keras base class).
+    """
+
+    channel_axes: tuple[int, ...] = (-1,)
+    kernel_attr: str = "_kernel"
+
+    def _init_quantizer(self, weight_quantizer):
+        if isinstance(weight_quantizer, WeightQuantizer):
+            weight_quantizer = weight_quantizer.get_config()
+        self.weight_quantizer = WeightQuantizer.from_config(weight_quantizer or {})
+
+    @property
+    def float_kernel(self) -> keras.Variable:
+        """The latent float kernel that training updates."""
+        return getattr(self, self.kernel_attr)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.weight_quantizer.build(self, self.float_kernel, self.channel_axes)
+
+    def quantized_kernel(self):
+        """The fake-quantized kernel (q * s) that `call` uses."""
+        return self.weight_quantizer(self.float_kernel)
+
+    def _quant_config(self, config: dict) -> dict:
+        config["weight_quantizer"] = self.weight_quantizer.get_config()
+        return config
+
+    # The Keras base classes save `self.kernel` and a fixed list of variables; the generic
+    # store keeps every variable of the layer, quantizer state included.
+    save_own_variables = keras.layers.Layer.save_own_variables
+    load_own_variables = keras.layers.Layer.load_own_variables
+
+
+@keras.saving.register_keras_serializable(package="softedge")
+class QuantDense(_QuantKernel, keras.layers.Dense):
+    """`keras.layers.Dense` with a fake-quantized kernel: y = act(x @ Q(W) + b)."""
+
+    def __init__(self, units, weight_quantizer=None, **kwargs):
+        super().__init__(units, **kwargs)
+        self._init_quantizer(weight_quantizer)
+
+    def call(self, inputs, training=None):
+        x = ops.matmul(inputs, self.quantized_kernel())
+        if self.bias is not None:
+            x = ops.add(x, self.bias)
+        return self.activation(x) if self.activation is not None else x
+
+    def get_config(self):
+        return self._quant_config(super().get_config())
+
+
+class _QuantConvCall:
+    """`BaseConv.call` with the quantized kernel."""
+
+    def call(self, inputs):
+        outputs = self.convolution_op(inputs, self.quantized_kernel())
+        if self.use_bias:
+            if self.data_format == "channels_last":
+                bias_shape = (1,) * (self.rank + 1) + (self.filters,)
+            else:
+                bias_shape = (1, self.filters) + (1,) * self.rank
+            outputs = ops.add(outputs, ops.reshape(self.bias, bias_shape))
+        return self.activation(outputs) if self.activation is not None else outputs
+
+    def get_config(self):
+        return self._quant_config(super().get_config())
+
+
+@keras.saving.register_keras_serializable(package="softedge")
+class QuantConv1D(_QuantConvCall, _QuantKernel, keras.layers.Conv1D):
+    """`keras.layers.Conv1D` with a fake-quantized kernel (k, c_in, c_out), per output channel."""
+
+    def __init__(self, filters, kernel_size, weight_quantizer=None, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        self._init_quantizer(weight_quantizer)
+
+
+@keras.saving.register_keras_serializable(package="softedge")
+class QuantConv2D(_QuantConvCall, _QuantKernel, keras.layers.Conv2D):
+    """`keras.layers.Conv2D` with a fake-quantized kernel (kh, kw, c_in, c_out), per output channel."""
+
+    def __init__(self, filters, kernel_size, weight_quantizer=None, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        self._init_quantizer(weight_quantizer)
+
+
+@keras.saving.register_keras_serializable(package="softedge")
+class QuantDepthwiseConv2D(_QuantKernel, keras.layers.DepthwiseConv2D):
+    """`keras.layers.DepthwiseConv2D` with a fake-quantized kernel (kh, kw, c_in, multiplier).
+
+    Per-channel scales are per output channel c_in * multiplier (TFLite's axis 3).
+    """
+
+    channel_axes = (-2, -1)
+    kernel_attr = "kernel"
+
+    def __init__(self, kernel_size, weight_quantizer=None, **kwargs):
+        super().__init__(kernel_size, **kwargs)
+        self._init_quantizer(weight_quantizer)
+
+    def call(self, inputs):
+        outputs = ops.depthwise_conv(inputs, self.quantized_kernel(), strides=self.strides, padding=self.padding,
+                                     dilation_rate=self.dilation_rate, data_format=self.data_format)
+        if self.use_bias:
+            channels = outputs.shape[-1] if self.data_format == "channels_last" else outputs.shape[1]
+            shape = (1,) * (self.rank + 1) + (channels,) if self.data_format == "channels_last" else (1, channels) + (1,) * self.rank
+            outputs = ops.add(outputs, ops.reshape(self.bias, shape))
+        return self.activation(outputs) if self.activation is not None else outputs
+
+    def get_config(self):
+        return self._quant_config(super().get_config())
+
+
+@keras.saving.register_keras_serializable(package="softedge")
+class QuantizeActivation(keras.layers.Layer):
+    """Fake-quantizes its input on a moving-average (or fixed) range; identity in shape."""
+
+    def __init__(self, quantizer=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(quantizer, ActivationQuantizer):
+            quantizer = quantizer.get_config()
+        self.quantizer = ActivationQuantizer.from_config(quantizer or {})
+
+    def build(self, input_shape):
+        self.quantizer.build(self)
+
+    def call(self, inputs, training=False):
+        return self.quantizer(inputs, training=bool(training))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "quantizer": self.quantizer.get_config()}
+
+
+# Keras float layer class -> its quantization-aware replacement.
+QUANT_LAYERS = {
+    keras.layers.Dense: QuantDense,
+    keras.layers.Conv1D: QuantConv1D,
+    keras.layers.Conv2D: QuantConv2D,
+    keras.layers.DepthwiseConv2D: QuantDepthwiseConv2D,
+}

@@ -1,0 +1,224 @@
+"""`quantize(model, scheme)`: rewrite a Keras 3 model into a trainable quantized one.
+
+The rewrite, in one visible pass over the layer graph:
+1. A Sequential becomes functional; BatchNormalization after a conv/dense is folded into it
+   (`batchnorm_folding`).
+2. Dense, Conv1D, Conv2D and DepthwiseConv2D become their `qat_layers` twins with the same
+   config and weights and a `WeightQuantizer` from the scheme.
+3. `QuantizeActivation` layers go where the converted TFLite model holds an int8 tensor, so
+   that the trained graph is the converted one:
+   - the model inputs;
+   - the output of a kernel layer (after its fused linear/relu/relu6 activation), of Add,
+     Concatenate and average pooling, unless its only consumer is a ReLU/ReLU6 layer that
+     TFLite fuses into it (then after that activation);
+   - softmax / sigmoid / tanh outputs, on the fixed ranges TFLite's int8 kernels require
+     (a kernel layer with such an activation is split: linear kernel, quantize, activation,
+     quantize).
+   Max pooling, Flatten, Reshape, Dropout, padding and Identity keep their input's grid.
+4. Any other layer raises `UnsupportedLayerError` naming it, unless the scheme says
+   `unsupported="float"` or an override marks it `"float": true`.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from toolkit.batchnorm_folding import fold_batch_norm
+from toolkit.errors import ConfigError, UnsupportedLayerError
+from toolkit.graph import consumers, to_functional
+from toolkit.qat_layers import QUANT_LAYERS, QuantizeActivation
+from toolkit.quantizers import ActivationQuantizer, WeightQuantizer
+from toolkit.scheme import QuantScheme
+
+__all__ = ["calibrate", "quantize", "quantized_layers"]
+
+L = keras.layers
+PASS_THROUGH = (L.InputLayer, L.Flatten, L.Reshape, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
+                L.MaxPooling1D, L.MaxPooling2D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D,
+                L.ZeroPadding1D, L.ZeroPadding2D, L.Identity, L.Cropping1D, L.Cropping2D)
+RESCALING = (L.Add, L.Concatenate, L.AveragePooling1D, L.AveragePooling2D,
+             L.GlobalAveragePooling1D, L.GlobalAveragePooling2D)
+FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
+# TFLite int8 kernels fix these output ranges (scale 1/256 zp -128; tanh 1/128 zp 0).
+FIXED_RANGE_ACTIVATIONS = {"softmax": (0.0, 255 / 256), "sigmoid": (0.0, 255 / 256), "tanh": (-1.0, 127 / 128)}
+
+
+def _activation_name(layer) -> str | None:
+    """The activation a layer applies: a name for Activation/ReLU/Softmax layers, None otherwise."""
+    if isinstance(layer, L.ReLU):
+        config = layer.get_config()
+        if config.get("negative_slope", 0) == 0 and config.get("threshold", 0) == 0:
+            if config.get("max_value") is None:
+                return "relu"
+            if config.get("max_value") == 6:
+                return "relu6"
+        return "relu_variant"
+    if isinstance(layer, L.Softmax):
+        return "softmax"
+    if isinstance(layer, L.Activation):
+        return layer.get_config()["activation"]
+    return None
+
+
+def _fuses_into_producer(layer) -> bool:
+    return _activation_name(layer) in ("relu", "relu6")
+
+
+def quantized_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of `model` that carry a weight quantizer."""
+    return [layer for layer in model.layers if hasattr(layer, "weight_quantizer")]
+
+
+def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_data=None) -> keras.Model:
+    """Returns a new quantization-aware model with `model`'s topology and weights.
+
+    Args:
+        model: a Keras 3 Sequential or functional model.
+        scheme: a `QuantScheme` (default W8A8, soft rounding).
+        calibration_data: optional batches (array or tf.data) that set the activation ranges
+            before training (see `calibrate`); without it the ranges are set by the first
+            training batch.
+
+    Raises:
+        UnsupportedLayerError: for a layer softedge cannot quantize (named, with its class).
+        ConfigError: for a model whose graph cannot be read.
+    """
+    scheme = scheme or QuantScheme()
+    if not isinstance(scheme, QuantScheme):
+        raise ConfigError(f"Expected a QuantScheme. Received: {type(scheme).__name__}")
+    source = fold_batch_norm(to_functional(model))
+    consumed_by = consumers(source)
+    float_names = _check_supported(source, scheme)
+    quantized_tensors: dict[int, object] = {}
+
+    def activation_quantizer(bits, name, fixed_range=None):
+        return QuantizeActivation(
+            ActivationQuantizer(bits=bits, symmetric=scheme.symmetric_activations, rounding=scheme.activation_rounding,
+                                ema_decay=scheme.ema_decay, fixed_range=fixed_range, alpha=scheme.alpha),
+            name=name,
+        )
+
+    def quantize_input(tensor):
+        """Model inputs are quantized once, however many layers read them."""
+        history = getattr(tensor, "_keras_history", None)
+        if history is None or not isinstance(history.operation, L.InputLayer):
+            return tensor
+        key = id(tensor)
+        if key not in quantized_tensors:
+            quantized_tensors[key] = activation_quantizer(
+                scheme.activation_bits, f"{history.operation.name}_quant")(tensor)
+        return quantized_tensors[key]
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        replacement = QUANT_LAYERS.get(type(layer))
+        if replacement is None or layer.name in float_names:
+            return layer.__class__.from_config(config)
+        settings = scheme.for_layer(layer.name)
+        per_channel = settings.per_channel and not isinstance(layer, L.Dense)
+        config["weight_quantizer"] = WeightQuantizer(
+            bits=settings.weight_bits, rounding=settings.rounding, per_channel=per_channel,
+            learned_step=settings.learned_step, alpha=scheme.alpha).get_config()
+        if config.get("activation") in FIXED_RANGE_ACTIVATIONS:
+            config["activation"] = "linear"  # applied after the logits are quantized, below
+        return replacement.from_config(config)
+
+    def call_layer(layer, *args, **kwargs):
+        args, kwargs = keras.tree.map_structure(quantize_input, (args, kwargs))
+        outputs = layer(*args, **kwargs)
+        original = source.get_layer(layer.name)
+        if layer.name in float_names:
+            return outputs
+        bits = scheme.for_layer(layer.name).activation_bits
+        after = consumed_by.get(layer.name, [])
+        fused_next = len(after) == 1 and _fuses_into_producer(after[0]) and after[0].name not in float_names
+        if isinstance(original, tuple(QUANT_LAYERS)):
+            activation = original.get_config().get("activation", "linear")
+            if activation in FIXED_RANGE_ACTIVATIONS:
+                outputs = activation_quantizer(bits, f"{layer.name}_quant")(outputs)
+                outputs = L.Activation(activation, name=f"{layer.name}_{activation}")(outputs)
+                return activation_quantizer(bits, f"{layer.name}_{activation}_quant",
+                                            FIXED_RANGE_ACTIVATIONS[activation])(outputs)
+            if activation == "linear" and fused_next:
+                return outputs
+            return activation_quantizer(bits, f"{layer.name}_quant")(outputs)
+        if isinstance(original, RESCALING):
+            return outputs if fused_next else activation_quantizer(bits, f"{layer.name}_quant")(outputs)
+        name = _activation_name(original)
+        if name in FIXED_RANGE_ACTIVATIONS:
+            return activation_quantizer(bits, f"{layer.name}_quant", FIXED_RANGE_ACTIVATIONS[name])(outputs)
+        if name is not None:  # relu, relu6, linear
+            return activation_quantizer(bits, f"{layer.name}_quant")(outputs)
+        return outputs  # pass-through layers keep their input's grid
+
+    quantized = keras.models.clone_model(source, clone_function=clone_layer, call_function=call_layer)
+    quantized.name = f"{source.name}_quantized"
+    for layer in quantized.layers:
+        if isinstance(layer, (L.InputLayer, QuantizeActivation)) or not layer.weights:
+            continue
+        original_weights = source.get_layer(layer.name).get_weights()
+        if hasattr(layer, "weight_quantizer"):
+            layer.float_kernel.assign(original_weights[0])
+            if layer.use_bias:
+                layer.bias.assign(original_weights[1])
+            layer.weight_quantizer.reset_step(layer.float_kernel)
+        else:
+            layer.set_weights(original_weights)
+    if calibration_data is not None:
+        calibrate(quantized, calibration_data)
+    return quantized
+
+
+def _check_supported(model: keras.Model, scheme: QuantScheme) -> set[str]:
+    """Names of the layers left in float; raises for an unsupported layer the scheme does not allow."""
+    float_names = set()
+    for layer in model.layers:
+        if scheme.for_layer(layer.name).float:
+            float_names.add(layer.name)
+            continue
+        reason = _unsupported_reason(layer)
+        if reason is None:
+            continue
+        if scheme.unsupported == "float":
+            float_names.add(layer.name)
+        else:
+            raise UnsupportedLayerError(
+                f"Cannot quantize layer {layer.name!r} ({type(layer).__name__}): {reason}. "
+                f"Leave it in float with QuantScheme(overrides={{{layer.name!r}: {{'float': True}}}}) "
+                "or QuantScheme(unsupported='float')."
+            )
+    return float_names
+
+
+def _unsupported_reason(layer) -> str | None:
+    if type(layer) in QUANT_LAYERS:
+        activation = layer.get_config().get("activation", "linear")
+        if activation in FUSED_ACTIVATIONS or activation in FIXED_RANGE_ACTIVATIONS:
+            return None
+        return f"its activation {activation!r} has no int8 TFLite kernel that softedge models"
+    if isinstance(layer, PASS_THROUGH + RESCALING):
+        return None
+    name = _activation_name(layer)
+    if name is not None:
+        if name in FUSED_ACTIVATIONS or name in FIXED_RANGE_ACTIVATIONS:
+            return None
+        return f"activation {name!r} is not supported"
+    if isinstance(layer, L.BatchNormalization):
+        return "a BatchNormalization that does not directly follow a linear Dense/Conv cannot be folded"
+    return "softedge has no quantized form of this layer type"
+
+
+def calibrate(model: keras.Model, data, steps: int | None = None) -> None:
+    """Sets activation ranges by running batches through `model` in training mode.
+
+    No weight is updated (no optimizer step); dropout is active but only ranges are recorded.
+    `data`: an array (split into batches of 64), or an iterable of batches / (x, y) pairs.
+    """
+    if isinstance(data, np.ndarray):
+        data = [data[i:i + 64] for i in range(0, len(data), 64)]
+    for step, batch in enumerate(data):
+        if steps is not None and step >= steps:
+            break
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        model(x, training=True)

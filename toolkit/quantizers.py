@@ -1,0 +1,282 @@
+"""Uniform quantizers for one tensor: the fake-quant math and the integer grid it stands on.
+
+Fake-quant forward, for scale s > 0, zero point z and integer range [qmin, qmax]:
+
+    q     = clip(R(x / s) + z, qmin, qmax)        R: a rounding method from `toolkit.rounding`
+    x_hat = (q - z) * s
+
+Gradient: d x_hat / d x = R'(x / s) inside the range, 0 where the clip is active (for "ste",
+R' = 1: the clipped straight-through estimator). With a learned step size (LSQ, Esser et al.
+2019) the step receives d x_hat / d s = (q - z) - x / s inside the range and qmin - z / qmax - z
+outside, multiplied by the gradient scale g = 1 / sqrt(N * qmax).
+
+A quantizer is a small configuration object (`get_config` / `from_config`, registered with
+Keras) that creates its state as weights of the layer that owns it (`build(layer, ...)`), the
+tfmot `Quantizer` idea without its wrappers. Every quantizer reports its grid
+(`scale`, `zero_point`, `qmin`, `qmax`) so that the exporter can bake it exactly.
+
+Grids:
+- weights: symmetric, zero point 0, narrow range qmin = -qmax = -(2^(b-1) - 1). 2 bits is
+  ternary {-1, 0, 1}. Scale per output channel or per tensor: max|w| / qmax (or learned).
+- activations: 8-bit int8 style, qmin = -2^(b-1), qmax = 2^(b-1) - 1. Asymmetric: the range
+  [min, max] from an exponential moving average of batch extremes, widened to contain 0, with
+  the zero point nudged exactly as `tf.quantization.fake_quant_with_min_max_vars` nudges it
+  (so the exporter's fake-quant op reproduces the grid). Symmetric: zero point 0.
+
+References:
+    S. K. Esser et al. "Learned Step Size Quantization", ICLR 2020.
+    B. Jacob et al. "Quantization and Training of Neural Networks for Efficient
+    Integer-Arithmetic-Only Inference", CVPR 2018 (ranges by moving average, zero exactly
+    representable).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+from toolkit import rounding as rounding_methods
+from toolkit.errors import ConfigError
+
+__all__ = ["ActivationQuantizer", "Grid", "WeightQuantizer", "check_bits", "fake_quant"]
+
+ALPHA_WEIGHT_NAME = "rounding_alpha"
+_TINY = 1e-12
+
+
+def check_bits(bits, name: str = "bits") -> int:
+    """Validates a bit width in 2..8 and returns it as int."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
+        raise ConfigError(f"Expected `{name}` between 2 and 8. Received: {name}={bits!r}")
+    return bits
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The integer grid of a quantized tensor: x = (q - zero_point) * scale, q in [qmin, qmax]."""
+
+    scale: tf.Tensor
+    zero_point: tf.Tensor
+    qmin: int
+    qmax: int
+
+
+def fake_quant(x, scale, zero_point, qmin: int, qmax: int, method: str = "ste", alpha=None):
+    """x_hat = (clip(R(x / s) + z, qmin, qmax) - z) * s with R = rounding.get(method).
+
+    `scale` and `zero_point` broadcast against `x`. Gradients as in the module docstring.
+    """
+    q = rounding_methods.apply(method, x / scale, alpha) + zero_point
+    q = tf.clip_by_value(q, tf.cast(qmin, x.dtype), tf.cast(qmax, x.dtype))
+    return (q - zero_point) * scale
+
+
+def _scale_gradient(value, factor: float):
+    """Forward `value`, backward `factor * gradient` (LSQ's gradient scaling)."""
+    scaled = value * factor
+    return scaled + tf.stop_gradient(value - scaled)
+
+
+def _add_alpha(layer: keras.layers.Layer, method: str, alpha: float):
+    """The layer's rounding sharpness, a non-trainable weight that `AnnealRounding` sets."""
+    if not rounding_methods.uses_alpha(method) or hasattr(layer, ALPHA_WEIGHT_NAME):
+        return getattr(layer, ALPHA_WEIGHT_NAME, None)
+    variable = layer.add_weight(
+        name=ALPHA_WEIGHT_NAME,
+        shape=(),
+        initializer=keras.initializers.Constant(alpha),
+        trainable=False,
+        aggregation="only_first_replica",
+    )
+    setattr(layer, ALPHA_WEIGHT_NAME, variable)
+    return variable
+
+
+@keras.saving.register_keras_serializable(package="softedge")
+class WeightQuantizer:
+    """Symmetric narrow-range quantizer for a kernel (zero point 0, ints in [-qmax, qmax]).
+
+    Args:
+        bits: 2..8. qmax = 2^(bits-1) - 1 (2 bits: ternary).
+        rounding: "ste", "soft" or "sigmoid" (or "hard" for reference).
+        per_channel: one scale per output channel (the kernel's `channel_axes`) or one in all.
+        learned_step: LSQ: the step is a trainable weight initialized to 2 mean|w| / sqrt(qmax)
+            instead of being max|w| / qmax of the current kernel.
+        alpha: the initial rounding sharpness (annealed by `AnnealRounding`).
+    """
+
+    def __init__(self, bits: int = 8, rounding: str = "soft", per_channel: bool = True,
+                 learned_step: bool = False, alpha: float = 1.0):
+        self.bits = check_bits(bits)
+        rounding_methods.get(rounding)
+        self.rounding = rounding
+        self.per_channel = bool(per_channel)
+        self.learned_step = bool(learned_step)
+        self.alpha = float(alpha)
+        self.qmax = 2 ** (self.bits - 1) - 1
+        self.qmin = -self.qmax
+        self._alpha_variable = None
+        self._step = None
+        self._reduce_axes = None
+
+    def get_config(self) -> dict:
+        return {"bits": self.bits, "rounding": self.rounding, "per_channel": self.per_channel,
+                "learned_step": self.learned_step, "alpha": self.alpha}
+
+    @classmethod
+    def from_config(cls, config: dict) -> WeightQuantizer:
+        return cls(**config)
+
+    def build(self, layer: keras.layers.Layer, kernel: keras.Variable, channel_axes: tuple[int, ...]) -> None:
+        """Creates the quantizer's weights on `layer`.
+
+        `channel_axes`: the kernel axes that index output channels (kept by per-channel scales).
+        """
+        rank = len(kernel.shape)
+        channel_axes = tuple(a % rank for a in channel_axes) if self.per_channel else ()
+        self._reduce_axes = tuple(a for a in range(rank) if a not in channel_axes)
+        self._alpha_variable = _add_alpha(layer, self.rounding, self.alpha)
+        if self.learned_step:
+            step_shape = tuple(1 if a in self._reduce_axes else kernel.shape[a] for a in range(rank))
+            initial = 2.0 * tf.reduce_mean(tf.abs(tf.convert_to_tensor(kernel)), axis=self._reduce_axes, keepdims=True)
+            initial = tf.maximum(initial / math.sqrt(self.qmax), _TINY)
+            self._step = layer.add_weight(name="kernel_step", shape=step_shape,
+                                          initializer=keras.initializers.Constant(initial.numpy()), trainable=True)
+            per_step = math.prod(kernel.shape[a] for a in self._reduce_axes)
+            self._gradient_factor = 1.0 / math.sqrt(per_step * self.qmax)
+
+    def reset_step(self, kernel) -> None:
+        """Re-initializes a learned step from `kernel` (after weights were copied in)."""
+        if self._step is not None:
+            initial = 2.0 * tf.reduce_mean(tf.abs(tf.convert_to_tensor(kernel)), axis=self._reduce_axes, keepdims=True)
+            self._step.assign(tf.maximum(initial / math.sqrt(self.qmax), _TINY))
+
+    def scale(self, kernel) -> tf.Tensor:
+        """The step s, broadcastable against the kernel (keepdims over the reduced axes)."""
+        if self._step is not None:
+            return tf.abs(tf.convert_to_tensor(self._step)) + _TINY
+        max_abs = tf.reduce_max(tf.abs(kernel), axis=self._reduce_axes, keepdims=True)
+        return tf.stop_gradient(tf.maximum(max_abs, _TINY) / self.qmax)
+
+    def __call__(self, kernel) -> tf.Tensor:
+        kernel = tf.convert_to_tensor(kernel)
+        s = self.scale(kernel)
+        if self._step is not None:
+            s = _scale_gradient(s, self._gradient_factor)
+        return fake_quant(kernel, s, tf.zeros((), kernel.dtype), self.qmin, self.qmax,
+                          self.rounding, self._alpha_variable)
+
+    def integers(self, kernel) -> tf.Tensor:
+        """The hard integers q = clip(round(w / s), qmin, qmax), ties to even, as int32."""
+        kernel = tf.convert_to_tensor(kernel)
+        q = tf.clip_by_value(tf.round(kernel / self.scale(kernel)), self.qmin, self.qmax)
+        return tf.cast(q, tf.int32)
+
+    def grid(self, kernel) -> Grid:
+        s = self.scale(tf.convert_to_tensor(kernel))
+        return Grid(scale=s, zero_point=tf.zeros_like(s), qmin=self.qmin, qmax=self.qmax)
+
+
+@keras.saving.register_keras_serializable(package="softedge")
+class ActivationQuantizer:
+    """Quantizer for an activation tensor with a moving-average range, frozen in inference.
+
+    Training: batch min/max update min_ema <- d min_ema + (1 - d) min(x) (the first batch sets
+    it), likewise max; the updated range quantizes the batch. Inference: the stored range.
+    `fixed_range=(lo, hi)` pins the range instead (e.g. softmax outputs [0, 1), as TFLite's
+    int8 softmax requires scale 1/256, zero point -128).
+
+    Args:
+        bits: 2..8 (the exporter needs 8 for int8 tensors).
+        symmetric: zero point 0 and range [-m, m], m = max(|min|, |max|).
+        rounding: rounding method of the fake quant ("ste" by default).
+        ema_decay: d in the moving averages.
+        fixed_range: optional (lo, hi) that replaces the moving average.
+        alpha: initial sharpness for a soft rounding method.
+    """
+
+    def __init__(self, bits: int = 8, symmetric: bool = False, rounding: str = "ste",
+                 ema_decay: float = 0.99, fixed_range: tuple[float, float] | None = None, alpha: float = 1.0):
+        self.bits = check_bits(bits, "activation_bits")
+        rounding_methods.get(rounding)
+        if not 0.0 <= ema_decay < 1.0:
+            raise ConfigError(f"Expected `ema_decay` in [0, 1). Received: ema_decay={ema_decay}")
+        if fixed_range is not None and not fixed_range[0] < fixed_range[1]:
+            raise ConfigError(f"Expected `fixed_range` (lo, hi) with lo < hi. Received: fixed_range={fixed_range}")
+        self.symmetric = bool(symmetric)
+        self.rounding = rounding
+        self.ema_decay = float(ema_decay)
+        self.fixed_range = None if fixed_range is None else (float(fixed_range[0]), float(fixed_range[1]))
+        self.alpha = float(alpha)
+        self.qmin = -(2 ** (self.bits - 1))
+        self.qmax = 2 ** (self.bits - 1) - 1
+        self._alpha_variable = None
+
+    def get_config(self) -> dict:
+        return {"bits": self.bits, "symmetric": self.symmetric, "rounding": self.rounding,
+                "ema_decay": self.ema_decay, "fixed_range": self.fixed_range, "alpha": self.alpha}
+
+    @classmethod
+    def from_config(cls, config: dict) -> ActivationQuantizer:
+        config = dict(config)
+        if config.get("fixed_range") is not None:
+            config["fixed_range"] = tuple(config["fixed_range"])
+        return cls(**config)
+
+    def build(self, layer: keras.layers.Layer) -> None:
+        lo, hi = self.fixed_range or (0.0, 0.0)
+        self.range_min = layer.add_weight(name="range_min", shape=(), initializer=keras.initializers.Constant(lo),
+                                          trainable=False, aggregation="mean")
+        self.range_max = layer.add_weight(name="range_max", shape=(), initializer=keras.initializers.Constant(hi),
+                                          trainable=False, aggregation="mean")
+        self.range_initialized = layer.add_weight(
+            name="range_initialized", shape=(), trainable=False, aggregation="only_first_replica",
+            initializer=keras.initializers.Constant(1.0 if self.fixed_range else 0.0))
+        self._alpha_variable = _add_alpha(layer, self.rounding, self.alpha)
+
+    def update_range(self, x) -> None:
+        """One moving-average step from the batch `x` (no-op with a fixed range)."""
+        if self.fixed_range is not None:
+            return
+        batch_min = tf.cast(tf.reduce_min(x), self.range_min.dtype)
+        batch_max = tf.cast(tf.reduce_max(x), self.range_max.dtype)
+        seen = tf.convert_to_tensor(self.range_initialized) > 0.5
+        d = self.ema_decay
+        self.range_min.assign(tf.where(seen, d * self.range_min + (1 - d) * batch_min, batch_min))
+        self.range_max.assign(tf.where(seen, d * self.range_max + (1 - d) * batch_max, batch_max))
+        self.range_initialized.assign(tf.ones_like(self.range_initialized))
+
+    def grid(self) -> Grid:
+        """Scale and zero point from the stored range, nudged as TF's fake_quant nudges them.
+
+        The range is widened to contain 0. Asymmetric: s = (max - min) / (2^b - 1) and, in the
+        unsigned domain [0, 2^b - 1], z_u = floor(-min / s + 1/2) clipped (the op's half-up
+        rounding); the signed zero point is z_u - 2^(b-1). Symmetric: s = max(|min|, |max|) /
+        qmax, zero point 0.
+        """
+        lo = tf.minimum(tf.convert_to_tensor(self.range_min), 0.0)
+        hi = tf.maximum(tf.convert_to_tensor(self.range_max), 0.0)
+        if self.symmetric:
+            s = tf.maximum(tf.maximum(-lo, hi), _TINY) / self.qmax
+            return Grid(scale=s, zero_point=tf.zeros_like(s), qmin=self.qmin, qmax=self.qmax)
+        levels = self.qmax - self.qmin
+        s = tf.maximum(hi - lo, _TINY) / levels
+        zero_unsigned = tf.clip_by_value(tf.floor(-lo / s + 0.5), 0.0, float(levels))
+        return Grid(scale=s, zero_point=zero_unsigned + self.qmin, qmin=self.qmin, qmax=self.qmax)
+
+    def min_max(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """The nudged range ((qmin - z) s, (qmax - z) s) that reproduces the grid exactly."""
+        g = self.grid()
+        return (g.qmin - g.zero_point) * g.scale, (g.qmax - g.zero_point) * g.scale
+
+    def __call__(self, x, training: bool = False) -> tf.Tensor:
+        if training:
+            self.update_range(x)
+        g = self.grid()
+        scale = tf.cast(tf.stop_gradient(g.scale), x.dtype)
+        zero_point = tf.cast(tf.stop_gradient(g.zero_point), x.dtype)
+        return fake_quant(x, scale, zero_point, g.qmin, g.qmax, self.rounding, self._alpha_variable)
+

@@ -1,0 +1,107 @@
+"""Sharpness (alpha) schedules for annealing soft rounding to hard, and the Keras callback.
+
+An `AlphaSchedule` maps a training step to alpha. Over the first `steps - hold_steps` steps it
+moves from `alpha_start` to `alpha_end`, with t = step / (steps - hold_steps) clipped to [0, 1]:
+
+    constant     alpha = alpha_start
+    linear       alpha = a0 + (a1 - a0) t
+    exponential  alpha = a0 (a1 / a0)^t                  (geometric; needs a0, a1 > 0)
+    cosine       alpha = a1 + (a0 - a1) (1 + cos(pi t)) / 2
+
+and then holds alpha_end for the last `hold_steps` steps (and any step after `steps`).
+Exponential is the natural choice for soft rounding: the curve's shape changes with log(alpha).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import keras
+
+from toolkit.errors import ConfigError
+from toolkit.quantizers import ALPHA_WEIGHT_NAME
+
+__all__ = ["KINDS", "AlphaSchedule", "AnnealRounding", "alpha_variables", "set_alpha"]
+
+KINDS = ("constant", "linear", "exponential", "cosine")
+
+
+@dataclass(frozen=True)
+class AlphaSchedule:
+    """alpha(step); see the module docstring. JSON-serializable via `to_dict` / `from_dict`."""
+
+    kind: str = "exponential"
+    alpha_start: float = 1.0
+    alpha_end: float = 1000.0
+    steps: int = 1000
+    hold_steps: int = 0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ConfigError(f"Unknown schedule kind {self.kind!r}. Expected one of: {', '.join(KINDS)}.")
+        if not (self.alpha_start >= 0 and self.alpha_end >= 0):
+            raise ConfigError(f"Expected alphas >= 0. Received: alpha_start={self.alpha_start}, alpha_end={self.alpha_end}")
+        if self.kind == "exponential" and not (self.alpha_start > 0 and self.alpha_end > 0):
+            raise ConfigError(f"An exponential schedule needs alphas > 0. Received: alpha_start={self.alpha_start}, alpha_end={self.alpha_end}")
+        if self.steps < 1 or not 0 <= self.hold_steps <= self.steps:
+            raise ConfigError(f"Expected steps >= 1 and 0 <= hold_steps <= steps. Received: steps={self.steps}, hold_steps={self.hold_steps}")
+
+    def __call__(self, step: int) -> float:
+        ramp = self.steps - self.hold_steps
+        t = 1.0 if ramp == 0 else min(max(step / ramp, 0.0), 1.0)
+        a0, a1 = self.alpha_start, self.alpha_end
+        if self.kind == "constant":
+            return a0
+        if self.kind == "linear":
+            return a0 + (a1 - a0) * t
+        if self.kind == "exponential":
+            return a0 * (a1 / a0) ** t
+        return a1 + (a0 - a1) * (1 + math.cos(math.pi * t)) / 2
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AlphaSchedule:
+        return cls(**data)
+
+
+def alpha_variables(model: keras.Model) -> list:
+    """Every rounding-sharpness variable in `model` (one per layer that rounds softly)."""
+    return [v for v in model.variables if v.path.split("/")[-1] == ALPHA_WEIGHT_NAME]
+
+
+def set_alpha(model: keras.Model, alpha: float) -> None:
+    """Sets the shared rounding sharpness of every quantizer in `model`."""
+    for variable in alpha_variables(model):
+        variable.assign(alpha)
+
+
+class AnnealRounding(keras.callbacks.Callback):
+    """Sets every quantizer's alpha from `schedule` before each training batch.
+
+    The alpha in force at the end of each epoch is added to the epoch logs (so `history`
+    has an "alpha" column). `initial_step` resumes a schedule part-way.
+    """
+
+    def __init__(self, schedule: AlphaSchedule, initial_step: int = 0):
+        super().__init__()
+        self.schedule = schedule
+        self.step = initial_step
+        self.alpha = schedule(initial_step)
+        self._variables = []
+
+    def on_train_begin(self, logs=None):
+        self._variables = alpha_variables(self.model)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.alpha = self.schedule(self.step)
+        for variable in self._variables:
+            variable.assign(self.alpha)
+        self.step += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["alpha"] = self.alpha
