@@ -2,7 +2,7 @@
 
 Fake-quant forward, for scale s > 0, zero point z and integer range [qmin, qmax]:
 
-    q     = clip(R(x / s) + z, qmin, qmax)        R: a rounding method from `toolkit.rounding`
+    q     = R(clip(x / s + z, qmin, qmax))        R: a rounding method from `toolkit.rounding`
     x_hat = (q - z) * s
 
 Gradient: d x_hat / d x = R'(x / s) inside the range, 0 where the clip is active (for "ste",
@@ -65,13 +65,15 @@ class Grid:
 
 
 def fake_quant(x, scale, zero_point, qmin: int, qmax: int, method: str = "ste", alpha=None):
-    """x_hat = (clip(R(x / s) + z, qmin, qmax) - z) * s with R = rounding.get(method).
+    """x_hat = (R(clip(x / s + z, qmin, qmax)) - z) * s with R = rounding.get(method).
 
     `scale` and `zero_point` broadcast against `x`. Gradients as in the module docstring.
     """
-    q = rounding_methods.apply(method, x / scale, alpha) + zero_point
-    q = tf.clip_by_value(q, tf.cast(qmin, x.dtype), tf.cast(qmax, x.dtype))
-    return (q - zero_point) * scale
+    # Clip the real value, then round: the same forward as clipping the integers (the bounds
+    # are integers, and R(v + n) = R(v) + n for integer n), but the gradient is cut exactly
+    # outside [qmin, qmax] as in LSQ and in TF's fake_quant ops, not half a step further out.
+    v = tf.clip_by_value(x / scale + zero_point, tf.cast(qmin, x.dtype), tf.cast(qmax, x.dtype))
+    return (rounding_methods.apply(method, v, alpha) - zero_point) * scale
 
 
 def _scale_gradient(value, factor: float):
@@ -147,6 +149,11 @@ class WeightQuantizer:
                                           initializer=keras.initializers.Constant(initial.numpy()), trainable=True)
             per_step = math.prod(kernel.shape[a] for a in self._reduce_axes)
             self._gradient_factor = 1.0 / math.sqrt(per_step * self.qmax)
+
+    @property
+    def step_variable(self):
+        """The learned step (LSQ) weight, or None with max-abs scaling."""
+        return self._step
 
     def reset_step(self, kernel) -> None:
         """Re-initializes a learned step from `kernel` (after weights were copied in)."""

@@ -1,0 +1,100 @@
+"""Dataset registry: bundled or generated data only, nothing is downloaded.
+
+- "digits": the 8x8 handwritten digits that ship inside scikit-learn (1797 images, values
+  0..16 scaled to [0, 1]), shape (8, 8, 1); a fixed stratified 80/20 split.
+- "mnist1d": MNIST-1D generated procedurally by the `mnist1d` package (its default arguments:
+  4000 train / 1000 test sequences of length 40), shape (40, 1).
+- any path to an `.npz` with `x_train`, `y_train`, `x_test`, `y_test` (integer labels).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import ArtifactError, ConfigError
+
+__all__ = ["NAMES", "Dataset", "load"]
+
+NAMES = ("digits", "mnist1d")
+_SPLIT_SEED = 0  # the train/test split is part of the dataset, not of a run's seed
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+
+def _digits() -> Dataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[..., None]
+    y = bunch.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=_SPLIT_SEED, stratify=y)
+    return Dataset("digits", x_train, y_train, x_test, y_test)
+
+
+def _mnist1d() -> Dataset:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    data = make_dataset(get_dataset_args())  # generated from its seed (42); no download
+    return Dataset(
+        "mnist1d",
+        data["x"].astype(np.float32)[..., None], data["y"].astype(np.int64),
+        data["x_test"].astype(np.float32)[..., None], data["y_test"].astype(np.int64),
+    )
+
+
+def _npz(path: Path) -> Dataset:
+    if not path.is_file():
+        raise ArtifactError(f"Dataset file {path} does not exist.")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
+            if missing:
+                raise ArtifactError(f"Dataset {path} lacks array(s) {sorted(missing)}; found {sorted(archive.files)}.")
+            arrays = {k: archive[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise ArtifactError(f"Dataset {path} is not a readable .npz file: {error}") from error
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) == 0:
+            raise ConfigError(f"Dataset {path} has an empty {split} split (x_{split} has 0 rows).")
+        if len(x) != len(y):
+            raise ConfigError(f"Dataset {path}: x_{split} has {len(x)} rows but y_{split} has {len(y)}.")
+        if not np.issubdtype(x.dtype, np.number):
+            raise ConfigError(f"Dataset {path}: x_{split} has dtype {x.dtype}; expected numbers.")
+        if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
+            raise ConfigError(f"Dataset {path}: y_{split} must be 1-D integer labels; got dtype {y.dtype}, shape {y.shape}.")
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise ConfigError(f"Dataset {path}: x_train rows {arrays['x_train'].shape[1:]} and x_test rows {arrays['x_test'].shape[1:]} differ.")
+    return Dataset(path.stem, arrays["x_train"].astype(np.float32), arrays["y_train"].astype(np.int64),
+                   arrays["x_test"].astype(np.float32), arrays["y_test"].astype(np.int64))
+
+
+def load(name: str) -> Dataset:
+    """Loads a dataset by registry name or .npz path (see the module docstring)."""
+    if name == "digits":
+        return _digits()
+    if name == "mnist1d":
+        return _mnist1d()
+    if str(name).endswith(".npz"):
+        return _npz(Path(name))
+    raise ConfigError(f"Unknown dataset {name!r}. Expected one of {', '.join(NAMES)} or a path to an .npz file.")

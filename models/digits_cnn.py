@@ -1,0 +1,27 @@
+"""A small 2-D CNN for the 8x8 scikit-learn digits, logits out.
+
+Conv-BN-ReLU (16), depthwise-separable block (depthwise 3x3 + pointwise 32), global average
+pooling, dense: a tiny microcontroller-sized model that exercises every quantized layer type.
+"""
+
+import keras
+
+from models.registry import register
+
+
+@register("digits_cnn")
+def build(input_shape=(8, 8, 1), num_classes=10) -> keras.Model:
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv0")(inputs)
+    x = layers.BatchNormalization(name="bn0")(x)
+    x = layers.ReLU(name="relu0")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="depthwise1")(x)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.ReLU(name="relu1")(x)
+    x = layers.Conv2D(32, 1, use_bias=False, name="pointwise1")(x)
+    x = layers.BatchNormalization(name="bn2")(x)
+    x = layers.ReLU(name="relu2")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="digits_cnn")

@@ -1,0 +1,79 @@
+"""The training recipe: float pre-training, then quantize and fine-tune with alpha annealed to hard.
+
+    1. train the float model (Adam, cross-entropy on logits);
+    2. `quantize` it with the scheme, calibrating activation ranges on training batches;
+    3. fine-tune the quantized model while `AnnealRounding` moves alpha from alpha_start to
+       alpha_end (exponential), holding alpha_end for the last `hold_fraction` of the steps, so
+       that the smooth model ends up behaving as the hard one it will be exported as.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import keras
+import numpy as np
+
+from models.datasets import Dataset
+from toolkit.quantize import quantize
+from toolkit.schedules import AlphaSchedule, AnnealRounding
+from toolkit.scheme import QuantScheme
+
+__all__ = ["Recipe", "accuracy", "predict_logits", "train_float", "train_quantized"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Epochs and optimizer settings of both phases, and the alpha schedule's ends."""
+
+    float_epochs: int = 30
+    qat_epochs: int = 15
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    qat_learning_rate: float = 5e-4
+    alpha_start: float = 1.0
+    alpha_end: float = 1000.0
+    hold_fraction: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _compile(model: keras.Model, learning_rate: float) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def predict_logits(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+
+
+def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(predict_logits(model, x), axis=-1) == y))
+
+
+def train_float(model: keras.Model, data: Dataset, recipe: Recipe, seed: int = 0, verbose: int = 0) -> dict:
+    """Phase 1. Returns the Keras history dict."""
+    keras.utils.set_random_seed(seed)
+    _compile(model, recipe.learning_rate)
+    history = model.fit(data.x_train, data.y_train, epochs=recipe.float_epochs, batch_size=recipe.batch_size,
+                        shuffle=True, verbose=verbose)
+    return history.history
+
+
+def train_quantized(float_model: keras.Model, data: Dataset, scheme: QuantScheme, recipe: Recipe,
+                    seed: int = 0, verbose: int = 0, callbacks=()) -> tuple[keras.Model, dict]:
+    """Phases 2-3. Returns (the smooth quantized model, its history dict with an "alpha" column)."""
+    keras.utils.set_random_seed(seed)
+    model = quantize(float_model, scheme, calibration_data=data.x_train[:1024])
+    _compile(model, recipe.qat_learning_rate)
+    steps = recipe.qat_epochs * math.ceil(len(data.x_train) / recipe.batch_size)
+    schedule = AlphaSchedule("exponential", recipe.alpha_start, recipe.alpha_end, steps,
+                             hold_steps=int(steps * recipe.hold_fraction))
+    history = model.fit(data.x_train, data.y_train, epochs=recipe.qat_epochs, batch_size=recipe.batch_size,
+                        shuffle=True, verbose=verbose, callbacks=[AnnealRounding(schedule), *callbacks])
+    return model, history.history

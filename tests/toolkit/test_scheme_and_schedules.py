@@ -1,0 +1,89 @@
+import keras
+import numpy as np
+import pytest
+
+from tests.toolkit.conftest import small_model
+from toolkit import AlphaSchedule, AnnealRounding, QuantScheme, quantize
+from toolkit.errors import ConfigError
+from toolkit.schedules import alpha_variables, set_alpha
+
+
+def test_scheme_json_round_trip_and_overrides():
+    scheme = QuantScheme(weight_bits=3, rounding="sigmoid", overrides={"conv.*": {"weight_bits": 8, "per_channel": False}})
+    again = QuantScheme.from_json(scheme.to_json())
+    assert again == scheme
+    layer = again.for_layer("conv_1")
+    assert (layer.weight_bits, layer.per_channel, layer.rounding) == (8, False, "sigmoid")
+    assert again.for_layer("logits").weight_bits == 3
+    assert again.for_layer("xconv").weight_bits == 3  # full match only
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"weight_bits": 9}, "weight_bits=9"),
+        ({"activation_bits": 1}, "activation_bits=1"),
+        ({"rounding": "hard"}, "'hard'"),
+        ({"unsupported": "skip"}, "unsupported"),
+        ({"overrides": {"conv": {"bits": 4}}}, "bits"),
+        ({"overrides": {"conv": {"weight_bits": 12}}}, "weight_bits=12"),
+        ({"overrides": {"(": {"weight_bits": 4}}}, "pattern"),
+    ],
+)
+def test_scheme_rejects_invalid_values_by_name(kwargs, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        QuantScheme(**kwargs)
+
+
+@pytest.mark.parametrize("kind", ["linear", "exponential", "cosine"])
+def test_schedules_run_from_start_to_end_monotonically_and_hold(kind):
+    schedule = AlphaSchedule(kind, 1.0, 500.0, steps=100, hold_steps=20)
+    values = [schedule(step) for step in range(120)]
+    assert values[0] == pytest.approx(1.0)
+    assert values[80] == pytest.approx(500.0)
+    assert all(v == pytest.approx(500.0) for v in values[80:])
+    assert np.all(np.diff(values) >= -1e-9)
+    assert AlphaSchedule.from_dict(schedule.to_dict()) == schedule
+    if kind == "exponential":
+        assert schedule(40) == pytest.approx(np.sqrt(500.0))  # geometric midpoint
+
+
+def test_constant_schedule_and_invalid_schedules():
+    assert AlphaSchedule("constant", 3.0, 9.0, 10)(7) == 3.0
+    with pytest.raises(ConfigError, match="kind"):
+        AlphaSchedule("step")
+    with pytest.raises(ConfigError, match="alphas > 0"):
+        AlphaSchedule("exponential", 0.0, 10.0)
+    with pytest.raises(ConfigError, match="hold_steps"):
+        AlphaSchedule("linear", 1.0, 2.0, steps=5, hold_steps=6)
+
+
+def test_anneal_callback_sets_every_alpha_per_batch_and_logs_history():
+    keras.utils.set_random_seed(0)
+    q = quantize(small_model("conv1d"), QuantScheme(weight_bits=4, rounding="soft"))
+    x = np.random.default_rng(0).normal(size=(64, 16, 2)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 4, 64)
+    q.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    schedule = AlphaSchedule("linear", 1.0, 9.0, steps=8)
+    callback = AnnealRounding(schedule)
+    history = q.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[callback])
+    # 4 batches an epoch: the last batch of epoch 1 is step 3, of epoch 2 step 7.
+    assert history.history["alpha"] == pytest.approx([schedule(3), schedule(7)])
+    assert len(alpha_variables(q)) == 3
+    assert all(float(v.numpy()) == pytest.approx(schedule(7)) for v in alpha_variables(q))
+
+
+def test_large_final_alpha_makes_the_smooth_model_the_hard_one():
+    keras.utils.set_random_seed(0)
+    q = quantize(small_model("conv1d"), QuantScheme(weight_bits=3, rounding="soft"))
+    x = np.random.default_rng(0).normal(size=(256, 16, 2)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 4, 256)
+    q.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    q.fit(x, y, batch_size=32, epochs=3, verbose=0,
+          callbacks=[AnnealRounding(AlphaSchedule("exponential", 1.0, 1e4, steps=24, hold_steps=8))])
+    smooth = q.predict(x, verbose=0)
+    set_alpha(q, 1e9)  # hard rounding everywhere
+    hard = q.predict(x, verbose=0)
+    assert np.mean(np.argmax(smooth, -1) == np.argmax(hard, -1)) >= 0.99
+    set_alpha(q, 1.0)  # ... whereas a smooth alpha is a different model
+    assert np.max(np.abs(q.predict(x, verbose=0) - hard)) > 10 * np.max(np.abs(smooth - hard))
