@@ -86,6 +86,7 @@ def gradcheck(alphas, eps, tolerance, seed, as_json):
     Differentiates each method's smooth surrogate numerically (identity for ste, the curve for
     soft/sigmoid) and prints the max scaled error; exits 1 if any exceeds --tolerance.
 
+    \b
     Example: softedge gradcheck --alphas 0,1,5 --json
     """
     from toolkit.errors import ConfigError
@@ -103,6 +104,201 @@ def gradcheck(alphas, eps, tolerance, seed, as_json):
     else:
         click.echo(format_gradcheck_table(results))
     sys.exit(EXIT_OK if worst <= tolerance else EXIT_CHECK_FAILED)
+
+
+def epoch_progress(label: str, epochs: int, enabled: bool = True):
+    """A Keras callback that drives a click progress bar (on stderr) over the epochs of one phase."""
+    import keras
+
+    class _Progress(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.bar = click.progressbar(length=epochs, label=label, file=sys.stderr) if enabled else None
+            if self.bar:
+                self.bar.__enter__()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.bar:
+                self.bar.update(1)
+
+        def on_train_end(self, logs=None):
+            if self.bar:
+                self.bar.__exit__(None, None, None)
+
+    return _Progress()
+
+
+@main.command()
+@click.option("--model", "model_name", default="digits_cnn", show_default=True, help="Zoo model name.")
+@click.option("--data", default="digits", show_default=True, help="digits, mnist1d or a path to an .npz.")
+@click.option("--weight-bits", default=8, show_default=True, type=int, help="Kernel bits, 2..8.")
+@click.option("--activation-bits", default=8, show_default=True, type=int, help="Activation bits, 2..8.")
+@click.option("--rounding", default="soft", show_default=True, help="ste, soft or sigmoid.")
+@click.option("--learned-step/--max-abs-step", default=False, show_default=True, help="LSQ learned kernel steps.")
+@click.option("--float-epochs", default=30, show_default=True, type=int)
+@click.option("--qat-epochs", default=10, show_default=True, type=int)
+@click.option("--alpha-end", default=1000.0, show_default=True, type=float, help="Final rounding sharpness.")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@seed_option
+@json_option
+@handles_errors
+def train(model_name, data, weight_bits, activation_bits, rounding, learned_step, float_epochs, qat_epochs,
+          alpha_end, run_dir, seed, as_json):
+    """Train a zoo model in float, quantize it, and fine-tune with the rounding annealed to hard.
+
+    Writes RUN/config.json, versions.json, float.keras, smooth.keras, history.json, summary.json.
+
+    \b
+    Example: softedge train --model mnist1d_cnn --data mnist1d --weight-bits 3 --run runs/m1d-w3
+    """
+    from export.runs import RunConfig, train_run
+    from models.training import Recipe
+    from toolkit.scheme import QuantScheme
+
+    set_seed(seed)
+    scheme = QuantScheme(weight_bits=weight_bits, activation_bits=activation_bits, rounding=rounding,
+                         learned_step=learned_step)
+    recipe = Recipe(float_epochs=float_epochs, qat_epochs=qat_epochs, alpha_end=alpha_end)
+    summary = train_run(RunConfig(model_name, data, scheme, recipe, seed), run_dir,
+                        callbacks=[epoch_progress("fine-tuning (QAT)", qat_epochs, enabled=not as_json)])
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(f"float accuracy {summary['float_accuracy']:.4f}; quantized (smooth, alpha "
+                   f"{summary['final_alpha']:g}) {summary['smooth_accuracy']:.4f}; run in {run_dir}")
+
+
+TARGET_CHOICE = click.Choice(["int8", "int4-weights", "dynamic", "float16", "float32"])
+KERNEL_CHOICE = click.Choice(["xnnpack", "builtin", "reference"])
+
+
+@main.command(name="export")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory (softedge train).")
+@click.option("--output", type=click.Path(file_okay=False), default=None, help="Default: RUN/export.")
+@click.option("--target", type=TARGET_CHOICE, default="int8", show_default=True)
+@click.option("--io", type=click.Choice(["int8", "float"]), default="int8", show_default=True, help="Input/output type.")
+@click.option("--kernels", type=KERNEL_CHOICE, default="xnnpack", show_default=True, help="LiteRT kernels to validate on.")
+@click.option("--max-drift", type=float, default=None, help="Fail if a layer drifts more steps than this.")
+@click.option("--min-agreement", type=float, default=0.999, show_default=True, help="Fail below this hard/TFLite agreement.")
+@click.option("--data", default=None, help="Evaluation data (default: the run's dataset).")
+@click.option("--device-check/--no-device-check", default=True, show_default=True)
+@seed_option
+@json_option
+@handles_errors
+def export_command(run_dir, output, target, io, kernels, max_drift, min_agreement, data, device_check, seed, as_json):
+    """Harden, convert, validate, bundle and device-check a trained run.
+
+    Writes OUTPUT/hard.keras, model.tflite, report.json, report.md, drift.png and bundle/.
+    Exits 1 when a threshold or the device check fails.
+
+    \b
+    Example: softedge export --run runs/digits_cnn-w8-soft --max-drift 3 --min-agreement 0.999
+    """
+    from export.runs import export_run
+
+    set_seed(seed)
+    if not as_json:
+        click.echo(f"exporting {run_dir} to {target} ...", err=True)
+    report, failures = export_run(run_dir, output, target, io, kernels, max_drift, min_agreement, data, device_check)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=float))
+    else:
+        click.echo(format_drift_summary(report))
+        for failure in failures:
+            click.echo(f"FAILED: {failure}", err=True)
+    sys.exit(EXIT_CHECK_FAILED if failures else EXIT_OK)
+
+
+@main.command(name="convert")
+@click.argument("model_path", type=click.Path())
+@click.option("--output", required=True, type=click.Path(dir_okay=False), help="The .tflite file to write.")
+@click.option("--target", type=TARGET_CHOICE, default="int8", show_default=True)
+@click.option("--io", type=click.Choice(["int8", "float"]), default="int8", show_default=True)
+@click.option("--data", default=None, help="Representative data for post-training quantization of a float model.")
+@seed_option
+@json_option
+@handles_errors
+def convert_command(model_path, output, target, io, data, seed, as_json):
+    """Convert a saved Keras model to TFLite.
+
+    A softedge quantized model is hardened first; a hard model converts as is; any other Keras
+    model (or a SavedModel directory) gets post-training quantization from --data for int8.
+
+    \b
+    Example: softedge convert runs/x/float.keras --data digits --output float-ptq.tflite
+    """
+    from export.atomic import write_bytes
+    from export.convert_any import convert_path
+
+    set_seed(seed)
+    tflite_bytes, kind = convert_path(model_path, target, io, data)
+    write_bytes(output, tflite_bytes)
+    result = {"output": output, "bytes": len(tflite_bytes), "target": target, "model_kind": kind}
+    click.echo(json.dumps(result, indent=2) if as_json else f"wrote {output} ({len(tflite_bytes)} bytes, {kind} model, {target})")
+
+
+@main.command(name="validate")
+@click.option("--hard", "hard_path", required=True, type=click.Path(), help="hard.keras (export.harden output).")
+@click.option("--tflite", "tflite_path", required=True, type=click.Path(), help="The .tflite to validate.")
+@click.option("--data", required=True, help="digits, mnist1d or an .npz (its test split is used).")
+@click.option("--smooth", "smooth_path", default=None, type=click.Path(), help="Optional smooth.keras.")
+@click.option("--output", default=None, type=click.Path(file_okay=False), help="Write report.json/.md/.png here.")
+@click.option("--kernels", type=KERNEL_CHOICE, default="xnnpack", show_default=True)
+@click.option("--max-drift", type=float, default=None, help="Fail if a layer drifts more steps than this.")
+@click.option("--min-agreement", type=float, default=None, help="Fail below this hard/TFLite agreement.")
+@seed_option
+@json_option
+@handles_errors
+def validate_command(hard_path, tflite_path, data, smooth_path, output, kernels, max_drift, min_agreement, seed, as_json):
+    """Measure the drift smooth Keras -> hard Keras -> TFLite on a dataset's test split.
+
+    Exits 1 when --max-drift or --min-agreement is broken, naming the worst layer.
+
+    \b
+    Example: softedge validate --hard runs/x/export/hard.keras --tflite runs/x/export/model.tflite --data digits
+    """
+    from export.artifacts import load_keras_model, read_tflite
+    from export.runs import check_inputs_fit
+    from export.validate import check, validate, write_report
+    from models import datasets
+
+    set_seed(seed)
+    hard = load_keras_model(hard_path)
+    tflite_bytes = read_tflite(tflite_path)
+    smooth = load_keras_model(smooth_path) if smooth_path else None
+    dataset = datasets.load(data)
+    check_inputs_fit(hard, dataset.x_test, f"dataset {dataset.name!r}")
+    report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels)
+    failures = check(report, max_drift, min_agreement)
+    report["failures"] = failures
+    if output:
+        write_report(report, output)
+    click.echo(json.dumps(report, indent=2, default=float) if as_json else format_drift_summary(report))
+    for failure in failures:
+        click.echo(f"FAILED: {failure}", err=True)
+    sys.exit(EXIT_CHECK_FAILED if failures else EXIT_OK)
+
+
+def format_drift_summary(report: dict) -> str:
+    """The short drift summary printed after export/validate."""
+    acc, agr = report["accuracy"], report["agreement"]
+    lines = ["| | smooth Keras | hard Keras | TFLite |", "|---|---|---|---|",
+             f"| accuracy | {acc.get('smooth', float('nan')):.4f} | {acc['hard']:.4f} | {acc['tflite']:.4f} |", "",
+             "agreement: " + ", ".join(f"{k.replace('_', ' vs ')} {v:.4f}" for k, v in agr.items())]
+    out = report["output_error_steps"]
+    lines.append(f"output error hard Keras vs TFLite ({report['runtime']['kernels']} kernels): max {out['max']:.2f}, "
+                 f"mean {out['mean']:.4f} steps; weights stored exactly: {report['weights_exact']}")
+    worst = report.get("worst_layer")
+    if worst:
+        lines.append(f"worst layer ({report['runtime']['layer_kernels']} kernels): {worst['name']} "
+                     f"{worst['error_steps']:.2f} steps; first over one step: {report['first_layer_over_one_step']}")
+    if "float_tflite_bytes" in report:
+        lines.append(f".tflite {report['tflite_bytes']} bytes vs float {report['float_tflite_bytes']} bytes")
+    device = report.get("device")
+    if device and "accuracy" in device:
+        lines.append(f"device check ({device['runtime']}, {device['kernels']}): accuracy {device['accuracy']:.4f}, "
+                     f"agreement {device['agreement']:.4f}, p50 {device['latency_us']['p50']:.1f} us -> "
+                     f"{'OK' if device['ok'] else 'FAILED'}")
+    return "\n".join(lines)
 
 
 def format_gradcheck_table(results) -> str:

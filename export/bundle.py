@@ -1,0 +1,63 @@
+"""The deploy bundle: everything a device needs to check itself against the exporter.
+
+    bundle/
+      model.tflite    the model
+      eval.npz        inputs exactly as the device receives them (int8 for an int8 input),
+                      labels, and the outputs the exporter's LiteRT produced (raw)
+      manifest.json   sha256 of the model, input/output quantization, expected accuracy and
+                      tolerance, kernels, versions
+      check.py        the standalone on-device check (numpy + LiteRT only)
+
+The directory is built under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from export.artifacts import versions
+from export.atomic import atomic_directory, write_json
+from export.device import check as device_check
+
+__all__ = ["DEFAULT_TOLERANCE", "write_bundle"]
+
+DEFAULT_TOLERANCE = {"accuracy": 0.005, "min_agreement": 0.99}
+
+
+def _quantization(detail: dict) -> dict:
+    scale, zero_point = detail["quantization"]
+    return {"dtype": np.dtype(detail["dtype"]).name, "scale": float(scale), "zero_point": int(zero_point),
+            "shape": [int(d) for d in detail["shape_signature"]]}
+
+
+def write_bundle(directory, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, kernels: str = "xnnpack",
+                 tolerance: dict | None = None, extra: dict | None = None) -> dict:
+    """Writes the bundle; returns its manifest."""
+    interpreter = device_check.load_interpreter(tflite_bytes, kernels)
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    device_inputs = device_check.quantize_input(x, input_detail)
+    outputs = device_check.run(interpreter, device_inputs)
+    manifest = {
+        "model_sha256": hashlib.sha256(tflite_bytes).hexdigest(),
+        "model_bytes": len(tflite_bytes),
+        "input_quantization": _quantization(input_detail),
+        "output_quantization": _quantization(output_detail),
+        "samples": int(len(y)),
+        "expected_accuracy": float(np.mean(np.argmax(outputs, -1) == y)),
+        "tolerance": dict(tolerance or DEFAULT_TOLERANCE),
+        "kernels": kernels,
+        "versions": versions(),
+        **(extra or {}),
+    }
+    with atomic_directory(directory) as tmp:
+        Path(tmp, "model.tflite").write_bytes(tflite_bytes)
+        with open(Path(tmp, "eval.npz"), "wb") as handle:
+            np.savez(handle, inputs=device_inputs, labels=np.asarray(y, np.int64), expected_outputs=outputs)
+        write_json(Path(tmp, "manifest.json"), manifest)
+        shutil.copyfile(device_check.__file__, Path(tmp, "check.py"))
+    return manifest

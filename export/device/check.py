@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""On-device accuracy check of a softedge deploy bundle. Needs only numpy and LiteRT.
+
+    python check.py BUNDLE_DIR [--json] [--latency-runs N]
+
+Reads BUNDLE_DIR/manifest.json, verifies the sha256 of model.tflite, runs every input of
+eval.npz (exactly as the device receives them) through the interpreter with the kernels the
+manifest names, and prints accuracy, top-1 agreement with the expected outputs, the largest
+output difference in output quantization steps, and batch-1 latency p50/p95.
+
+Exit codes: 0 within the manifest's tolerance; 1 outside it; 2 bad bundle (missing or
+corrupt file, sha256 mismatch, no runtime).
+
+The runtime is `ai_edge_litert` (falling back to `tflite_runtime`). Kernels: "xnnpack" (the
+default CPU delegate), "builtin" (TFLite's optimized kernels, no delegate) or "reference".
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+KERNELS = ("xnnpack", "builtin", "reference")
+EXIT_OK, EXIT_OUT_OF_TOLERANCE, EXIT_BAD_BUNDLE = 0, 1, 2
+
+
+class BundleError(Exception):
+    """A bundle that cannot be checked: the message names the file and the problem."""
+
+
+def _runtime():
+    try:
+        from ai_edge_litert import interpreter as runtime
+    except ImportError:
+        try:
+            from tflite_runtime import interpreter as runtime
+        except ImportError as error:
+            raise BundleError("Neither ai_edge_litert nor tflite_runtime is installed.") from error
+    return runtime
+
+
+def runtime_name() -> str:
+    return _runtime().__name__.split(".")[0]
+
+
+def load_interpreter(model, kernels: str = "xnnpack", preserve_all_tensors: bool = False):
+    """An interpreter for a .tflite path or bytes, with the named kernels."""
+    if kernels not in KERNELS:
+        raise BundleError(f"Unknown kernels {kernels!r}; expected one of {', '.join(KERNELS)}.")
+    runtime = _runtime()
+    resolver = {
+        "xnnpack": runtime.OpResolverType.AUTO,
+        "builtin": runtime.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        "reference": runtime.OpResolverType.BUILTIN_REF,
+    }[kernels]
+    source = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {"model_path": os.fspath(model)}
+    try:
+        interpreter = runtime.Interpreter(**source, experimental_op_resolver_type=resolver,
+                                          experimental_preserve_all_tensors=preserve_all_tensors)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as error:
+        raise BundleError(f"LiteRT cannot load the model: {error}") from error
+    return interpreter
+
+
+def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float inputs as the device receives them: q = clip(floor(x / s + 1/2) + z) for an int8
+    input (the rounding of the fake-quant op the model was exported from), else float32."""
+    if detail["dtype"] != np.int8:
+        return np.asarray(x, detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    q = np.floor(np.asarray(x, np.float64) / scale + 0.5) + zero_point
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] != np.int8:
+        return np.asarray(y, np.float32)
+    scale, zero_point = detail["quantization"]
+    return ((y.astype(np.float64) - zero_point) * scale).astype(np.float32)
+
+
+def run(interpreter, device_inputs: np.ndarray) -> np.ndarray:
+    """Runs a whole batch of device inputs (the interpreter is resized to it); raw outputs."""
+    input_detail = interpreter.get_input_details()[0]
+    if tuple(input_detail["shape"]) != tuple(device_inputs.shape):
+        interpreter.resize_tensor_input(input_detail["index"], list(device_inputs.shape))
+        interpreter.allocate_tensors()
+        input_detail = interpreter.get_input_details()[0]
+    if device_inputs.dtype != input_detail["dtype"]:
+        raise BundleError(f"Inputs have dtype {device_inputs.dtype}; the model expects {input_detail['dtype'].__name__}.")
+    interpreter.set_tensor(input_detail["index"], device_inputs)
+    interpreter.invoke()
+    return np.array(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+
+
+def latency_us(model, device_inputs: np.ndarray, kernels: str, runs: int = 200) -> dict:
+    """Batch-1 latency percentiles in microseconds over `runs` invocations (after 10 warm-ups)."""
+    interpreter = load_interpreter(model, kernels)
+    detail = interpreter.get_input_details()[0]
+    if detail["shape"][0] != 1:
+        interpreter.resize_tensor_input(detail["index"], [1, *device_inputs.shape[1:]])
+        interpreter.allocate_tensors()
+    times = []
+    for i in range(runs + 10):
+        sample = device_inputs[i % len(device_inputs)][None]
+        start = time.perf_counter()
+        interpreter.set_tensor(detail["index"], sample)
+        interpreter.invoke()
+        if i >= 10:
+            times.append((time.perf_counter() - start) * 1e6)
+    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95)), "runs": runs}
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_bundle(bundle: str):
+    manifest_path = os.path.join(bundle, "manifest.json")
+    model_path = os.path.join(bundle, "model.tflite")
+    eval_path = os.path.join(bundle, "eval.npz")
+    for path in (manifest_path, model_path, eval_path):
+        if not os.path.isfile(path):
+            raise BundleError(f"Bundle file {path} is missing.")
+    try:
+        with open(manifest_path) as handle:
+            manifest = json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        raise BundleError(f"Bundle file {manifest_path} is not valid JSON: {error}") from error
+    actual = sha256_file(model_path)
+    if actual != manifest.get("model_sha256"):
+        raise BundleError(f"{model_path} has sha256 {actual}, but the manifest says {manifest.get('model_sha256')}.")
+    try:
+        with np.load(eval_path, allow_pickle=False) as archive:
+            data = {k: archive[k] for k in ("inputs", "labels", "expected_outputs")}
+    except (OSError, ValueError, KeyError) as error:
+        raise BundleError(f"Bundle file {eval_path} is not a valid eval archive: {error}") from error
+    return manifest, model_path, data
+
+
+def check_bundle(bundle: str, latency_runs: int = 200) -> dict:
+    """Runs the bundle; returns the measurements and whether they are within tolerance."""
+    manifest, model_path, data = _read_bundle(bundle)
+    kernels = manifest.get("kernels", "xnnpack")
+    interpreter = load_interpreter(model_path, kernels)
+    outputs = run(interpreter, data["inputs"])
+    output_detail = interpreter.get_output_details()[0]
+    accuracy = float(np.mean(np.argmax(outputs, -1) == data["labels"]))
+    agreement = float(np.mean(np.argmax(outputs, -1) == np.argmax(data["expected_outputs"], -1)))
+    difference = np.abs(outputs.astype(np.float64) - data["expected_outputs"].astype(np.float64))
+    if output_detail["dtype"] != np.int8:
+        step = manifest.get("output_quantization", {}).get("scale") or 1.0
+        difference = difference / step
+    tolerance = manifest["tolerance"]
+    failures = []
+    if accuracy < manifest["expected_accuracy"] - tolerance["accuracy"]:
+        failures.append(f"accuracy {accuracy:.4f} < expected {manifest['expected_accuracy']:.4f} - {tolerance['accuracy']}")
+    if agreement < tolerance["min_agreement"]:
+        failures.append(f"agreement {agreement:.4f} < {tolerance['min_agreement']}")
+    return {
+        "runtime": runtime_name(),
+        "kernels": kernels,
+        "samples": int(len(data["labels"])),
+        "accuracy": accuracy,
+        "expected_accuracy": manifest["expected_accuracy"],
+        "agreement": agreement,
+        "max_output_error_steps": float(difference.max()) if difference.size else 0.0,
+        "latency_us": latency_us(model_path, data["inputs"], kernels, latency_runs),
+        "failures": failures,
+        "ok": not failures,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="On-device accuracy check of a softedge bundle.")
+    parser.add_argument("bundle", help="bundle directory (manifest.json, model.tflite, eval.npz)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--latency-runs", type=int, default=200)
+    args = parser.parse_args(argv)
+    try:
+        result = check_bundle(args.bundle, args.latency_runs)
+    except BundleError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return EXIT_BAD_BUNDLE
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"runtime {result['runtime']} ({result['kernels']} kernels), {result['samples']} samples")
+        print(f"accuracy  {result['accuracy']:.4f} (expected {result['expected_accuracy']:.4f})")
+        print(f"agreement {result['agreement']:.4f} with expected outputs; max output error "
+              f"{result['max_output_error_steps']:.0f} step(s)")
+        print(f"latency   p50 {result['latency_us']['p50']:.1f} us, p95 {result['latency_us']['p95']:.1f} us (batch 1)")
+        print("OK" if result["ok"] else "FAILED: " + "; ".join(result["failures"]))
+    return EXIT_OK if result["ok"] else EXIT_OUT_OF_TOLERANCE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

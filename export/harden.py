@@ -1,0 +1,162 @@
+"""harden(model) -> hard_model: every smooth rounding swapped for hard rounding on the same grid.
+
+For each quantized kernel layer, q = clip(round(W / s), -qmax, qmax) (ties to even, the
+straight-through forward the model trained against as alpha -> inf) is baked as W = q * s into
+the matching `hard_layers` layer; each `QuantizeActivation` becomes a `FakeQuant` on its nudged
+range.
+
+Biases are baked onto the grid TFLite stores them on, int32 with step s_in * s_w (s_in the step
+of the layer's int8 input, s_w the kernel step of the channel): b = round(b / (s_in s_w)) s_in s_w.
+Without it the converter rounds them (error up to s_in s_w / 2, which at 3-bit weights is a
+sizeable fraction of an output step) and the TFLite model drifts from the hard Keras model. The result is a plain Keras 3 model with no training state (no alpha, no moving
+averages, no learned steps as trainable weights) that `tflite.convert` turns into int8.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from export.hard_layers import FakeQuant, HardConv1D, HardConv2D, HardDense, HardDepthwiseConv2D
+from toolkit.errors import ConfigError
+from toolkit.graph import producers
+from toolkit.qat_layers import (
+    QuantConv1D,
+    QuantConv2D,
+    QuantDense,
+    QuantDepthwiseConv2D,
+    QuantizeActivation,
+)
+
+__all__ = ["hard_integers", "harden", "input_steps"]
+
+
+def _common(layer, kernel_shape, scale, storage_bits):
+    bits = layer.weight_quantizer.bits
+    return dict(
+        kernel_shape=kernel_shape,
+        scale_shape=(scale.size,),
+        weight_bits=bits,
+        storage_bits=4 if storage_bits == 4 and bits <= 4 else 8,
+        use_bias=layer.use_bias,
+        activation=keras.activations.serialize(layer.activation),
+        name=layer.name,
+    )
+
+
+def _check_conv(layer):
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        raise ConfigError(f"Layer {layer.name!r} ({type(layer).__name__}) uses {layer.data_format}; TFLite export needs channels_last.")
+    if getattr(layer, "padding", "valid") not in ("valid", "same"):
+        raise ConfigError(f"Layer {layer.name!r} ({type(layer).__name__}) uses padding={layer.padding!r}; export supports 'valid' and 'same'.")
+    if getattr(layer, "groups", 1) != 1:
+        raise ConfigError(f"Layer {layer.name!r} ({type(layer).__name__}) uses groups={layer.groups}; export supports groups=1.")
+
+
+def hard_integers(layer) -> tuple[np.ndarray, np.ndarray]:
+    """(q as int32 in the layer's kernel shape, s flattened) for a quantized kernel layer."""
+    kernel = layer.float_kernel
+    q = layer.weight_quantizer.integers(kernel).numpy()
+    scale = np.asarray(layer.weight_quantizer.scale(kernel), np.float32)
+    return q, scale
+
+
+def input_steps(model: keras.Model) -> dict[str, float]:
+    """kernel layer name -> the step of its int8 input, where one exists.
+
+    Walks back from each kernel layer through layers that keep their input's grid (max
+    pooling, flatten, reshape, dropout, padding) to a `QuantizeActivation`.
+    """
+    from toolkit.quantize import PASS_THROUGH
+
+    produced_by = producers(model)
+    steps = {}
+    for layer in model.layers:
+        if not isinstance(layer, QUANT_KERNELS):
+            continue
+        source = produced_by.get(layer.name, [None])
+        source = source[0] if len(source) == 1 else None
+        while isinstance(source, PASS_THROUGH) and not isinstance(source, keras.layers.InputLayer):
+            upstream = produced_by.get(source.name, [])
+            source = upstream[0] if len(upstream) == 1 else None
+        if isinstance(source, QuantizeActivation):
+            steps[layer.name] = float(source.quantizer.grid().scale)
+    return steps
+
+
+def _bake_bias(bias: np.ndarray, input_step: float | None, kernel_step: np.ndarray) -> np.ndarray:
+    """b on the int32 grid s_in * s_w (per output channel), as TFLite stores it."""
+    if input_step is None:
+        return bias.astype(np.float32)
+    step = np.float64(input_step) * np.asarray(kernel_step, np.float64).reshape(-1)
+    return (np.round(bias.astype(np.float64) / step) * step).astype(np.float32)
+
+
+def _hard_layer(layer, storage_bits: int, input_step: float | None = None):
+    """(hard layer, [kernel, kernel_scale, (bias)]) for one quantized kernel layer."""
+    q, scale = hard_integers(layer)
+    baked = (q * scale).astype(np.float32)  # W = q * s, on the grid
+    if isinstance(layer, QuantDense):
+        hard = HardDense(**_common(layer, baked.shape, scale, storage_bits))
+    elif isinstance(layer, QuantConv2D):
+        _check_conv(layer)
+        hard = HardConv2D(**_common(layer, baked.shape, scale, storage_bits), strides=layer.strides,
+                          padding=layer.padding, dilation_rate=layer.dilation_rate)
+    elif isinstance(layer, QuantConv1D):
+        _check_conv(layer)
+        baked = baked[None]  # (1, k, c_in, c_out)
+        hard = HardConv1D(**_common(layer, baked.shape, scale, storage_bits), strides=layer.strides,
+                          padding=layer.padding, dilation_rate=layer.dilation_rate)
+    elif isinstance(layer, QuantDepthwiseConv2D):
+        _check_conv(layer)
+        kh, kw, c_in, multiplier = baked.shape
+        baked = baked.reshape(kh, kw, 1, c_in * multiplier)  # output channel c * multiplier + m
+        hard = HardDepthwiseConv2D(**_common(layer, baked.shape, scale, storage_bits), strides=layer.strides,
+                                   padding=layer.padding, dilation_rate=layer.dilation_rate,
+                                   depth_multiplier=multiplier)
+    else:
+        raise ConfigError(f"Layer {layer.name!r} ({type(layer).__name__}) has a weight quantizer that harden does not know.")
+    weights = [baked, scale.reshape(-1)]
+    if layer.use_bias:
+        weights.append(_bake_bias(np.asarray(layer.bias), input_step, scale))
+    return hard, weights
+
+
+def harden(model: keras.Model, weight_storage_bits: int = 8) -> keras.Model:
+    """A hard copy of a softedge quantized model (see the module docstring).
+
+    Args:
+        model: the output of `toolkit.quantize` (trained or not).
+        weight_storage_bits: 8 (int8 weights, every bit width) or 4 (packed int4 for layers of
+            at most 4 bits; the others stay int8).
+    """
+    if weight_storage_bits not in (4, 8):
+        raise ConfigError(f"Expected weight_storage_bits 4 or 8. Received: weight_storage_bits={weight_storage_bits}")
+    if not any(isinstance(layer, (QuantizeActivation, *QUANT_KERNELS)) for layer in model.layers):
+        raise ConfigError(f"Model {model.name!r} has no softedge quantized layer to harden; quantize it first, "
+                          "or convert it as a float model with post-training quantization.")
+    weights_by_name = {}
+    steps = input_steps(model)
+
+    def clone_layer(layer):
+        if isinstance(layer, QUANT_KERNELS):
+            hard, weights = _hard_layer(layer, weight_storage_bits, steps.get(layer.name))
+            weights_by_name[layer.name] = weights
+            return hard
+        if isinstance(layer, QuantizeActivation):
+            lo, hi = (float(v) for v in layer.quantizer.min_max())
+            return FakeQuant(lo, hi, num_bits=layer.quantizer.bits, name=layer.name)
+        clone = layer.__class__.from_config(layer.get_config())
+        if layer.weights:
+            weights_by_name[layer.name] = layer.get_weights()
+        return clone
+
+    hard_model = keras.models.clone_model(model, clone_function=clone_layer)
+    hard_model.name = f"{model.name}_hard"
+    for layer in hard_model.layers:
+        if layer.name in weights_by_name:
+            layer.set_weights(weights_by_name[layer.name])
+    return hard_model
+
+
+QUANT_KERNELS = (QuantDense, QuantConv1D, QuantConv2D, QuantDepthwiseConv2D)

@@ -1,0 +1,144 @@
+"""Run directories: `train_run` trains into one, `export_run` exports from one.
+
+    RUN/
+      config.json     model, data, scheme, recipe, seed
+      versions.json   package versions
+      float.keras     the float model after pre-training
+      smooth.keras    the quantized model with its (annealed) soft rounding
+      history.json    both training phases, with the alpha column
+      export/         hard.keras, model.tflite, report.json/.md, drift.png, bundle/, device.json
+
+Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from export.artifacts import load_keras_model, save_keras_model, versions
+from export.atomic import write_bytes, write_json
+from export.bundle import write_bundle
+from export.harden import harden
+from export.tflite import convert
+from export.validate import check, validate, write_report
+from models import datasets, registry
+from models.training import Recipe, accuracy, train_float, train_quantized
+from toolkit.errors import ArtifactError, ConfigError
+from toolkit.schedules import set_alpha
+from toolkit.scheme import QuantScheme
+
+__all__ = ["RunConfig", "check_inputs_fit", "export_run", "read_config", "train_run"]
+
+
+@dataclass
+class RunConfig:
+    model: str = "digits_cnn"
+    data: str = "digits"
+    scheme: QuantScheme = field(default_factory=QuantScheme)
+    recipe: Recipe = field(default_factory=Recipe)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "data": self.data, "scheme": self.scheme.to_dict(),
+                "recipe": self.recipe.to_dict(), "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        return cls(model=data["model"], data=data["data"], scheme=QuantScheme.from_dict(data["scheme"]),
+                   recipe=Recipe(**data["recipe"]), seed=int(data["seed"]))
+
+
+def read_config(run_dir) -> RunConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist: is {run_dir} a run directory made by `softedge train`?")
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ArtifactError(f"{path} is not a valid run config: {error}") from error
+
+
+def check_inputs_fit(model: keras.Model, x: np.ndarray, where: str) -> None:
+    """Raises ConfigError when `x` cannot be fed to `model` (shape or dtype)."""
+    expected = tuple(model.inputs[0].shape[1:])
+    if tuple(x.shape[1:]) != expected:
+        raise ConfigError(f"{where}: inputs have shape {tuple(x.shape[1:])} per sample, but model "
+                          f"{model.name!r} expects {expected}.")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ConfigError(f"{where}: inputs have dtype {x.dtype}; expected floating point.")
+    if len(x) == 0:
+        raise ConfigError(f"{where}: the evaluation set is empty.")
+
+
+def train_run(config: RunConfig, run_dir, callbacks=()) -> dict:
+    """Float pre-training, quantization and annealed fine-tuning into `run_dir`; returns a summary."""
+    run_dir = Path(run_dir)
+    data = datasets.load(config.data)
+    model = registry.build(config.model, data.input_shape, data.num_classes)
+    float_history = train_float(model, data, config.recipe, seed=config.seed)
+    float_accuracy = accuracy(model, data.x_test, data.y_test)
+    smooth, qat_history = train_quantized(model, data, config.scheme, config.recipe, seed=config.seed,
+                                          callbacks=callbacks)
+    smooth_accuracy = accuracy(smooth, data.x_test, data.y_test)
+    write_json(run_dir / "config.json", config.to_dict())
+    write_json(run_dir / "versions.json", versions())
+    save_keras_model(model, run_dir / "float.keras")
+    save_keras_model(smooth, run_dir / "smooth.keras")
+    history = {"float": float_history, "qat": qat_history}
+    write_json(run_dir / "history.json", json.loads(json.dumps(history, default=float)))
+    summary = {"run": str(run_dir), "float_accuracy": float_accuracy, "smooth_accuracy": smooth_accuracy,
+               "final_alpha": qat_history["alpha"][-1]}
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", kernels: str = "xnnpack",
+               max_drift: float | None = None, min_agreement: float | None = 0.999, data: str | None = None,
+               device_check: bool = True) -> tuple[dict, list[str]]:
+    """harden + convert + validate + bundle (+ device check) of a run; returns (report, failures)."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    output = Path(output) if output is not None else run_dir / "export"
+    smooth = load_keras_model(run_dir / "smooth.keras")
+    dataset = datasets.load(data or config.data)
+    check_inputs_fit(smooth, dataset.x_test, f"dataset {dataset.name!r}")
+    hard = harden(smooth, weight_storage_bits=4 if target == "int4-weights" else 8)
+    tflite_bytes = convert(hard, target, io)
+    report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels)
+    float_model = load_keras_model(run_dir / "float.keras")
+    report["float_tflite_bytes"] = len(convert(float_model, "float32"))
+    report["float_accuracy"] = accuracy(float_model, dataset.x_test, dataset.y_test)
+    report["target"] = target
+    report["scheme"] = config.scheme.to_dict()
+    set_alpha(smooth, 1e9)  # the smooth model judged as hard rounding: a check of harden itself
+    report["harden_agreement_with_alpha_inf"] = float(np.mean(
+        np.argmax(smooth.predict(dataset.x_test, verbose=0), -1) == np.argmax(hard.predict(dataset.x_test, verbose=0), -1)))
+    save_keras_model(hard, output / "hard.keras")
+    write_bytes(output / "model.tflite", tflite_bytes)
+    write_bundle(output / "bundle", tflite_bytes, dataset.x_test, dataset.y_test, kernels=kernels,
+                 extra={"run": str(run_dir), "target": target})
+    failures = check(report, max_drift, min_agreement)
+    if device_check:
+        report["device"] = run_device_check(output / "bundle")
+        failures += [f"device check: {message}" for message in report["device"].get("failures", [])]
+    report["failures"] = failures
+    write_report(report, output)
+    return report, failures
+
+
+def run_device_check(bundle) -> dict:
+    """Runs the bundle's own check.py in a fresh interpreter, as a device would."""
+    bundle = Path(bundle)
+    result = subprocess.run([sys.executable, str(bundle / "check.py"), str(bundle), "--json"],
+                            capture_output=True, text=True, timeout=600)
+    if result.returncode not in (0, 1):
+        return {"ok": False, "failures": [result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "crashed"]}
+    return json.loads(result.stdout)
+

@@ -1,0 +1,162 @@
+"""convert(model, target) -> .tflite bytes, and reading the stored integers back.
+
+Targets:
+    int8          full integer: int8 weights and activations; I/O int8 (default) or float.
+                  A hard softedge model carries its own ranges (fake-quant ops), so no
+                  representative dataset is used; a plain float model is quantized
+                  post-training from `representative_data` (the PTQ baseline).
+    int4-weights  as int8, with the weights of <= 4-bit layers stored packed as int4.
+    dynamic       int8 weights, float activations (dynamic-range quantization).
+    float16       float16 weights.
+    float32       no quantization.
+Ops are restricted to TFLite builtins (no Flex/SELECT_TF_OPS): an op a device cannot run
+fails here, not on the device.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from export.hard_layers import HARD_LAYERS, FakeQuant
+from toolkit.errors import ConfigError
+
+__all__ = ["TARGETS", "convert", "is_hard_model", "weight_mismatches", "weight_tensors"]
+
+TARGETS = ("int8", "int4-weights", "dynamic", "float16", "float32")
+
+
+def is_hard_model(model: keras.Model) -> bool:
+    return any(isinstance(layer, (FakeQuant, *HARD_LAYERS)) for layer in model.layers)
+
+
+def _with_weight_storage(model: keras.Model, storage_bits: int) -> keras.Model:
+    def clone_layer(layer):
+        config = layer.get_config()
+        if isinstance(layer, HARD_LAYERS) and layer.weight_bits <= 4:
+            config["storage_bits"] = storage_bits
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    for source, target in zip(model.layers, clone.layers, strict=True):
+        if source.weights:
+            target.set_weights(source.get_weights())
+    return clone
+
+
+def _representative(data, count: int = 200):
+    x = np.asarray(data, np.float32)[:count]
+
+    def generate():
+        for row in x:
+            yield [row[None]]
+
+    return generate
+
+
+def convert(model: keras.Model, target: str = "int8", io: str = "int8", representative_data=None) -> bytes:
+    """Converts a hard softedge model (or a plain float Keras 3 model) to TFLite bytes."""
+    if target not in TARGETS:
+        raise ConfigError(f"Unknown target {target!r}. Expected one of: {', '.join(TARGETS)}.")
+    if io not in ("int8", "float"):
+        raise ConfigError(f"Expected io 'int8' or 'float'. Received: io={io!r}")
+    hard = is_hard_model(model)
+    if target == "int4-weights":
+        if not hard:
+            raise ConfigError("Target 'int4-weights' needs a hard softedge model (export.harden).")
+        model = _with_weight_storage(model, 4)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if target in ("int8", "int4-weights"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if not hard:
+            if representative_data is None:
+                raise ConfigError(f"Model {model.name!r} is a float model: int8 post-training quantization "
+                                  "needs representative data.")
+            converter.representative_dataset = _representative(representative_data)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io == "int8":
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    elif target == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif target == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    try:
+        return bytes(converter.convert())
+    except Exception as error:  # the converter raises many types; name the model and target
+        raise ConfigError(f"TFLite conversion of {model.name!r} to {target!r} failed: {error}") from error
+
+
+def weight_tensors(tflite_bytes: bytes) -> list[dict]:
+    """The weight input of every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED op, in op order.
+
+    Each: {"op", "name", "ints" (as stored), "scales", "dtype" (int8 / int4 per the flatbuffer)}.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as handle:
+        handle.write(tflite_bytes)
+        path = handle.name
+    try:
+        interpreter = Interpreter(model_path=path, experimental_preserve_all_tensors=True)
+        interpreter.allocate_tensors()
+        details = {d["index"]: d for d in interpreter.get_tensor_details()}
+        stored_types = _flatbuffer_tensor_types(tflite_bytes)
+        result = []
+        for op in interpreter._get_ops_details():
+            if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+                continue
+            index = int(op["inputs"][1])
+            detail = details[index]
+            result.append({
+                "op": op["op_name"],
+                "name": detail["name"],
+                "ints": np.array(interpreter.get_tensor(index)),
+                "scales": np.array(detail["quantization_parameters"]["scales"]),
+                "dtype": stored_types.get(index, str(detail["dtype"])),
+            })
+        return result
+    finally:
+        os.unlink(path)
+
+
+def _flatbuffer_tensor_types(tflite_bytes: bytes) -> dict[int, str]:
+    """tensor index -> the stored type name (INT4 shows only here; the interpreter says int8)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite_bytes), 0)
+    names = {value: name for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
+    return {i: names.get(t.type, str(t.type)).lower() for i, t in enumerate(model.subgraphs[0].tensors)}
+
+
+def weight_mismatches(hard_model: keras.Model, tflite_bytes: bytes) -> list[str]:
+    """Every hard kernel layer whose trained integers and steps are not stored as-is.
+
+    For each layer, some CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED weight tensor must hold
+    exactly its integers (in TFLite's layout) with its steps (relative 1e-6). Empty: exact.
+    """
+    stored = weight_tensors(tflite_bytes)
+    problems = []
+    for layer in hard_model.layers:
+        if not isinstance(layer, HARD_LAYERS):
+            continue
+        expected = layer.tflite_integers()
+        scale = np.asarray(layer.kernel_scale, np.float64).reshape(-1)
+        same_ints = [t for t in stored if t["ints"].shape == expected.shape and np.array_equal(t["ints"], expected)]
+        if not same_ints:
+            near = [t for t in stored if t["ints"].shape == expected.shape]
+            detail = (f"closest stored tensor differs in {int(np.sum(near[0]['ints'] != expected))} of {expected.size} ints"
+                      if near else "no stored weight tensor has its shape")
+            problems.append(f"layer {layer.name!r}: integers not stored as trained ({detail})")
+            continue
+        # A per-tensor step may be stored once per output channel, all equal.
+        if not any(np.allclose(t["scales"].reshape(-1), scale, rtol=1e-6)
+                   for t in same_ints if t["scales"].size == scale.size or scale.size == 1):
+            problems.append(f"layer {layer.name!r}: steps stored as {same_ints[0]['scales'][:4]}..., trained {scale[:4]}...")
+    return problems
