@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from export.artifacts import load_keras_model
 from export.harden import QUANT_KERNELS, harden
-from export.tflite import TARGETS, convert, is_hard_model
+from export.tflite import TARGETS, convert, is_hard_model, run_converter
 from models import datasets
 from toolkit.errors import ArtifactError, ConfigError
 from toolkit.qat_layers import QuantizeActivation
@@ -53,10 +53,7 @@ def convert_path(path, target: str = "int8", io: str = "int8", data: str | None 
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if io == "int8":
                 converter.inference_input_type = converter.inference_output_type = tf.int8
-        try:
-            return bytes(converter.convert()), "savedmodel"
-        except Exception as error:
-            raise ConfigError(f"TFLite conversion of SavedModel {path} failed: {error}") from error
+        return run_converter(converter, f"SavedModel {path}"), "savedmodel"
     model = load_keras_model(path)
     kind = model_kind(model)
     if kind == "quantized":

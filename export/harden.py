@@ -122,13 +122,15 @@ def _hard_layer(layer, storage_bits: int, input_step: float | None = None):
     return hard, weights
 
 
-def harden(model: keras.Model, weight_storage_bits: int = 8) -> keras.Model:
+def harden(model: keras.Model, weight_storage_bits: int = 8, bake_bias: bool = True) -> keras.Model:
     """A hard copy of a softedge quantized model (see the module docstring).
 
     Args:
         model: the output of `toolkit.quantize` (trained or not).
         weight_storage_bits: 8 (int8 weights, every bit width) or 4 (packed int4 for layers of
             at most 4 bits; the others stay int8).
+        bake_bias: put biases on TFLite's int32 grid (default). Without it the hard model is
+            exactly the quantized model at alpha = inf, and TFLite rounds the biases itself.
     """
     if weight_storage_bits not in (4, 8):
         raise ConfigError(f"Expected weight_storage_bits 4 or 8. Received: weight_storage_bits={weight_storage_bits}")
@@ -136,7 +138,7 @@ def harden(model: keras.Model, weight_storage_bits: int = 8) -> keras.Model:
         raise ConfigError(f"Model {model.name!r} has no softedge quantized layer to harden; quantize it first, "
                           "or convert it as a float model with post-training quantization.")
     weights_by_name = {}
-    steps = input_steps(model)
+    steps = input_steps(model) if bake_bias else {}
 
     def clone_layer(layer):
         if isinstance(layer, QUANT_KERNELS):

@@ -15,8 +15,11 @@ fails here, not on the device.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -69,7 +72,8 @@ def convert(model: keras.Model, target: str = "int8", io: str = "int8", represen
         if not hard:
             raise ConfigError("Target 'int4-weights' needs a hard softedge model (export.harden).")
         model = _with_weight_storage(model, 4)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    with quiet_converter():  # from_keras_model exports a SavedModel and prints about it
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if target in ("int8", "int4-weights"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -87,10 +91,25 @@ def convert(model: keras.Model, target: str = "int8", io: str = "int8", represen
     elif target == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
+    return run_converter(converter, f"{model.name!r} to {target!r}")
+
+
+@contextlib.contextmanager
+def quiet_converter():
+    """Keeps the converter's chatter off stdout (which --json output owns) and silences the
+    warning that a model carrying its own ranges (fake-quant ops) always triggers."""
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+        yield
+
+
+def run_converter(converter, what: str) -> bytes:
+    """converter.convert(), quietly; failures name `what`."""
     try:
-        return bytes(converter.convert())
+        with quiet_converter():
+            return bytes(converter.convert())
     except Exception as error:  # the converter raises many types; name the model and target
-        raise ConfigError(f"TFLite conversion of {model.name!r} to {target!r} failed: {error}") from error
+        raise ConfigError(f"TFLite conversion of {what} failed: {error}") from error
 
 
 def weight_tensors(tflite_bytes: bytes) -> list[dict]:

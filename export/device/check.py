@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -61,8 +62,10 @@ def load_interpreter(model, kernels: str = "xnnpack", preserve_all_tensors: bool
     }[kernels]
     source = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {"model_path": os.fspath(model)}
     try:
-        interpreter = runtime.Interpreter(**source, experimental_op_resolver_type=resolver,
-                                          experimental_preserve_all_tensors=preserve_all_tensors)
+        with warnings.catch_warnings():  # preserve-all-tensors is asked for on purpose (per-layer drift)
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+            interpreter = runtime.Interpreter(**source, experimental_op_resolver_type=resolver,
+                                              experimental_preserve_all_tensors=preserve_all_tensors)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
         raise BundleError(f"LiteRT cannot load the model: {error}") from error

@@ -1,0 +1,160 @@
+"""The CLI: commands, JSON output, exit codes, and bad input (message, exit code, no partial file)."""
+
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from export import cli
+from export.artifacts import load_keras_model
+from toolkit.errors import ArtifactError
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(cli.main, [str(a) for a in args])
+
+
+def leftovers(directory):
+    """Temporary files an interrupted atomic write would leave behind."""
+    return [p.name for p in directory.rglob(".*") if p.is_file() or p.is_dir()]
+
+
+@pytest.mark.parametrize("command", ["train", "export", "convert", "validate", "gradcheck"])
+def test_every_command_has_help_with_an_example_and_a_seed(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    assert "Example:" in result.output and "--seed" in result.output and "--json" in result.output
+
+
+def test_gradcheck_json():
+    result = invoke("gradcheck", "--alphas", "0,3", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["max_error"] < 1e-5 and len(data["results"]) == 6
+
+
+def test_export_json_and_validate_and_convert(exported_run, tmp_path):
+    run_dir, _, _ = exported_run
+    result = invoke("export", "--run", run_dir, "--output", tmp_path / "out", "--json", "--min-agreement", "0.5")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {"smooth", "hard", "tflite"} <= set(report["accuracy"])
+    assert report["device"]["ok"]
+    assert leftovers(tmp_path / "out") == []
+
+    result = invoke("validate", "--hard", tmp_path / "out" / "hard.keras", "--tflite", tmp_path / "out" / "model.tflite",
+                    "--data", "digits", "--max-drift", "0.0")
+    assert result.exit_code == cli.EXIT_CHECK_FAILED
+    assert "worst layer" in result.output
+
+    result = invoke("convert", run_dir / "float.keras", "--data", "digits", "--output", tmp_path / "ptq.tflite", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["model_kind"] == "float"
+    result = invoke("convert", run_dir / "smooth.keras", "--target", "int4-weights", "--output", tmp_path / "int4.tflite")
+    assert result.exit_code == 0 and "quantized model" in result.output
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+def test_missing_and_corrupt_model_files(tmp_path):
+    result = invoke("convert", tmp_path / "absent.keras", "--output", tmp_path / "x.tflite")
+    assert result.exit_code == cli.EXIT_ARTIFACT and "does not exist" in result.output
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"not a zip file")
+    result = invoke("convert", corrupt, "--output", tmp_path / "x.tflite")
+    assert result.exit_code == cli.EXIT_ARTIFACT and "corrupt" in result.output
+    assert not (tmp_path / "x.tflite").exists() and leftovers(tmp_path) == []
+
+
+def test_corrupt_tflite_and_npz(exported_run, tmp_path):
+    run_dir, _, _ = exported_run
+    bad_tflite = tmp_path / "bad.tflite"
+    bad_tflite.write_bytes(b"\x00" * 64)
+    result = invoke("validate", "--hard", run_dir / "export" / "hard.keras", "--tflite", bad_tflite, "--data", "digits")
+    assert result.exit_code == cli.EXIT_ARTIFACT and "TFL3" in result.output
+    bad_npz = tmp_path / "bad.npz"
+    bad_npz.write_bytes(b"garbage")
+    result = invoke("validate", "--hard", run_dir / "export" / "hard.keras", "--tflite", run_dir / "export" / "model.tflite",
+                    "--data", bad_npz)
+    assert result.exit_code == cli.EXIT_ARTIFACT and "not a readable .npz" in result.output
+
+
+def test_dataset_that_does_not_fit_the_model_and_empty_dataset(exported_run, tmp_path):
+    run_dir, _, _ = exported_run
+    wrong = tmp_path / "wrong.npz"
+    rng = np.random.default_rng(0)
+    np.savez(wrong, x_train=rng.normal(size=(10, 40, 1)).astype(np.float32), y_train=np.zeros(10, int),
+             x_test=rng.normal(size=(10, 40, 1)).astype(np.float32), y_test=np.zeros(10, int))
+    args = ["validate", "--hard", run_dir / "export" / "hard.keras", "--tflite", run_dir / "export" / "model.tflite", "--data"]
+    result = invoke(*args, wrong)
+    assert result.exit_code == cli.EXIT_USAGE and "(40, 1)" in result.output and "(8, 8, 1)" in result.output
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x_train=np.zeros((0, 8, 8, 1), np.float32), y_train=np.zeros(0, int),
+             x_test=np.zeros((0, 8, 8, 1), np.float32), y_test=np.zeros(0, int))
+    result = invoke(*args, empty)
+    assert result.exit_code == cli.EXIT_USAGE and "empty" in result.output
+    labels_as_floats = tmp_path / "floats.npz"
+    np.savez(labels_as_floats, x_train=np.zeros((2, 8, 8, 1), np.float32), y_train=np.zeros(2),
+             x_test=np.zeros((2, 8, 8, 1), np.float32), y_test=np.zeros(2))
+    result = invoke(*args, labels_as_floats)
+    assert result.exit_code == cli.EXIT_USAGE and "integer labels" in result.output
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--weight-bits", "9"], "Expected `weight_bits` between 2 and 8. Received: weight_bits=9"),
+        (["--weight-bits", "1"], "weight_bits=1"),
+        (["--rounding", "nearest"], "Unknown rounding method 'nearest'"),
+        (["--model", "resnet"], "Unknown model 'resnet'"),
+        (["--data", "imagenet"], "Unknown dataset 'imagenet'"),
+    ],
+)
+def test_train_rejects_bad_options_before_writing_anything(tmp_path, options, message):
+    result = invoke("train", "--run", tmp_path / "run", "--float-epochs", "1", "--qat-epochs", "1", *options)
+    assert result.exit_code == cli.EXIT_USAGE
+    assert message in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_unwritable_output_directory(exported_run, tmp_path):
+    run_dir, _, _ = exported_run
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = invoke("convert", run_dir / "smooth.keras", "--output", blocker / "model.tflite")
+    assert result.exit_code == cli.EXIT_ARTIFACT and "Cannot write" in result.output
+
+
+def test_model_needing_unsafe_deserialization_is_refused(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Lambda(lambda t: t * 2.0)])
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    with pytest.raises(ArtifactError, match="unsafe deserialization"):
+        load_keras_model(path)
+    result = invoke("convert", path, "--output", tmp_path / "x.tflite", "--target", "float32")
+    assert result.exit_code == cli.EXIT_ARTIFACT and "Refused" in result.output
+
+
+def test_export_of_a_directory_that_is_not_a_run(tmp_path):
+    result = invoke("export", "--run", tmp_path)
+    assert result.exit_code == cli.EXIT_ARTIFACT and "config.json" in result.output
+
+
+def test_unsupported_layer_maps_to_its_exit_code():
+    from toolkit.errors import UnsupportedLayerError
+
+    assert cli._exit_code(UnsupportedLayerError("x")) == cli.EXIT_UNSUPPORTED
+
+
+def test_keras_zip_without_config_is_reported_corrupt(tmp_path):
+    path = tmp_path / "empty.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("nothing.txt", "")
+    with pytest.raises(ArtifactError):
+        load_keras_model(path)

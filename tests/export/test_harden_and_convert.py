@@ -1,0 +1,118 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from export import hard_layers
+from export.harden import harden, input_steps
+from export.tflite import convert, weight_mismatches, weight_tensors
+from tests.export.conftest import calibrated
+from toolkit.errors import ConfigError
+from toolkit.schedules import set_alpha
+
+
+@pytest.mark.parametrize("kind", ["conv1d", "conv2d"])
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_hard_model_is_the_quantized_model_at_infinite_alpha(kind, bits):
+    quantized, x = calibrated(kind, bits)
+    set_alpha(quantized, 1e9)
+    expected = quantized.predict(x, verbose=0)
+    unbaked = harden(quantized, bake_bias=False)
+    step = unbaked.layers[-1].grid()[0]
+    # Same grids, same integers: equal but for rare one-step flips where float reordering
+    # (Keras conv vs tf.nn.conv2d) lands a value on the other side of a rounding boundary.
+    steps_off = np.abs(unbaked.predict(x, verbose=0) - expected) / step
+    assert steps_off.max() <= 1.0 + 1e-4 and np.mean(steps_off > 1e-3) < 0.01
+    # Baking the biases on the int32 grid moves outputs by a step or two, no more.
+    hard = harden(quantized)
+    assert np.max(np.abs(hard.predict(x, verbose=0) - expected)) / step <= 2.0 + 1e-4
+    assert not hard.trainable_weights
+    paths = [v.path for v in hard.variables]
+    assert not any(p.endswith(("rounding_alpha", "range_min", "range_initialized", "kernel_step")) for p in paths)
+
+
+def test_biases_are_baked_on_the_int32_grid():
+    quantized, _ = calibrated("conv1d", 3)
+    hard = harden(quantized)
+    steps = input_steps(quantized)
+    assert set(steps) == {"conv", "skip", "logits"}
+    for name, input_step in steps.items():
+        layer = hard.get_layer(name)
+        grid = input_step * np.asarray(layer.kernel_scale, np.float64)
+        ratio = np.asarray(layer.bias, np.float64) / grid
+        np.testing.assert_allclose(ratio, np.round(ratio), atol=1e-3)
+
+
+def test_hard_model_saves_and_loads_in_safe_mode(tmp_path):
+    quantized, x = calibrated("conv2d", 4)
+    hard = harden(quantized)
+    path = tmp_path / "hard.keras"
+    hard.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), hard.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("kind", ["conv1d", "conv2d"])
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_int8_export_stores_exactly_the_trained_integers(kind, bits):
+    quantized, _ = calibrated(kind, bits)
+    hard = harden(quantized)
+    tflite_bytes = convert(hard, "int8")
+    assert weight_mismatches(hard, tflite_bytes) == []
+    qmax = 2 ** (bits - 1) - 1
+    stored = weight_tensors(tflite_bytes)
+    assert len(stored) == 3
+    for tensor in stored:
+        assert tensor["dtype"] == "int8"
+        assert tensor["ints"].min() >= -qmax and tensor["ints"].max() <= qmax
+        assert tensor["ints"].min() == -qmax or tensor["ints"].max() == qmax
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_int4_weights_are_packed_and_still_exact(bits):
+    quantized, _ = calibrated("conv2d", bits)
+    int8_bytes = convert(harden(quantized), "int8")
+    int4_bytes = convert(harden(quantized, weight_storage_bits=4), "int4-weights")
+    assert {t["dtype"] for t in weight_tensors(int4_bytes)} == {"int4"}
+    assert weight_mismatches(harden(quantized, weight_storage_bits=4), int4_bytes) == []
+    assert len(int4_bytes) < len(int8_bytes)
+
+
+def test_the_exactness_check_catches_a_regrid(monkeypatch):
+    # tfmot's way: a 3-bit fake-quant with +-3s, which the converter stores on ints -7..7.
+    quantized, _ = calibrated("conv2d", 3)
+    hard = harden(quantized)
+
+    def regridded(self):
+        scale = tf.reshape(tf.convert_to_tensor(self.kernel_scale), [-1])
+        return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+            self.kernel, -3 * scale, 3 * scale, num_bits=3, narrow_range=True)
+
+    monkeypatch.setattr(hard_layers.HardConv2D, "stored_kernel", regridded)
+    problems = weight_mismatches(hard, convert(hard, "int8"))
+    assert len(problems) == 1 and "'conv'" in problems[0]
+
+
+@pytest.mark.parametrize("target", ["dynamic", "float16", "float32"])
+def test_other_targets_convert_and_run(target):
+    from export.device.check import dequantize, load_interpreter, quantize_input, run
+
+    quantized, x = calibrated("conv2d", 8)
+    hard = harden(quantized)
+    interpreter = load_interpreter(convert(hard, target), "builtin")
+    outputs = dequantize(run(interpreter, quantize_input(x, interpreter.get_input_details()[0])),
+                         interpreter.get_output_details()[0])
+    reference = hard.predict(x, verbose=0)
+    assert np.mean(np.argmax(outputs, -1) == np.argmax(reference, -1)) > 0.9
+
+
+def test_float_model_needs_representative_data_for_int8():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")], name="plain")
+    with pytest.raises(ConfigError, match="representative data"):
+        convert(model, "int8")
+    tflite_bytes = convert(model, "int8", representative_data=np.random.default_rng(0).normal(size=(50, 4)))
+    assert weight_tensors(tflite_bytes)[0]["dtype"] == "int8"
+    with pytest.raises(ConfigError, match="Unknown target 'int2'"):
+        convert(model, "int2")
+    with pytest.raises(ConfigError, match="no softedge quantized layer"):
+        harden(model)

@@ -1,0 +1,38 @@
+"""The exporter's acceptance checks (make test-slow)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from export.runs import RunConfig, export_run, train_run
+from models.training import Recipe
+from toolkit import QuantScheme
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("weight_bits", [3, 8])
+def test_mnist1d_int8_export_agrees_with_the_hard_model(tmp_path, weight_bits):
+    run_dir = tmp_path / f"mnist1d-w{weight_bits}"
+    train_run(RunConfig("mnist1d_cnn", "mnist1d", QuantScheme(weight_bits=weight_bits), Recipe(qat_epochs=10)), run_dir)
+    report, failures = export_run(run_dir, min_agreement=0.999)
+    assert failures == []
+    assert report["agreement"]["hard_tflite"] >= 0.999
+    assert report["accuracy"]["tflite"] >= report["accuracy"]["hard"] - 0.002
+    assert report["weights_exact"]
+
+
+def test_device_check_runs_in_a_fresh_virtualenv_without_tensorflow(exported_run, tmp_path):
+    run_dir, _, _ = exported_run
+    venv = tmp_path / "device-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "ai-edge-litert", "numpy"], check=True, timeout=600)
+    no_tf = subprocess.run([str(python), "-c", "import tensorflow"], capture_output=True)
+    assert no_tf.returncode != 0  # the device has no TensorFlow
+    bundle = run_dir / "export" / "bundle"
+    result = subprocess.run([str(python), str(bundle / "check.py"), str(bundle), "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] is True

@@ -1,0 +1,76 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from export import validate as validation
+from export.device import check as device_check
+
+
+def test_export_report_has_the_contract_fields(exported_run):
+    run_dir, report, _ = exported_run
+    saved = json.loads((run_dir / "export" / "report.json").read_text())
+    for key in ("smooth", "hard", "tflite"):
+        assert 0.0 <= saved["accuracy"][key] <= 1.0
+    for key in ("smooth_hard", "hard_tflite"):
+        assert 0.0 <= saved["agreement"][key] <= 1.0
+    assert set(saved["worst_layer"]) == {"name", "error_steps"}
+    assert saved["weights_exact"] is True
+    assert saved["unmatched_layers"] == []
+    assert {row["name"] for row in saved["layers"]} >= {"image_quant", "relu0_quant", "logits_quant"}
+    assert (run_dir / "export" / "drift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| accuracy |" in (run_dir / "export" / "report.md").read_text()
+    # XNNPACK rounds the requantization in float, like the hard Keras model: no drift at all.
+    assert saved["by_kernels"]["xnnpack"]["agreement_hard"] == 1.0
+    assert saved["device"]["ok"] is True
+
+
+def test_check_names_the_worst_layer():
+    report = {"agreement": {"hard_tflite": 0.95}, "worst_layer": {"name": "relu2_quant", "error_steps": 4.0},
+              "weights_exact": True}
+    failures = validation.check(report, max_drift=1.0, min_agreement=0.999)
+    assert len(failures) == 2 and all("relu2_quant" in f for f in failures)
+    assert validation.check(report, max_drift=5.0, min_agreement=0.9) == []
+
+
+def test_bundle_check_passes_and_detects_tampering(exported_run, tmp_path):
+    run_dir, _, _ = exported_run
+    bundle = run_dir / "export" / "bundle"
+    assert sorted(p.name for p in bundle.iterdir()) == ["check.py", "eval.npz", "manifest.json", "model.tflite"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["input_quantization"]["dtype"] == "int8"
+    with np.load(bundle / "eval.npz") as archive:
+        assert archive["inputs"].dtype == np.int8
+    assert device_check.main([str(bundle), "--latency-runs", "5"]) == 0
+
+    import shutil
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(bundle, tampered)
+    data = bytearray((tampered / "model.tflite").read_bytes())
+    data[-1] ^= 0xFF
+    (tampered / "model.tflite").write_bytes(bytes(data))
+    assert device_check.main([str(tampered)]) == device_check.EXIT_BAD_BUNDLE
+
+    strict = tmp_path / "strict"
+    shutil.copytree(bundle, strict)
+    manifest["expected_accuracy"] = 1.5
+    (strict / "manifest.json").write_text(json.dumps(manifest))
+    assert device_check.main([str(strict), "--latency-runs", "5"]) == device_check.EXIT_OUT_OF_TOLERANCE
+
+    os.remove(strict / "eval.npz")
+    assert device_check.main([str(strict)]) == device_check.EXIT_BAD_BUNDLE
+
+
+def test_device_check_imports_only_numpy_and_litert():
+    source = open(device_check.__file__).read()
+    imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
+    assert imports <= {"__future__", "argparse", "hashlib", "json", "os", "sys", "time", "warnings", "numpy"}
+
+
+@pytest.mark.parametrize("kernels", ["xnnpack", "builtin", "reference"])
+def test_every_kernel_path_loads(exported_run, kernels):
+    run_dir, _, _ = exported_run
+    interpreter = device_check.load_interpreter(run_dir / "export" / "model.tflite", kernels)
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
