@@ -45,8 +45,9 @@ test-slow: $(STAMP) ## Run the slower end-to-end checks
 lint: $(STAMP) ## ruff check
 	$(VENV)/bin/ruff check toolkit models export tests bench
 
-bench: $(STAMP) ## Run the benchmarks (tables on stdout, JSON and plots in bench/results)
+bench: $(STAMP) ## Run the benchmarks (QUICK=1: one seed, fewer epochs); tables, JSON and plots in bench/results
 	$(PY) -m bench.rounding
+	$(PY) -m bench.qat
 
 gradcheck: $(STAMP) ## Print the gradient-check table of every rounding method
 	$(VENV)/bin/softedge gradcheck

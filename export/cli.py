@@ -133,15 +133,16 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @click.option("--weight-bits", default=8, show_default=True, type=int, help="Kernel bits, 2..8.")
 @click.option("--activation-bits", default=8, show_default=True, type=int, help="Activation bits, 2..8.")
 @click.option("--rounding", default="soft", show_default=True, help="ste, soft or sigmoid.")
-@click.option("--learned-step/--max-abs-step", default=False, show_default=True, help="LSQ learned kernel steps.")
+@click.option("--step", type=click.Choice(["auto", "learned", "max-abs"]), default="auto", show_default=True,
+              help="Kernel step: learned (LSQ), max-abs, or auto (learned at 2 bits).")
 @click.option("--float-epochs", default=30, show_default=True, type=int)
 @click.option("--qat-epochs", default=10, show_default=True, type=int)
-@click.option("--alpha-end", default=1000.0, show_default=True, type=float, help="Final rounding sharpness.")
+@click.option("--alpha-end", default=1e4, show_default=True, type=float, help="Final rounding sharpness.")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @seed_option
 @json_option
 @handles_errors
-def train(model_name, data, weight_bits, activation_bits, rounding, learned_step, float_epochs, qat_epochs,
+def train(model_name, data, weight_bits, activation_bits, rounding, step, float_epochs, qat_epochs,
           alpha_end, run_dir, seed, as_json):
     """Train a zoo model in float, quantize it, and fine-tune with the rounding annealed to hard.
 
@@ -151,12 +152,12 @@ def train(model_name, data, weight_bits, activation_bits, rounding, learned_step
     Example: softedge train --model mnist1d_cnn --data mnist1d --weight-bits 3 --run runs/m1d-w3
     """
     from export.runs import RunConfig, train_run
-    from models.training import Recipe
+    from models.training import Recipe, learned_step_for
     from toolkit.scheme import QuantScheme
 
     set_seed(seed)
     scheme = QuantScheme(weight_bits=weight_bits, activation_bits=activation_bits, rounding=rounding,
-                         learned_step=learned_step)
+                         learned_step=learned_step_for(weight_bits, step))
     recipe = Recipe(float_epochs=float_epochs, qat_epochs=qat_epochs, alpha_end=alpha_end)
     summary = train_run(RunConfig(model_name, data, scheme, recipe, seed), run_dir,
                         callbacks=[epoch_progress("fine-tuning (QAT)", qat_epochs, enabled=not as_json)])

@@ -110,6 +110,7 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
         "runtime": {"name": runtime_name(), "kernels": kernels, "layer_kernels": layer_kernels,
                     "machine": platform.machine()},
         "tflite_bytes": len(tflite_bytes),
+        "layer_samples": int(min(layer_samples, len(y))),
     }
     if smooth_model is not None:
         smooth = smooth_model.predict(x, verbose=0, batch_size=256)
@@ -198,7 +199,8 @@ def _plot(report: dict) -> bytes:
     axis.axhline(1.0, color="red", linestyle="--", linewidth=1, label="one step")
     axis.set_xticks(positions, [r["name"] for r in rows], rotation=45, ha="right")
     axis.set_ylabel("|TFLite - hard Keras| (quantization steps)")
-    axis.set_title("Per-layer drift")
+    axis.set_title(f"Per-layer drift, hard Keras vs TFLite ({report['runtime']['layer_kernels']} kernels, "
+                   f"{min(report['samples'], report.get('layer_samples', report['samples']))} inputs)")
     axis.legend()
     figure.tight_layout()
     buffer = io.BytesIO()

@@ -1,0 +1,220 @@
+"""Quantization-aware training benchmark: every method on the same data, seeds and epochs.
+
+Rows (per model, seed, weight bit width): float; post-training int8 (representative data);
+softedge Keras 3 QAT with ste / soft / sigmoid rounding. Each quantized row is hardened,
+converted to int8 TFLite and run on LiteRT (XNNPACK kernels).
+
+Columns: Keras accuracy (smooth and hard), TFLite int8 accuracy, Keras->TFLite top-1 agreement,
+smooth-vs-hard agreement, training time per epoch as a ratio to float, .tflite bytes and their
+ratio to the float TFLite model, batch-1 latency as a ratio to float TFLite. A row whose export
+fails keeps its place with `error` set.
+
+    python -m bench.qat                  # 3 seeds, both models, bits 8 4 3 2
+    QUICK=1 python -m bench.qat          # 1 seed, fewer epochs
+
+Writes bench/results/qat.json (a list of rows) and two PNG plots; prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from export.atomic import write_bytes, write_json  # noqa: E402
+from export.device.check import dequantize, latency_us, load_interpreter, quantize_input, run  # noqa: E402
+from export.harden import harden  # noqa: E402
+from export.tflite import convert  # noqa: E402
+from models import datasets, registry  # noqa: E402
+from models.training import Recipe, accuracy, learned_step_for, train_float, train_quantized  # noqa: E402
+from toolkit import QuantScheme  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+MODELS = {"mnist1d_cnn": "mnist1d", "digits_cnn": "digits"}
+SOFTEDGE_ROUNDINGS = ("ste", "soft", "sigmoid")
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of each epoch; the median of all but the first (tracing) epoch."""
+
+    def on_train_begin(self, logs=None):
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self.start)
+
+    @property
+    def seconds(self) -> float:
+        return float(np.median(self.times[1:] if len(self.times) > 1 else self.times))
+
+
+def tflite_metrics(tflite_bytes: bytes, data, keras_outputs=None) -> dict:
+    interpreter = load_interpreter(tflite_bytes, "xnnpack")
+    inputs = quantize_input(data.x_test, interpreter.get_input_details()[0])
+    outputs = dequantize(run(interpreter, inputs), interpreter.get_output_details()[0])
+    metrics = {"tflite_acc": float(np.mean(np.argmax(outputs, -1) == data.y_test)),
+               "tflite_bytes": len(tflite_bytes),
+               "latency_us": latency_us(tflite_bytes, inputs, "xnnpack", runs=100)["p50"]}
+    if keras_outputs is not None:
+        metrics["agreement"] = float(np.mean(np.argmax(outputs, -1) == np.argmax(keras_outputs, -1)))
+    return metrics
+
+
+def row(model_name, method, seed, weight_bits, activation_bits, **values) -> dict:
+    base = {"model": model_name, "method": method, "seed": seed, "weight_bits": weight_bits,
+            "activation_bits": activation_bits, "keras_acc": None, "smooth_acc": None, "tflite_acc": None,
+            "agreement": None, "smooth_hard_agreement": None, "final_alpha": None, "epoch_seconds": None,
+            "epoch_ratio_vs_float": None, "epoch_ratio_vs_tfmot": None, "tflite_bytes": None,
+            "bytes_ratio_vs_float": None, "latency_us": None, "latency_ratio_vs_float": None, "error": None}
+    base.update(values)
+    return base
+
+
+def bench_model(model_name: str, seed: int, bits_list, roundings, recipe: Recipe) -> list[dict]:
+    data = datasets.load(MODELS[model_name])
+    keras.utils.set_random_seed(seed)
+    model = registry.build(model_name, data.input_shape, data.num_classes)
+    timer = EpochTimer()
+    train_float(model, data, recipe, seed=seed, callbacks=[timer])
+    float_seconds = timer.seconds
+    float_outputs = model.predict(data.x_test, verbose=0)
+    float_tflite = tflite_metrics(convert(model, "float32"), data, float_outputs)
+    rows = [row(model_name, "float", seed, 32, 32, keras_acc=accuracy(model, data.x_test, data.y_test),
+                epoch_seconds=float_seconds, epoch_ratio_vs_float=1.0, **float_tflite)]
+    try:
+        ptq = tflite_metrics(convert(model, "int8", representative_data=data.x_train), data, float_outputs)
+        rows.append(row(model_name, "ptq-int8", seed, 8, 8, keras_acc=rows[0]["keras_acc"], **ptq))
+    except Exception as error:  # a failed export is a row, not a crash
+        rows.append(row(model_name, "ptq-int8", seed, 8, 8, error=str(error)[:300]))
+    for bits in bits_list:
+        for rounding in roundings:
+            scheme = QuantScheme(weight_bits=bits, rounding=rounding, learned_step=learned_step_for(bits))
+            timer = EpochTimer()
+            quantized, history = train_quantized(model, data, scheme, recipe, seed=seed, callbacks=[timer])
+            smooth_outputs = quantized.predict(data.x_test, verbose=0)
+            values = {"smooth_acc": float(np.mean(np.argmax(smooth_outputs, -1) == data.y_test)),
+                      "final_alpha": float(history["alpha"][-1]), "epoch_seconds": timer.seconds,
+                      "epoch_ratio_vs_float": timer.seconds / float_seconds}
+            try:
+                hard = harden(quantized)
+                hard_outputs = hard.predict(data.x_test, verbose=0)
+                values["keras_acc"] = float(np.mean(np.argmax(hard_outputs, -1) == data.y_test))
+                values["smooth_hard_agreement"] = float(np.mean(np.argmax(smooth_outputs, -1) == np.argmax(hard_outputs, -1)))
+                values.update(tflite_metrics(convert(hard, "int8"), data, hard_outputs))
+            except Exception as error:
+                values["error"] = str(error)[:300]
+            rows.append(row(model_name, f"softedge-{rounding}", seed, bits, 8, **values))
+    for r in rows:
+        if r["tflite_bytes"]:
+            r["bytes_ratio_vs_float"] = r["tflite_bytes"] / float_tflite["tflite_bytes"]
+            r["latency_ratio_vs_float"] = r["latency_us"] / float_tflite["latency_us"]
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and spread (max - min) over seeds of each (model, method, bits)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["method"], r["weight_bits"]), []).append(r)
+    summary = []
+    for (model, method, bits), members in groups.items():
+        entry = {"model": model, "method": method, "weight_bits": bits, "seeds": len(members),
+                 "errors": [m["error"] for m in members if m["error"]]}
+        for key in ("keras_acc", "smooth_acc", "tflite_acc", "agreement", "smooth_hard_agreement",
+                    "epoch_ratio_vs_float", "epoch_ratio_vs_tfmot", "bytes_ratio_vs_float", "latency_ratio_vs_float"):
+            values = [m[key] for m in members if m[key] is not None]
+            entry[key] = float(np.mean(values)) if values else None
+            entry[f"{key}_spread"] = float(np.ptp(values)) if values else None
+        summary.append(entry)
+    return summary
+
+
+def _fmt(entry, key, percent=True):
+    value = entry[key]
+    if value is None:
+        return "-"
+    spread = entry.get(f"{key}_spread") or 0.0
+    if percent:
+        return f"{100 * value:.1f}" + (f" ±{50 * spread:.1f}" if entry["seeds"] > 1 else "")
+    return f"{value:.2f}"
+
+
+def format_table(summary: list[dict]) -> str:
+    lines = ["| model | method | W | Keras acc (hard) | smooth acc | TFLite acc | Keras->TFLite agree | smooth/hard agree "
+             "| epoch x float | bytes x float | latency x float | error |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in summary:
+        lines.append(f"| {e['model']} | {e['method']} | {e['weight_bits']} | {_fmt(e, 'keras_acc')} | "
+                     f"{_fmt(e, 'smooth_acc')} | {_fmt(e, 'tflite_acc')} | {_fmt(e, 'agreement')} | "
+                     f"{_fmt(e, 'smooth_hard_agreement')} | {_fmt(e, 'epoch_ratio_vs_float', False)} | "
+                     f"{_fmt(e, 'bytes_ratio_vs_float', False)} | {_fmt(e, 'latency_ratio_vs_float', False)} | "
+                     f"{'; '.join(e['errors'])[:80] or ''} |")
+    return "\n".join(lines)
+
+
+def plot_accuracy(summary: list[dict]) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({e["model"] for e in summary})
+    figure, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    for axis, model in zip(axes[0], models, strict=True):
+        entries = [e for e in summary if e["model"] == model]
+        for method in sorted({e["method"] for e in entries if e["method"].startswith("softedge")}):
+            points = sorted((e["weight_bits"], e["tflite_acc"]) for e in entries if e["method"] == method and e["tflite_acc"])
+            axis.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=method)
+        for baseline, style in (("float", "--"), ("ptq-int8", ":")):
+            for e in entries:
+                if e["method"] == baseline and e["tflite_acc"]:
+                    axis.axhline(100 * e["tflite_acc"], linestyle=style, color="gray", label=f"{baseline} (TFLite)")
+        axis.set_title(model)
+        axis.set_xlabel("weight bits")
+        axis.set_ylabel("TFLite int8 accuracy (%)")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    quick = os.environ.get("QUICK", "") not in ("", "0")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--bits", default="8,4,3,2")
+    parser.add_argument("--roundings", default=",".join(SOFTEDGE_ROUNDINGS))
+    parser.add_argument("--seeds", type=int, default=1 if quick else 3)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    recipe = Recipe(float_epochs=10, qat_epochs=4) if quick else Recipe()
+    rows = []
+    for model_name in args.models.split(","):
+        for seed in range(args.seeds):
+            rows += bench_model(model_name, seed, [int(b) for b in args.bits.split(",")],
+                                args.roundings.split(","), recipe)
+            print(f"{model_name} seed {seed}: {len(rows)} rows", flush=True)
+    summary = summarize(rows)
+    print(format_table(summary))
+    write_json(args.output / "qat.json", rows)
+    write_json(args.output / "qat_summary.json", {"recipe": dataclasses.asdict(recipe), "summary": summary})
+    write_bytes(args.output / "qat_accuracy.png", plot_accuracy(summary))
+    print(f"\nwrote {args.output / 'qat.json'}")
+
+
+if __name__ == "__main__":
+    main()
