@@ -132,6 +132,12 @@ def harden(model: keras.Model, weight_storage_bits: int = 8, bake_bias: bool = T
         bake_bias: put biases on TFLite's int32 grid (default). Without it the hard model is
             exactly the quantized model at alpha = inf, and TFLite rounds the biases itself.
     """
+    from toolkit.tfmot_bridge import is_tfmot_model
+
+    if is_tfmot_model(model):  # a tfmot bridge model (tf_keras): its quantizers switch to hard mode
+        from toolkit.tfmot_bridge import hard_tflite_model
+
+        return hard_tflite_model(model)
     if weight_storage_bits not in (4, 8):
         raise ConfigError(f"Expected weight_storage_bits 4 or 8. Received: weight_storage_bits={weight_storage_bits}")
     if not any(isinstance(layer, (QuantizeActivation, *QUANT_KERNELS)) for layer in model.layers):

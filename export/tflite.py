@@ -28,13 +28,26 @@ import tensorflow as tf
 from export.hard_layers import HARD_LAYERS, FakeQuant
 from toolkit.errors import ConfigError
 
-__all__ = ["TARGETS", "convert", "is_hard_model", "weight_mismatches", "weight_tensors"]
+__all__ = ["TARGETS", "convert", "expected_weights", "is_hard_model", "weight_mismatches", "weight_tensors"]
 
 TARGETS = ("int8", "int4-weights", "dynamic", "float16", "float32")
 
 
 def is_hard_model(model: keras.Model) -> bool:
-    return any(isinstance(layer, (FakeQuant, *HARD_LAYERS)) for layer in model.layers)
+    """A model that carries its own quantization ranges: softedge hard, or tfmot-quantized."""
+    from toolkit.tfmot_bridge import is_tfmot_model
+
+    return any(isinstance(layer, (FakeQuant, *HARD_LAYERS)) for layer in model.layers) or is_tfmot_model(model)
+
+
+def expected_weights(model) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(layer name, integers in TFLite's layout, steps) of every quantized kernel of a hard model."""
+    from toolkit.tfmot_bridge import expected_integers, is_tfmot_model
+
+    if is_tfmot_model(model):
+        return expected_integers(model)
+    return [(layer.name, layer.tflite_integers(), np.asarray(layer.kernel_scale, np.float64).reshape(-1))
+            for layer in model.layers if isinstance(layer, HARD_LAYERS)]
 
 
 def _with_weight_storage(model: keras.Model, storage_bits: int) -> keras.Model:
@@ -161,21 +174,20 @@ def weight_mismatches(hard_model: keras.Model, tflite_bytes: bytes) -> list[str]
     exactly its integers (in TFLite's layout) with its steps (relative 1e-6). Empty: exact.
     """
     stored = weight_tensors(tflite_bytes)
+    expected_rows = expected_weights(hard_model)
+    if not expected_rows:
+        return [f"model {hard_model.name!r} has no softedge-quantized kernel: nothing to compare, exactness unproven"]
     problems = []
-    for layer in hard_model.layers:
-        if not isinstance(layer, HARD_LAYERS):
-            continue
-        expected = layer.tflite_integers()
-        scale = np.asarray(layer.kernel_scale, np.float64).reshape(-1)
+    for name, expected, scale in expected_rows:
         same_ints = [t for t in stored if t["ints"].shape == expected.shape and np.array_equal(t["ints"], expected)]
         if not same_ints:
             near = [t for t in stored if t["ints"].shape == expected.shape]
             detail = (f"closest stored tensor differs in {int(np.sum(near[0]['ints'] != expected))} of {expected.size} ints"
                       if near else "no stored weight tensor has its shape")
-            problems.append(f"layer {layer.name!r}: integers not stored as trained ({detail})")
+            problems.append(f"layer {name!r}: integers not stored as trained ({detail})")
             continue
         # A per-tensor step may be stored once per output channel, all equal.
         if not any(np.allclose(t["scales"].reshape(-1), scale, rtol=1e-6)
                    for t in same_ints if t["scales"].size == scale.size or scale.size == 1):
-            problems.append(f"layer {layer.name!r}: steps stored as {same_ints[0]['scales'][:4]}..., trained {scale[:4]}...")
+            problems.append(f"layer {name!r}: steps stored as {same_ints[0]['scales'][:4]}..., trained {scale[:4]}...")
     return problems

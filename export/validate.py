@@ -6,7 +6,8 @@ Over an evaluation set:
   (max and mean), and whether every weight tensor was stored exactly as trained;
 - per-layer drift: at every `FakeQuant` of the hard model (each int8 tensor of the TFLite
   model), |TFLite - Keras| / step over the inputs, max and mean, read from the interpreter with
-  preserve-all-tensors; the first layer whose error exceeds one step is named.
+  preserve-all-tensors; the first layer whose error exceeds one step is named. (Not available
+  for tfmot bridge models, whose fake quants sit inside tfmot's wrappers: `layers` is empty.)
 
 The TFLite side runs on `ai_edge_litert` with named kernels (the report records them): outputs
 with `kernels` (default "xnnpack", LiteRT's default CPU path), per-layer tensors with
@@ -60,6 +61,8 @@ def _match(layer: FakeQuant, shape, tensors: list[dict]):
 def per_layer_drift(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, kernels: str = "builtin") -> list[dict]:
     """Error at each FakeQuant of `hard_model`, in steps of that tensor, hard Keras vs TFLite."""
     quant_layers = [layer for layer in hard_model.layers if isinstance(layer, FakeQuant)]
+    if not quant_layers:  # a tfmot (tf_keras) model: its fake quants live inside wrappers
+        return []
     probe = keras.Model(hard_model.inputs, [layer.output for layer in quant_layers])
     keras_values = probe.predict(x, verbose=0, batch_size=256)
     keras_values = keras_values if isinstance(keras_values, list) else [keras_values]

@@ -24,8 +24,9 @@ def names() -> tuple[str, ...]:
     return tuple(_BUILDERS)
 
 
-def build(name: str, input_shape=None, num_classes=None):
-    """Builds the zoo model `name` (default shapes if None)."""
+def build(name: str, input_shape=None, num_classes=None, **options):
+    """Builds the zoo model `name` (default shapes if None); `options` go to its builder
+    (`keras_module`, `batch_norm`)."""
     _load_zoo()
     if name not in _BUILDERS:
         raise ConfigError(f"Unknown model {name!r}. Expected one of: {', '.join(_BUILDERS)}.")
@@ -34,7 +35,7 @@ def build(name: str, input_shape=None, num_classes=None):
         kwargs["input_shape"] = tuple(input_shape)
     if num_classes is not None:
         kwargs["num_classes"] = int(num_classes)
-    return _BUILDERS[name](**kwargs)
+    return _BUILDERS[name](**kwargs, **options)
 
 
 def _load_zoo():

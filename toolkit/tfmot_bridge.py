@@ -1,0 +1,353 @@
+"""softedge rounding inside a tensorflow-model-optimization (tfmot) QAT flow, on tf_keras.
+
+The only module that imports `tf_keras` or tfmot, and only when one of its functions is called:
+importing tfmot sets TF_USE_LEGACY_KERAS=1 and rebinds `tf.keras` to tf_keras.
+
+- `SoftedgeTfmotQuantizer`: a `tfmot.quantization.keras.quantizers.Quantizer` for kernels:
+  symmetric narrow-range b-bit grid, step s = max|w| / qmax (per output channel where tfmot's
+  default config is per-axis), rounding by a softedge method with an annealed alpha weight.
+  In hard mode (`hard_tflite_model`) it emits round(w / s) * s through an 8-bit fake-quant with
+  range +-127 s, so the converter stores the trained integers with step s, at every bit width
+  (tfmot's own b-bit quantizer stores a 3-bit grid on ints -7..7, re-rounding every weight).
+- `SoftedgeTfmotQuantizeConfig`: tfmot's default config with that quantizer, serializable
+  (tfmot's `Default8BitQuantizeConfig.get_config` drops its quantizers, so a clone or a save of a
+  custom-quantized model silently reverts to tfmot's own).
+- `quantize_tfmot(model, scheme)`: `quantize_annotate_model` + `quantize_apply` with a scheme
+  whose registry hands out those configs. tfmot's layout transforms stay (its layer support and
+  fusions); one is corrected: `LayerReLUQuantize` gives a Conv2D/DepthwiseConv2D/Dense followed
+  by a ReLU *layer* a no-op config, which leaves its kernel unquantized during training; softedge
+  quantizes the kernel there and, like tfmot, leaves the output to the ReLU. Conv1D, which
+  tfmot's registry leaves out (commented out), gets tfmot's own mapping: kernel per tensor.
+  BatchNormalization is not folded by tfmot's transforms (the converter folds it after training,
+  re-rounding the kernel): fold it first (a model built without BN, `models` zoo `batch_norm=False`,
+  with the folded weights of `toolkit.fold_batch_norm`), or the export check will report it.
+- `AnnealRoundingTfmot`: `AnnealRounding` for tf_keras `fit`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import tensorflow as tf
+
+from toolkit import rounding as rounding_methods
+from toolkit.quantizers import ALPHA_WEIGHT_NAME, check_bits, fake_quant
+from toolkit.schedules import AlphaSchedule
+from toolkit.scheme import QuantScheme
+
+__all__ = ["AnnealRoundingTfmot", "bridge_classes", "expected_integers", "hard_tflite_model", "is_tfmot_model",
+           "quantize_scope", "quantize_tfmot", "set_alpha_tfmot"]
+
+_TINY = 1e-12
+
+
+@functools.cache
+def bridge_classes() -> dict:
+    """Defines (once) and returns the tfmot-derived classes, registered for deserialization."""
+    import tf_keras
+    from tensorflow_model_optimization.python.core.quantization.keras import quantizers
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_configs,
+        default_8bit_quantize_layout_transform,
+        default_8bit_quantize_registry,
+        default_8bit_quantize_scheme,
+    )
+
+    @tf_keras.utils.register_keras_serializable(package="softedge")
+    class SoftedgeTfmotQuantizer(quantizers.Quantizer):
+        """Kernel quantizer with softedge rounding (see the module docstring)."""
+
+        def __init__(self, bits=8, rounding="soft", per_axis=False, alpha=1.0, hard=False):
+            self.bits = check_bits(bits)
+            rounding_methods.get(rounding)
+            self.rounding = rounding
+            self.per_axis = bool(per_axis)
+            self.alpha = float(alpha)
+            self.hard = bool(hard)
+            self.qmax = 2 ** (self.bits - 1) - 1
+
+        def build(self, tensor_shape, name, layer):
+            if not rounding_methods.uses_alpha(self.rounding):
+                return {}
+            alpha = layer.add_weight(f"{name}_{ALPHA_WEIGHT_NAME}", shape=(), trainable=False,
+                                     initializer=tf_keras.initializers.Constant(self.alpha))
+            return {"alpha": alpha}
+
+        def scale(self, inputs):
+            axes = list(range(len(inputs.shape) - 1)) if self.per_axis else list(range(len(inputs.shape)))
+            return tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(inputs), axis=axes), _TINY) / self.qmax)
+
+        def __call__(self, inputs, training, weights, **kwargs):
+            s = self.scale(inputs)
+            if self.hard:
+                q = tf.clip_by_value(tf.round(inputs / s), -self.qmax, self.qmax)
+                if self.per_axis:
+                    return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+                        q * s, -127.0 * s, 127.0 * s, num_bits=8, narrow_range=True)
+                return tf.quantization.fake_quant_with_min_max_vars(q * s, -127.0 * s, 127.0 * s, num_bits=8,
+                                                                   narrow_range=True)
+            return fake_quant(inputs, s, tf.zeros((), inputs.dtype), -self.qmax, self.qmax, self.rounding,
+                              weights.get("alpha"))
+
+        def get_config(self):
+            return {"bits": self.bits, "rounding": self.rounding, "per_axis": self.per_axis, "alpha": self.alpha,
+                    "hard": self.hard}
+
+        @classmethod
+        def from_config(cls, config):
+            return cls(**config)
+
+        def __eq__(self, other):
+            return isinstance(other, SoftedgeTfmotQuantizer) and self.get_config() == other.get_config()
+
+        def __ne__(self, other):
+            return not self == other
+
+    @tf_keras.utils.register_keras_serializable(package="softedge")
+    class SoftedgeTfmotQuantizeConfig(default_8bit_quantize_registry.Default8BitQuantizeConfig):
+        """tfmot's default config with a softedge kernel quantizer that survives serialization."""
+
+        def __init__(self, weight_attrs, activation_attrs, quantize_output, weight_quantizer=None):
+            super().__init__(weight_attrs, activation_attrs, quantize_output)
+            if isinstance(weight_quantizer, dict):
+                weight_quantizer = SoftedgeTfmotQuantizer.from_config(weight_quantizer)
+            self.weight_quantizer = weight_quantizer or SoftedgeTfmotQuantizer()
+
+        def get_config(self):
+            return {**super().get_config(), "weight_quantizer": self.weight_quantizer.get_config()}
+
+        @classmethod
+        def from_config(cls, config):
+            return cls(**config)
+
+    class SoftedgeTfmotRegistry(default_8bit_quantize_registry.Default8BitQuantizeRegistry):
+        def __init__(self, scheme: QuantScheme):
+            super().__init__()
+            self.scheme = scheme
+
+        def supports(self, layer):
+            return isinstance(layer, tf_keras.layers.Conv1D) or super().supports(layer)
+
+        def default_config(self, layer):
+            """tfmot's config for the layer; Conv1D gets the mapping tfmot has commented out
+            (kernel quantized per tensor, activation quantized)."""
+            if type(layer) is tf_keras.layers.Conv1D:
+                return default_8bit_quantize_registry.Default8BitQuantizeConfig(["kernel"], ["activation"], False)
+            return super().get_quantize_config(layer)
+
+        def softedge_config(self, layer, default):
+            settings = self.scheme.for_layer(layer.name)
+            per_axis = bool(getattr(default.weight_quantizer, "per_axis", False)) and settings.per_channel
+            quantizer = SoftedgeTfmotQuantizer(settings.weight_bits, settings.rounding, per_axis, self.scheme.alpha)
+            return SoftedgeTfmotQuantizeConfig(default.weight_attrs, default.activation_attrs,
+                                               default.quantize_output, quantizer.get_config())
+
+        def get_quantize_config(self, layer):
+            default = self.default_config(layer)
+            if isinstance(default, default_8bit_quantize_registry.Default8BitQuantizeConfig) and default.weight_attrs:
+                return self.softedge_config(layer, default)
+            return default
+
+    class SoftedgeTfmotLayoutTransform(default_8bit_quantize_layout_transform.Default8BitQuantizeLayoutTransform):
+        def __init__(self, registry):
+            self.registry = registry
+
+        def apply(self, model, layer_quantize_map):
+            transformed, layer_quantize_map = super().apply(model, layer_quantize_map)
+            for layer in transformed.layers:
+                config = layer_quantize_map.get(layer.name, {}).get("quantize_config")
+                if isinstance(config, default_8bit_quantize_configs.NoOpQuantizeConfig) and self.registry.supports(layer):
+                    default = self.registry.default_config(layer)
+                    if getattr(default, "weight_attrs", None):
+                        # Keep tfmot's fusion (no output quantizer before the ReLU), but quantize
+                        # the kernel, which the no-op config would leave in float.
+                        kernel_only = self.registry.softedge_config(layer, default)
+                        kernel_only.activation_attrs, kernel_only.quantize_output = [], False
+                        layer_quantize_map[layer.name]["quantize_config"] = kernel_only
+            return transformed, layer_quantize_map
+
+    class SoftedgeTfmotScheme(default_8bit_quantize_scheme.Default8BitQuantizeScheme):
+        def __init__(self, scheme: QuantScheme):
+            super().__init__()
+            self.scheme = scheme
+
+        def get_quantize_registry(self):
+            return SoftedgeTfmotRegistry(self.scheme)
+
+        def get_layout_transformer(self):
+            return SoftedgeTfmotLayoutTransform(self.get_quantize_registry())
+
+    return {
+        "SoftedgeTfmotQuantizer": SoftedgeTfmotQuantizer,
+        "SoftedgeTfmotQuantizeConfig": SoftedgeTfmotQuantizeConfig,
+        "SoftedgeTfmotScheme": SoftedgeTfmotScheme,
+    }
+
+
+def quantize_scope():
+    """tfmot's quantize_scope with softedge's classes, for loading or cloning bridge models."""
+    import tensorflow_model_optimization as tfmot
+
+    classes = bridge_classes()
+    return tfmot.quantization.keras.quantize_scope(
+        {k: v for k, v in classes.items() if k != "SoftedgeTfmotScheme"})
+
+
+def quantize_tfmot(model, scheme: QuantScheme | None = None):
+    """A tfmot-quantized tf_keras model with softedge kernel rounding and bit widths.
+
+    Args:
+        model: a tf_keras Sequential or functional model (BatchNormalization folded first, see
+            the module docstring).
+        scheme: bit widths, rounding and overrides (activations stay tfmot's 8-bit).
+    """
+    import tensorflow_model_optimization as tfmot
+
+    scheme = scheme or QuantScheme()
+    classes = bridge_classes()
+    annotated = tfmot.quantization.keras.quantize_annotate_model(model)
+    with quantize_scope():
+        return tfmot.quantization.keras.quantize_apply(annotated, scheme=classes["SoftedgeTfmotScheme"](scheme))
+
+
+def _alpha_variables(model) -> list:
+    return [v for v in model.variables if v.name.split(":")[0].endswith(ALPHA_WEIGHT_NAME)]
+
+
+def set_alpha_tfmot(model, alpha: float) -> None:
+    for variable in _alpha_variables(model):
+        variable.assign(alpha)
+
+
+def is_tfmot_model(model) -> bool:
+    """Whether `model` is a tfmot-quantized tf_keras model (without importing tfmot)."""
+    return any(type(layer).__name__ in ("QuantizeWrapperV2", "QuantizeWrapper", "QuantizeLayer") for layer in model.layers)
+
+
+def _kernel_quantizers(model):
+    """(wrapper layer, kernel variable, SoftedgeTfmotQuantizer) for each softedge-quantized kernel."""
+    classes = bridge_classes()
+    result = []
+    for layer in model.layers:
+        # The wrapper keeps (variable, quantizer, quantizer weights); `layer.layer.kernel` itself
+        # is replaced by the quantized tensor when the wrapper is called.
+        for variable, quantizer, _ in getattr(layer, "_weight_vars", []):
+            if isinstance(quantizer, classes["SoftedgeTfmotQuantizer"]):
+                result.append((layer, variable, quantizer))
+    return result
+
+
+def expected_integers(model) -> list[tuple[str, object, object]]:
+    """(layer name, integers in TFLite's weight layout, steps) for every softedge kernel.
+
+    Layouts: Dense (in, out) -> (out, in); Conv1D (k, in, out) -> (out, 1, k, in);
+    Conv2D (kh, kw, in, out) -> (out, kh, kw, in); DepthwiseConv2D (kh, kw, c, m) -> (1, kh, kw, c m).
+    """
+    import numpy as np
+
+    rows = []
+    for layer, kernel, quantizer in _kernel_quantizers(model):
+        w = tf.convert_to_tensor(kernel)
+        s = quantizer.scale(w)
+        q = np.asarray(tf.clip_by_value(tf.round(w / s), -quantizer.qmax, quantizer.qmax), np.int32)
+        inner = type(layer.layer).__name__
+        if inner == "Dense":
+            q = q.T
+        elif inner == "Conv1D":
+            q = np.transpose(q[None], (3, 0, 1, 2))
+        elif inner == "DepthwiseConv2D":
+            q = q.reshape(*q.shape[:2], 1, -1).transpose(2, 0, 1, 3)
+        else:
+            q = np.transpose(q, (3, 0, 1, 2))
+        rows.append((layer.name, q, np.asarray(s, np.float64).reshape(-1)))
+    return rows
+
+
+def _input_step(model, layer):
+    """The nudged step of the int8 tensor feeding `layer`: walks back through layers without an
+    output quantizer (flatten, reshape, pooling) to one that has min/max range variables."""
+    import numpy as np
+
+    current = layer
+    while True:
+        inbound = current.inbound_nodes[0].inbound_layers if current.inbound_nodes else []
+        if isinstance(inbound, (list, tuple)):
+            if len(inbound) != 1:
+                return None
+            inbound = inbound[0]
+        ranges = {v.name.split("/")[-1].split(":")[0]: v for v in inbound.non_trainable_weights
+                  if v.name.split(":")[0].endswith(("output_min", "output_max", "_min", "_max"))}
+        low = next((v for k, v in ranges.items() if k.endswith("min")), None)
+        high = next((v for k, v in ranges.items() if k.endswith("max")), None)
+        if low is not None and high is not None:
+            lo, hi = min(float(np.asarray(low)), 0.0), max(float(np.asarray(high)), 0.0)
+            return (hi - lo) / 255.0
+        if type(inbound).__name__ == "InputLayer":
+            return None
+        current = inbound
+
+
+def hard_tflite_model(model):
+    """The bridge model with every softedge quantizer in hard mode (exact integers for export).
+
+    A clone: the same weights, kernel quantizers switched to round + 8-bit fake-quant on the
+    b-bit grid. tfmot's activation quantizers already are fake-quant ops on their ranges.
+    """
+    import tf_keras
+
+    classes = bridge_classes()
+
+    def harden_config(config):
+        if isinstance(config, dict):
+            if config.get("class_name", "").endswith("SoftedgeTfmotQuantizeConfig"):
+                config["config"]["weight_quantizer"]["hard"] = True
+            for value in config.values():
+                harden_config(value)
+        elif isinstance(config, list):
+            for value in config:
+                harden_config(value)
+        return config
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        return layer.__class__.from_config(harden_config(config))
+
+    with quantize_scope():
+        hard = tf_keras.models.clone_model(model, clone_function=clone_layer)
+    hard.set_weights(model.get_weights())
+    # Biases onto TFLite's int32 grid s_in * s_w, as `export.harden` does for Keras 3 models.
+    for layer, kernel, quantizer in _kernel_quantizers(hard):
+        bias = next((w for w in layer.layer.trainable_weights if w.name.split("/")[-1].startswith("bias")), None)
+        input_step = _input_step(hard, layer)
+        if bias is None or input_step is None:
+            continue
+        step = input_step * tf.cast(tf.reshape(quantizer.scale(tf.convert_to_tensor(kernel)), [-1]), tf.float64)
+        baked = tf.round(tf.cast(bias, tf.float64) / step) * step
+        bias.assign(tf.cast(baked, bias.dtype))
+    del classes
+    return hard
+
+
+def AnnealRoundingTfmot(schedule: AlphaSchedule, initial_step: int = 0):  # noqa: N802 (a class factory)
+    """`toolkit.AnnealRounding` for tf_keras models (a tf_keras callback)."""
+    import tf_keras
+
+    class _Anneal(tf_keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.schedule, self.step, self.alpha = schedule, initial_step, schedule(initial_step)
+
+        def on_train_begin(self, logs=None):
+            self._variables = _alpha_variables(self.model)
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.alpha = self.schedule(self.step)
+            for variable in self._variables:
+                variable.assign(self.alpha)
+            self.step += 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["alpha"] = self.alpha
+
+    return _Anneal()
