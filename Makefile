@@ -48,6 +48,7 @@ lint: $(STAMP) ## ruff check
 bench: $(STAMP) ## Run the benchmarks (QUICK=1: one seed, fewer epochs); tables, JSON and plots in bench/results
 	$(PY) -m bench.rounding
 	$(PY) -m bench.qat
+	$(PY) -m bench.report
 
 gradcheck: $(STAMP) ## Print the gradient-check table of every rounding method
 	$(VENV)/bin/softedge gradcheck

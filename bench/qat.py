@@ -1,11 +1,16 @@
 """Quantization-aware training benchmark: every method on the same data, seeds and epochs.
 
 Rows (per model, seed, weight bit width): float; post-training int8 (representative data);
-softedge Keras 3 QAT with ste / soft / sigmoid rounding. Each quantized row is hardened,
-converted to int8 TFLite and run on LiteRT (XNNPACK kernels).
+tfmot's own QAT (tf_keras, `DefaultNBitQuantizeScheme` at W{b}A8, Conv1D annotated with tfmot's
+n-bit config as its error message instructs, exported the tfmot way); softedge Keras 3 QAT with
+ste / soft / sigmoid rounding; softedge through the tfmot bridge with soft rounding. Every
+quantized row starts from the same float weights and fine-tunes for the same epochs; it is
+converted to int8 TFLite and run on LiteRT (XNNPACK kernels). An alpha sweep (seed 0, MNIST-1D,
+soft rounding at W3 and W2) feeds the smooth-vs-hard plot.
 
 Columns: Keras accuracy (smooth and hard), TFLite int8 accuracy, Keras->TFLite top-1 agreement,
-smooth-vs-hard agreement, training time per epoch as a ratio to float, .tflite bytes and their
+smooth-vs-hard agreement, training time per epoch as a ratio to float and to tfmot at the same
+bit width, .tflite bytes and their
 ratio to the float TFLite model, batch-1 latency as a ratio to float TFLite. A row whose export
 fails keeps its place with `error` set.
 
@@ -31,18 +36,19 @@ import numpy as np  # noqa: E402
 from export.atomic import write_bytes, write_json  # noqa: E402
 from export.device.check import dequantize, latency_us, load_interpreter, quantize_input, run  # noqa: E402
 from export.harden import harden  # noqa: E402
-from export.tflite import convert  # noqa: E402
+from export.tflite import convert, run_converter  # noqa: E402
 from models import datasets, registry  # noqa: E402
 from models.training import Recipe, accuracy, learned_step_for, train_float, train_quantized  # noqa: E402
-from toolkit import QuantScheme  # noqa: E402
+from toolkit import AlphaSchedule, QuantScheme  # noqa: E402
+from toolkit.schedules import set_alpha  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = {"mnist1d_cnn": "mnist1d", "digits_cnn": "digits"}
 SOFTEDGE_ROUNDINGS = ("ste", "soft", "sigmoid")
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall time of each epoch; the median of all but the first (tracing) epoch."""
+class _EpochTimes:
+    """Wall time of each epoch; `seconds` is the median of all but the first (tracing) epoch."""
 
     def on_train_begin(self, logs=None):
         self.times = []
@@ -56,6 +62,19 @@ class EpochTimer(keras.callbacks.Callback):
     @property
     def seconds(self) -> float:
         return float(np.median(self.times[1:] if len(self.times) > 1 else self.times))
+
+
+class EpochTimer(_EpochTimes, keras.callbacks.Callback):
+    pass
+
+
+def EpochTimerTfKeras():  # noqa: N802 (tf_keras is imported only when tfmot rows run)
+    import tf_keras
+
+    class _Timer(_EpochTimes, tf_keras.callbacks.Callback):
+        pass
+
+    return _Timer()
 
 
 def tflite_metrics(tflite_bytes: bytes, data, keras_outputs=None) -> dict:
@@ -114,11 +133,158 @@ def bench_model(model_name: str, seed: int, bits_list, roundings, recipe: Recipe
             except Exception as error:
                 values["error"] = str(error)[:300]
             rows.append(row(model_name, f"softedge-{rounding}", seed, bits, 8, **values))
+    for bits in bits_list:
+        rows.append(bench_tfmot(model, data, bits, seed, recipe))
+        rows.append(bench_bridge(model, data, bits, seed, recipe))
+    for r in rows:
+        if r["epoch_seconds"]:
+            r["epoch_ratio_vs_float"] = r["epoch_seconds"] / float_seconds
+    tfmot_seconds = {r["weight_bits"]: r["epoch_seconds"] for r in rows if r["method"] == "tfmot-qat" and r["epoch_seconds"]}
+    for r in rows:
+        if r["epoch_seconds"] and r["weight_bits"] in tfmot_seconds and r["method"] != "float":
+            r["epoch_ratio_vs_tfmot"] = r["epoch_seconds"] / tfmot_seconds[r["weight_bits"]]
     for r in rows:
         if r["tflite_bytes"]:
             r["bytes_ratio_vs_float"] = r["tflite_bytes"] / float_tflite["tflite_bytes"]
             r["latency_ratio_vs_float"] = r["latency_us"] / float_tflite["latency_us"]
     return rows
+
+
+def _tf_keras_copy(model_name, data, source, batch_norm: bool):
+    """The zoo architecture in tf_keras with `source`'s weights (same layer names)."""
+    import tf_keras
+
+    copy = registry.build(model_name, data.input_shape, data.num_classes, keras_module=tf_keras, batch_norm=batch_norm)
+    for layer in copy.layers:
+        if layer.weights:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+    return copy
+
+
+def _fit_tf_keras(model, data, recipe, seed, callbacks=()):
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(seed)
+    timer = EpochTimerTfKeras()
+    model.compile(tf_keras.optimizers.Adam(recipe.qat_learning_rate),
+                  tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(data.x_train, data.y_train, epochs=recipe.qat_epochs, batch_size=recipe.batch_size, verbose=0,
+              shuffle=True, callbacks=[timer, *callbacks])
+    return timer.seconds
+
+
+def bench_tfmot(float_model, data, bits: int, seed: int, recipe: Recipe) -> dict:
+    """tfmot's own QAT at W{bits}A8 (n-bit scheme), exported as tfmot users export."""
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+    from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (
+        default_n_bit_quantize_registry as n_bit_registry,
+    )
+
+    from toolkit import fold_batch_norm
+
+    model_name = float_model.name
+    values = {}
+    try:
+        # From the BN-folded float weights, like the bridge: tfmot cannot quantize a
+        # BatchNormalization that follows a Conv1D ("not supported").
+        source = _tf_keras_copy(model_name, data, fold_batch_norm(float_model), batch_norm=False)
+        n_bit = tfmot.quantization.keras.experimental.default_n_bit
+
+        def annotate(layer):
+            clone = layer.__class__.from_config(layer.get_config())
+            if isinstance(layer, tf_keras.layers.Conv1D):  # tfmot: "pass a QuantizeConfig"
+                config = n_bit_registry.DefaultNBitQuantizeConfig(["kernel"], ["activation"], False, num_bits_weight=bits,
+                                                                  num_bits_activation=8)
+                return tfmot.quantization.keras.quantize_annotate_layer(clone, config)
+            return tfmot.quantization.keras.quantize_annotate_layer(clone) if not isinstance(layer, tf_keras.layers.InputLayer) else clone
+
+        annotated = tf_keras.models.clone_model(source, clone_function=annotate)
+        annotated.set_weights(source.get_weights())
+        with tfmot.quantization.keras.quantize_scope({"DefaultNBitQuantizeConfig": n_bit_registry.DefaultNBitQuantizeConfig}):
+            quantized = tfmot.quantization.keras.quantize_apply(
+                annotated, scheme=n_bit.DefaultNBitQuantizeScheme(num_bits_weight=bits, num_bits_activation=8))
+        values["epoch_seconds"] = _fit_tf_keras(quantized, data, recipe, seed)
+        keras_outputs = quantized.predict(data.x_test, verbose=0)
+        values["keras_acc"] = float(np.mean(np.argmax(keras_outputs, -1) == data.y_test))
+        converter = tf.lite.TFLiteConverter.from_keras_model(quantized)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+        values.update(tflite_metrics(run_converter(converter, f"tfmot {model_name} W{bits}"), data, keras_outputs))
+    except Exception as error:  # a failed export is a row, not a crash
+        values["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:250]}"
+    return row(model_name, "tfmot-qat", seed, bits, 8, **values)
+
+
+def bench_bridge(float_model, data, bits: int, seed: int, recipe: Recipe) -> dict:
+    """softedge soft rounding through the tfmot bridge (BN folded first), exported exactly."""
+    from toolkit import fold_batch_norm, tfmot_bridge
+
+    model_name = float_model.name
+    values = {}
+    try:
+        source = _tf_keras_copy(model_name, data, fold_batch_norm(float_model), batch_norm=False)
+        quantized = tfmot_bridge.quantize_tfmot(source, QuantScheme(weight_bits=bits, rounding="soft"))
+        steps = recipe.qat_epochs * int(np.ceil(len(data.x_train) / recipe.batch_size))
+        schedule = AlphaSchedule("exponential", recipe.alpha_start, recipe.alpha_end, steps,
+                                 hold_steps=int(steps * recipe.hold_fraction))
+        values["epoch_seconds"] = _fit_tf_keras(quantized, data, recipe, seed, [tfmot_bridge.AnnealRoundingTfmot(schedule)])
+        values["final_alpha"] = schedule(steps)
+        smooth_outputs = quantized.predict(data.x_test, verbose=0)
+        hard = harden(quantized)
+        hard_outputs = hard.predict(data.x_test, verbose=0)
+        values["smooth_acc"] = float(np.mean(np.argmax(smooth_outputs, -1) == data.y_test))
+        values["keras_acc"] = float(np.mean(np.argmax(hard_outputs, -1) == data.y_test))
+        values["smooth_hard_agreement"] = float(np.mean(np.argmax(smooth_outputs, -1) == np.argmax(hard_outputs, -1)))
+        values.update(tflite_metrics(convert(hard, "int8"), data, hard_outputs))
+    except Exception as error:
+        values["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:250]}"
+    return row(model_name, "softedge-tfmot-soft", seed, bits, 8, **values)
+
+
+def alpha_sweep(recipe: Recipe, alphas=(10.0, 100.0, 1e3, 1e4), bits_list=(3, 2)) -> list[dict]:
+    """Smooth-vs-hard agreement as a function of the final alpha (MNIST-1D, seed 0, soft)."""
+    data = datasets.load("mnist1d")
+    model = registry.build("mnist1d_cnn", data.input_shape, data.num_classes)
+    train_float(model, data, recipe, seed=0)
+    rows = []
+    for bits in bits_list:
+        for alpha_end in alphas:
+            swept = dataclasses.replace(recipe, alpha_end=alpha_end)
+            quantized, _ = train_quantized(model, data, QuantScheme(weight_bits=bits, rounding="soft",
+                                                                    learned_step=learned_step_for(bits)), swept)
+            smooth = np.argmax(quantized.predict(data.x_test, verbose=0), -1)
+            set_alpha(quantized, 1e9)
+            hard = np.argmax(quantized.predict(data.x_test, verbose=0), -1)
+            rows.append({"model": "mnist1d_cnn", "weight_bits": bits, "final_alpha": alpha_end,
+                         "smooth_acc": float(np.mean(smooth == data.y_test)), "hard_acc": float(np.mean(hard == data.y_test)),
+                         "smooth_hard_agreement": float(np.mean(smooth == hard))})
+    return rows
+
+
+def plot_alpha_sweep(sweep: list[dict]) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for bits in sorted({r["weight_bits"] for r in sweep}):
+        points = sorted((r["final_alpha"], r["smooth_hard_agreement"]) for r in sweep if r["weight_bits"] == bits)
+        axis.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=f"W{bits}A8 soft")
+    axis.set_xscale("log")
+    axis.set_xlabel("final alpha")
+    axis.set_ylabel("smooth vs hard top-1 agreement (%)")
+    axis.set_title("MNIST-1D CNN: smooth -> hard drift vs final alpha")
+    axis.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -151,12 +317,13 @@ def _fmt(entry, key, percent=True):
 
 def format_table(summary: list[dict]) -> str:
     lines = ["| model | method | W | Keras acc (hard) | smooth acc | TFLite acc | Keras->TFLite agree | smooth/hard agree "
-             "| epoch x float | bytes x float | latency x float | error |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| epoch x float | epoch x tfmot | bytes x float | latency x float | error |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in summary:
         lines.append(f"| {e['model']} | {e['method']} | {e['weight_bits']} | {_fmt(e, 'keras_acc')} | "
                      f"{_fmt(e, 'smooth_acc')} | {_fmt(e, 'tflite_acc')} | {_fmt(e, 'agreement')} | "
                      f"{_fmt(e, 'smooth_hard_agreement')} | {_fmt(e, 'epoch_ratio_vs_float', False)} | "
+                     f"{_fmt(e, 'epoch_ratio_vs_tfmot', False)} | "
                      f"{_fmt(e, 'bytes_ratio_vs_float', False)} | {_fmt(e, 'latency_ratio_vs_float', False)} | "
                      f"{'; '.join(e['errors'])[:80] or ''} |")
     return "\n".join(lines)
@@ -208,11 +375,14 @@ def main(argv=None) -> None:
             rows += bench_model(model_name, seed, [int(b) for b in args.bits.split(",")],
                                 args.roundings.split(","), recipe)
             print(f"{model_name} seed {seed}: {len(rows)} rows", flush=True)
+    sweep = alpha_sweep(recipe)
     summary = summarize(rows)
     print(format_table(summary))
     write_json(args.output / "qat.json", rows)
-    write_json(args.output / "qat_summary.json", {"recipe": dataclasses.asdict(recipe), "summary": summary})
+    write_json(args.output / "qat_summary.json", {"recipe": dataclasses.asdict(recipe), "seeds": args.seeds,
+                                                  "summary": summary, "alpha_sweep": sweep})
     write_bytes(args.output / "qat_accuracy.png", plot_accuracy(summary))
+    write_bytes(args.output / "qat_alpha_drift.png", plot_alpha_sweep(sweep))
     print(f"\nwrote {args.output / 'qat.json'}")
 
 

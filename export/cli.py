@@ -160,7 +160,8 @@ def train(model_name, data, weight_bits, activation_bits, rounding, step, float_
                          learned_step=learned_step_for(weight_bits, step))
     recipe = Recipe(float_epochs=float_epochs, qat_epochs=qat_epochs, alpha_end=alpha_end)
     summary = train_run(RunConfig(model_name, data, scheme, recipe, seed), run_dir,
-                        callbacks=[epoch_progress("fine-tuning (QAT)", qat_epochs, enabled=not as_json)])
+                        callbacks=[epoch_progress("fine-tuning (QAT)", qat_epochs, enabled=not as_json)],
+                        float_callbacks=[epoch_progress("float training", float_epochs, enabled=not as_json)])
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:

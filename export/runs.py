@@ -77,12 +77,15 @@ def check_inputs_fit(model: keras.Model, x: np.ndarray, where: str) -> None:
         raise ConfigError(f"{where}: the evaluation set is empty.")
 
 
-def train_run(config: RunConfig, run_dir, callbacks=()) -> dict:
-    """Float pre-training, quantization and annealed fine-tuning into `run_dir`; returns a summary."""
+def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=()) -> dict:
+    """Float pre-training, quantization and annealed fine-tuning into `run_dir`; returns a summary.
+
+    `float_callbacks` / `callbacks`: extra Keras callbacks for the float and QAT phases.
+    """
     run_dir = Path(run_dir)
     data = datasets.load(config.data)
     model = registry.build(config.model, data.input_shape, data.num_classes)
-    float_history = train_float(model, data, config.recipe, seed=config.seed)
+    float_history = train_float(model, data, config.recipe, seed=config.seed, callbacks=float_callbacks)
     float_accuracy = accuracy(model, data.x_test, data.y_test)
     smooth, qat_history = train_quantized(model, data, config.scheme, config.recipe, seed=config.seed,
                                           callbacks=callbacks)

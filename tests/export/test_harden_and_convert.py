@@ -116,3 +116,15 @@ def test_float_model_needs_representative_data_for_int8():
         convert(model, "int2")
     with pytest.raises(ConfigError, match="no softedge quantized layer"):
         harden(model)
+
+
+def test_float_io_keeps_exact_weights_and_float_tensors_at_the_edges():
+    quantized, _ = calibrated("conv2d", 3)
+    hard = harden(quantized)
+    tflite_bytes = convert(hard, "int8", io="float")
+    from export.device.check import load_interpreter
+
+    interpreter = load_interpreter(tflite_bytes, "builtin")
+    assert interpreter.get_input_details()[0]["dtype"] == np.float32
+    assert interpreter.get_output_details()[0]["dtype"] == np.float32
+    assert weight_mismatches(hard, tflite_bytes) == []
