@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 from export.atomic import write_bytes, write_json  # noqa: E402
 from export.device.check import dequantize, latency_us, load_interpreter, quantize_input, run  # noqa: E402
 from export.harden import harden  # noqa: E402
+from export.plots import new_figure, png_bytes  # noqa: E402
 from export.tflite import convert, run_converter  # noqa: E402
 from models import datasets, registry  # noqa: E402
 from models.training import Recipe, accuracy, learned_step_for, train_float, train_quantized  # noqa: E402
@@ -264,14 +265,7 @@ def alpha_sweep(recipe: Recipe, alphas=(10.0, 100.0, 1e3, 1e4), bits_list=(3, 2)
 
 
 def plot_alpha_sweep(sweep: list[dict]) -> bytes:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = new_figure(figsize=(6, 4))
     for bits in sorted({r["weight_bits"] for r in sweep}):
         points = sorted((r["final_alpha"], r["smooth_hard_agreement"]) for r in sweep if r["weight_bits"] == bits)
         axis.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=f"W{bits}A8 soft")
@@ -280,11 +274,7 @@ def plot_alpha_sweep(sweep: list[dict]) -> bytes:
     axis.set_ylabel("smooth vs hard top-1 agreement (%)")
     axis.set_title("MNIST-1D CNN: smooth -> hard drift vs final alpha")
     axis.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure)
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -330,15 +320,8 @@ def format_table(summary: list[dict]) -> str:
 
 
 def plot_accuracy(summary: list[dict]) -> bytes:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     models = sorted({e["model"] for e in summary})
-    figure, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    figure, axes = new_figure(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
     for axis, model in zip(axes[0], models, strict=True):
         entries = [e for e in summary if e["model"] == model]
         for method in sorted({e["method"] for e in entries if e["method"].startswith("softedge")}):
@@ -352,11 +335,7 @@ def plot_accuracy(summary: list[dict]) -> bytes:
         axis.set_xlabel("weight bits")
         axis.set_ylabel("TFLite int8 accuracy (%)")
         axis.legend(fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure)
 
 
 def main(argv=None) -> None:

@@ -16,7 +16,6 @@ with `kernels` (default "xnnpack", LiteRT's default CPU path), per-layer tensors
 
 from __future__ import annotations
 
-import io
 import platform
 
 import keras
@@ -25,6 +24,7 @@ import numpy as np
 from export.atomic import write_bytes, write_json, write_text
 from export.device.check import dequantize, load_interpreter, quantize_input, run, runtime_name
 from export.hard_layers import FakeQuant
+from export.plots import new_figure, png_bytes
 from export.tflite import weight_mismatches
 
 __all__ = ["check", "per_layer_drift", "validate", "write_report"]
@@ -189,13 +189,8 @@ def _markdown(report: dict) -> str:
 
 
 def _plot(report: dict) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [row for row in report["layers"] if row["max_error_steps"] is not None]
-    figure, axis = plt.subplots(figsize=(max(6, 0.6 * len(rows)), 4))
+    figure, axis = new_figure(figsize=(max(6, 0.6 * len(rows)), 4))
     positions = np.arange(len(rows))
     axis.bar(positions - 0.2, [r["max_error_steps"] for r in rows], 0.4, label="max")
     axis.bar(positions + 0.2, [r["mean_error_steps"] for r in rows], 0.4, label="mean")
@@ -205,11 +200,7 @@ def _plot(report: dict) -> bytes:
     axis.set_title(f"Per-layer drift, hard Keras vs TFLite ({report['runtime']['layer_kernels']} kernels, "
                    f"{min(report['samples'], report.get('layer_samples', report['samples']))} inputs)")
     axis.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure)
 
 
 def write_report(report: dict, directory) -> None:

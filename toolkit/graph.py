@@ -35,24 +35,25 @@ def to_functional(model: keras.Model) -> keras.Model:
     return model
 
 
-def _model_nodes(model: keras.Model):
+def _edges(model: keras.Model):
+    """(producer layer, consumer layer) for every connection inside `model`."""
     for nodes in model._nodes_by_depth.values():
-        yield from nodes
+        for node in nodes:
+            for parent in node.parent_nodes:
+                yield parent.operation, node.operation
 
 
 def producers(model: keras.Model) -> dict[str, list[keras.layers.Layer]]:
     """layer name -> the layers whose outputs it consumes (inside `model`)."""
     result = defaultdict(list)
-    for node in _model_nodes(model):
-        for parent in node.parent_nodes:
-            result[node.operation.name].append(parent.operation)
+    for producer, consumer in _edges(model):
+        result[consumer.name].append(producer)
     return dict(result)
 
 
 def consumers(model: keras.Model) -> dict[str, list[keras.layers.Layer]]:
     """layer name -> the layers that consume its output (inside `model`); outputs have none."""
     result = defaultdict(list)
-    for node in _model_nodes(model):
-        for parent in node.parent_nodes:
-            result[parent.operation.name].append(node.operation)
+    for producer, consumer in _edges(model):
+        result[producer.name].append(consumer)
     return dict(result)

@@ -23,7 +23,7 @@ import keras
 from toolkit.errors import ConfigError
 from toolkit.quantizers import ALPHA_WEIGHT_NAME
 
-__all__ = ["KINDS", "AlphaSchedule", "AnnealRounding", "alpha_variables", "set_alpha"]
+__all__ = ["KINDS", "AlphaSchedule", "AnnealRounding", "AnnealingSteps", "alpha_variables", "set_alpha"]
 
 KINDS = ("constant", "linear", "exponential", "cosine")
 
@@ -79,22 +79,21 @@ def set_alpha(model: keras.Model, alpha: float) -> None:
         variable.assign(alpha)
 
 
-class AnnealRounding(keras.callbacks.Callback):
-    """Sets every quantizer's alpha from `schedule` before each training batch.
+class AnnealingSteps:
+    """The annealing logic, shared by the Keras 3 callback and the tf_keras one (tfmot bridge):
+    before each training batch, every alpha variable of the model is set from the schedule;
+    the alpha in force at the end of each epoch goes into the epoch logs ("alpha" in history)."""
 
-    The alpha in force at the end of each epoch is added to the epoch logs (so `history`
-    has an "alpha" column). `initial_step` resumes a schedule part-way.
-    """
-
-    def __init__(self, schedule: AlphaSchedule, initial_step: int = 0):
+    def __init__(self, schedule: AlphaSchedule, initial_step: int = 0, find_variables=None):
         super().__init__()
         self.schedule = schedule
         self.step = initial_step
         self.alpha = schedule(initial_step)
+        self._find_variables = find_variables or alpha_variables
         self._variables = []
 
     def on_train_begin(self, logs=None):
-        self._variables = alpha_variables(self.model)
+        self._variables = self._find_variables(self.model)
 
     def on_train_batch_begin(self, batch, logs=None):
         self.alpha = self.schedule(self.step)
@@ -105,3 +104,14 @@ class AnnealRounding(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["alpha"] = self.alpha
+
+
+class AnnealRounding(AnnealingSteps, keras.callbacks.Callback):
+    """Sets every quantizer's alpha from `schedule` before each training batch.
+
+    The alpha in force at the end of each epoch is added to the epoch logs (so `history`
+    has an "alpha" column). `initial_step` resumes a schedule part-way.
+    """
+
+    def __init__(self, schedule: AlphaSchedule, initial_step: int = 0):
+        super().__init__(schedule, initial_step)

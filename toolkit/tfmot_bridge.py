@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from toolkit import rounding as rounding_methods
 from toolkit.quantizers import ALPHA_WEIGHT_NAME, check_bits, fake_quant
-from toolkit.schedules import AlphaSchedule
+from toolkit.schedules import AlphaSchedule, AnnealingSteps
 from toolkit.scheme import QuantScheme
 
 __all__ = ["AnnealRoundingTfmot", "bridge_classes", "expected_integers", "hard_tflite_model", "is_tfmot_model",
@@ -329,25 +329,10 @@ def hard_tflite_model(model):
 
 
 def AnnealRoundingTfmot(schedule: AlphaSchedule, initial_step: int = 0):  # noqa: N802 (a class factory)
-    """`toolkit.AnnealRounding` for tf_keras models (a tf_keras callback)."""
+    """`toolkit.AnnealRounding` for tf_keras models (a tf_keras callback, same logic)."""
     import tf_keras
 
-    class _Anneal(tf_keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.schedule, self.step, self.alpha = schedule, initial_step, schedule(initial_step)
+    class _Anneal(AnnealingSteps, tf_keras.callbacks.Callback):
+        pass
 
-        def on_train_begin(self, logs=None):
-            self._variables = _alpha_variables(self.model)
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self.alpha = self.schedule(self.step)
-            for variable in self._variables:
-                variable.assign(self.alpha)
-            self.step += 1
-
-        def on_epoch_end(self, epoch, logs=None):
-            if logs is not None:
-                logs["alpha"] = self.alpha
-
-    return _Anneal()
+    return _Anneal(schedule, initial_step, find_variables=_alpha_variables)
