@@ -17,7 +17,9 @@ fails keeps its place with `error` set.
     python -m bench.qat                  # 3 seeds, both models, bits 8 4 3 2
     QUICK=1 python -m bench.qat          # 1 seed, fewer epochs
 
-Writes bench/results/qat.json (a list of rows) and two PNG plots; prints a markdown table.
+Writes bench/results/qat.json (a list of rows) and qat_summary.json (means over seeds, the
+alpha sweep); prints a markdown table. `bench/report.py` turns the summary into the README's
+Results section and the two plots.
 """
 
 from __future__ import annotations
@@ -33,10 +35,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from export.atomic import write_bytes, write_json  # noqa: E402
+from export.atomic import write_json  # noqa: E402
 from export.device.check import dequantize, latency_us, load_interpreter, quantize_input, run  # noqa: E402
 from export.harden import harden  # noqa: E402
-from export.plots import new_figure, png_bytes  # noqa: E402
 from export.tflite import convert, run_converter  # noqa: E402
 from models import datasets, registry  # noqa: E402
 from models.training import Recipe, accuracy, learned_step_for, train_float, train_quantized  # noqa: E402
@@ -264,19 +265,6 @@ def alpha_sweep(recipe: Recipe, alphas=(10.0, 100.0, 1e3, 1e4), bits_list=(3, 2)
     return rows
 
 
-def plot_alpha_sweep(sweep: list[dict]) -> bytes:
-    figure, axis = new_figure(figsize=(6, 4))
-    for bits in sorted({r["weight_bits"] for r in sweep}):
-        points = sorted((r["final_alpha"], r["smooth_hard_agreement"]) for r in sweep if r["weight_bits"] == bits)
-        axis.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=f"W{bits}A8 soft")
-    axis.set_xscale("log")
-    axis.set_xlabel("final alpha")
-    axis.set_ylabel("smooth vs hard top-1 agreement (%)")
-    axis.set_title("MNIST-1D CNN: smooth -> hard drift vs final alpha")
-    axis.legend()
-    return png_bytes(figure)
-
-
 def summarize(rows: list[dict]) -> list[dict]:
     """Mean and spread (max - min) over seeds of each (model, method, bits)."""
     groups: dict[tuple, list[dict]] = {}
@@ -319,25 +307,6 @@ def format_table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_accuracy(summary: list[dict]) -> bytes:
-    models = sorted({e["model"] for e in summary})
-    figure, axes = new_figure(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
-    for axis, model in zip(axes[0], models, strict=True):
-        entries = [e for e in summary if e["model"] == model]
-        for method in sorted({e["method"] for e in entries if e["method"].startswith("softedge")}):
-            points = sorted((e["weight_bits"], e["tflite_acc"]) for e in entries if e["method"] == method and e["tflite_acc"])
-            axis.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=method)
-        for baseline, style in (("float", "--"), ("ptq-int8", ":")):
-            for e in entries:
-                if e["method"] == baseline and e["tflite_acc"]:
-                    axis.axhline(100 * e["tflite_acc"], linestyle=style, color="gray", label=f"{baseline} (TFLite)")
-        axis.set_title(model)
-        axis.set_xlabel("weight bits")
-        axis.set_ylabel("TFLite int8 accuracy (%)")
-        axis.legend(fontsize=8)
-    return png_bytes(figure)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     quick = os.environ.get("QUICK", "") not in ("", "0")
@@ -360,8 +329,6 @@ def main(argv=None) -> None:
     write_json(args.output / "qat.json", rows)
     write_json(args.output / "qat_summary.json", {"recipe": dataclasses.asdict(recipe), "seeds": args.seeds,
                                                   "summary": summary, "alpha_sweep": sweep})
-    write_bytes(args.output / "qat_accuracy.png", plot_accuracy(summary))
-    write_bytes(args.output / "qat_alpha_drift.png", plot_alpha_sweep(sweep))
     print(f"\nwrote {args.output / 'qat.json'}")
 
 

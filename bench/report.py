@@ -2,7 +2,9 @@
 
     python -m bench.report          # rewrites README.md between the results markers
 
-The section holds the MNIST-1D and digits tables (TFLite int8 accuracy per method and weight
+Also draws bench/results/qat_accuracy.png (TFLite accuracy vs weight bits per method) and
+qat_alpha_drift.png (smooth-vs-hard agreement vs final alpha). The section holds the MNIST-1D
+and digits tables (TFLite int8 accuracy per method and weight
 bit width, mean ± half the range over seeds), Keras->TFLite agreement, training time per epoch
 against tfmot, and the benchmark targets evaluated from the same numbers (met or missed, by how
 much).
@@ -13,7 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from export.atomic import write_text
+from export.atomic import write_bytes, write_text
+from export.plots import new_figure, png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = ROOT / "bench" / "results" / "qat_summary.json"
@@ -58,12 +61,12 @@ def targets(summary, model="mnist1d_cnn") -> list[str]:
     tfmot_w3 = (_find(summary, model, "tfmot-qat", 3) or {}).get("tflite_acc")
     rows = []
 
-    def check(name, value, threshold):
+    def check(name, value, threshold, decimals=1):
         if value is None or threshold is None:
             rows.append(f"| {name} | - | - | not measured |")
             return
-        verdict = "met" if value >= threshold - 1e-9 else f"missed by {100 * (threshold - value):.1f} points"
-        rows.append(f"| {name} | {100 * value:.1f} | {100 * threshold:.1f} | {verdict} |")
+        verdict = "met" if value >= threshold - 1e-9 else f"missed by {100 * (threshold - value):.{decimals}f} points"
+        rows.append(f"| {name} | {100 * value:.{decimals}f} | {100 * threshold:.{decimals}f} | {verdict} |")
 
     soft = {b: _find(summary, model, "softedge-soft", b) or {} for b in (8, 4, 3, 2)}
     for bits in (8, 4):
@@ -72,11 +75,43 @@ def targets(summary, model="mnist1d_cnn") -> list[str]:
     check("W3A8 TFLite acc >= tfmot W3A8 + 5", soft[3].get("tflite_acc"), None if tfmot_w3 is None else tfmot_w3 + 0.05)
     check("W2A8 TFLite acc >= 80%", soft[2].get("tflite_acc"), 0.80)
     agreements = [soft[b].get("agreement") for b in (8, 4, 3, 2) if soft[b].get("agreement") is not None]
-    check("Keras->TFLite agreement >= 99.9% (worst bit width)", min(agreements) if agreements else None, 0.999)
+    check("Keras->TFLite agreement >= 99.9% (worst bit width)", min(agreements) if agreements else None, 0.999, 2)
     ratio = soft[3].get("epoch_ratio_vs_tfmot")
     verdict = "-" if ratio is None else ("met" if ratio <= 1.1 else f"missed: {ratio:.2f}x")
     rows.append(f"| W3 training time per epoch <= 1.1x tfmot | {'-' if ratio is None else f'{ratio:.2f}x'} | 1.10x | {verdict} |")
     return ["| target (MNIST-1D CNN, softedge soft) | measured | threshold | verdict |", "|---|---|---|---|", *rows]
+
+
+def plot_accuracy(summary: list[dict]) -> bytes:
+    models = sorted({e["model"] for e in summary})
+    figure, axes = new_figure(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    for axis, model in zip(axes[0], models, strict=True):
+        entries = [e for e in summary if e["model"] == model]
+        for method in sorted({e["method"] for e in entries if e["method"] in METHODS}):
+            points = sorted((e["weight_bits"], e["tflite_acc"]) for e in entries if e["method"] == method and e["tflite_acc"])
+            axis.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=method)
+        for baseline, style in (("float", "--"), ("ptq-int8", ":")):
+            for e in entries:
+                if e["method"] == baseline and e["tflite_acc"]:
+                    axis.axhline(100 * e["tflite_acc"], linestyle=style, color="gray", label=f"{baseline} (TFLite)")
+        axis.set_title(model)
+        axis.set_xlabel("weight bits")
+        axis.set_ylabel("TFLite int8 accuracy (%)")
+        axis.legend(fontsize=8)
+    return png_bytes(figure)
+
+
+def plot_alpha_sweep(sweep: list[dict]) -> bytes:
+    figure, axis = new_figure(figsize=(6, 4))
+    for bits in sorted({r["weight_bits"] for r in sweep}):
+        points = sorted((r["final_alpha"], r["smooth_hard_agreement"]) for r in sweep if r["weight_bits"] == bits)
+        axis.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=f"W{bits}A8 soft")
+    axis.set_xscale("log")
+    axis.set_xlabel("final alpha")
+    axis.set_ylabel("smooth vs hard top-1 agreement (%)")
+    axis.set_title("MNIST-1D CNN: smooth -> hard drift vs final alpha")
+    axis.legend()
+    return png_bytes(figure)
 
 
 def results_section(data: dict) -> str:
@@ -88,7 +123,9 @@ def results_section(data: dict) -> str:
              "LiteRT XNNPACK kernels, this 2-core machine.", ""]
     for model in sorted({e["model"] for e in summary}, reverse=True):
         lines += accuracy_table(summary, model) + [""]
-    lines += targets(summary) + ["", END]
+    lines += targets(summary)
+    lines += ["", "![TFLite accuracy vs weight bits](bench/results/qat_accuracy.png)",
+              "![smooth vs hard agreement vs final alpha](bench/results/qat_alpha_drift.png)", "", END]
     return "\n".join(lines)
 
 
@@ -102,6 +139,8 @@ def main() -> None:
     else:
         readme = readme.rstrip() + "\n\n## Results\n\n" + section + "\n"
     write_text(README, readme)
+    write_bytes(SUMMARY.parent / "qat_accuracy.png", plot_accuracy(data["summary"]))
+    write_bytes(SUMMARY.parent / "qat_alpha_drift.png", plot_alpha_sweep(data["alpha_sweep"]))
     print(section)
 
 

@@ -7,14 +7,14 @@ import io
 __all__ = ["new_figure", "png_bytes"]
 
 
-def new_figure(**kwargs):
-    """(figure, axes) from matplotlib.pyplot.subplots on the Agg backend."""
+def new_figure(*args, **kwargs):
+    """(figure, axes) from matplotlib.pyplot.subplots(*args, **kwargs) on the Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(**kwargs)
+    return plt.subplots(*args, **kwargs)
 
 
 def png_bytes(figure, dpi: int = 100) -> bytes:
