@@ -130,14 +130,13 @@ def weight_tensors(tflite_bytes: bytes) -> list[dict]:
 
     Each: {"op", "name", "ints" (as stored), "scales", "dtype" (int8 / int4 per the flatbuffer)}.
     """
-    from ai_edge_litert.interpreter import Interpreter
+    from export.device.check import load_interpreter
 
     with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as handle:
         handle.write(tflite_bytes)
         path = handle.name
     try:
-        interpreter = Interpreter(model_path=path, experimental_preserve_all_tensors=True)
-        interpreter.allocate_tensors()
+        interpreter = load_interpreter(path, "builtin")  # weights are constants: readable without running
         details = {d["index"]: d for d in interpreter.get_tensor_details()}
         stored_types = _flatbuffer_tensor_types(tflite_bytes)
         result = []

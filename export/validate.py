@@ -29,7 +29,9 @@ from export.tflite import weight_mismatches
 
 __all__ = ["check", "per_layer_drift", "validate", "write_report"]
 
-ONE_STEP = 1.0 + 1e-6  # an error "exceeds one step" above this
+# An error "exceeds one step" above this: Keras and TFLite hold the same step in slightly
+# different floats, so an off-by-one element measures 1.0000001 steps, not 1.
+ONE_STEP = 1.0 + 1e-3
 
 
 def _top1(outputs) -> np.ndarray:

@@ -21,8 +21,10 @@ def test_export_report_has_the_contract_fields(exported_run):
     assert {row["name"] for row in saved["layers"]} >= {"image_quant", "relu0_quant", "logits_quant"}
     assert (run_dir / "export" / "drift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| accuracy |" in (run_dir / "export" / "report.md").read_text()
-    # XNNPACK rounds the requantization in float, like the hard Keras model: no drift at all.
-    assert saved["by_kernels"]["xnnpack"]["agreement_hard"] == 1.0
+    # XNNPACK requantizes in float like the hard Keras model: drift is rare one-step flips
+    # (and the int8 MEAN of global average pooling, which rounds its own way).
+    assert saved["by_kernels"]["xnnpack"]["agreement_hard"] >= 0.99
+    assert saved["by_kernels"]["xnnpack"]["mean_error_steps"] < 0.5
     assert saved["device"]["ok"] is True
 
 
