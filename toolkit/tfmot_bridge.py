@@ -295,8 +295,6 @@ def hard_tflite_model(model):
     """
     import tf_keras
 
-    classes = bridge_classes()
-
     def harden_config(config):
         if isinstance(config, dict):
             if config.get("class_name", "").endswith("SoftedgeTfmotQuantizeConfig"):
@@ -324,7 +322,6 @@ def hard_tflite_model(model):
         step = input_step * tf.cast(tf.reshape(quantizer.scale(tf.convert_to_tensor(kernel)), [-1]), tf.float64)
         baked = tf.round(tf.cast(bias, tf.float64) / step) * step
         bias.assign(tf.cast(baked, bias.dtype))
-    del classes
     return hard
 
 
