@@ -84,6 +84,7 @@ def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=()) -> d
     """
     run_dir = Path(run_dir)
     data = datasets.load(config.data)
+    keras.utils.set_random_seed(config.seed)  # before building: the initial weights come from it
     model = registry.build(config.model, data.input_shape, data.num_classes)
     float_history = train_float(model, data, config.recipe, seed=config.seed, callbacks=float_callbacks)
     float_accuracy = accuracy(model, data.x_test, data.y_test)
