@@ -248,6 +248,7 @@ def bench_bridge(float_model, data, bits: int, seed: int, recipe: Recipe) -> dic
 def alpha_sweep(recipe: Recipe, alphas=(10.0, 100.0, 1e3, 1e4), bits_list=(3, 2)) -> list[dict]:
     """Smooth-vs-hard agreement as a function of the final alpha (MNIST-1D, seed 0, soft)."""
     data = datasets.load("mnist1d")
+    keras.utils.set_random_seed(0)  # before building: the initial weights come from it
     model = registry.build("mnist1d_cnn", data.input_shape, data.num_classes)
     train_float(model, data, recipe, seed=0)
     rows = []
