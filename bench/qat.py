@@ -36,9 +36,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from export.atomic import write_json  # noqa: E402
-from export.device.check import dequantize, latency_us, load_interpreter, quantize_input, run  # noqa: E402
+from export.device.check import latency_us, load_interpreter, predict, quantize_input  # noqa: E402
 from export.harden import harden  # noqa: E402
 from export.tflite import convert, run_converter  # noqa: E402
+from export.validate import agreement  # noqa: E402
 from models import datasets, registry  # noqa: E402
 from models.training import Recipe, accuracy, learned_step_for, train_float, train_quantized  # noqa: E402
 from toolkit import AlphaSchedule, QuantScheme  # noqa: E402
@@ -81,13 +82,13 @@ def EpochTimerTfKeras():  # noqa: N802 (tf_keras is imported only when tfmot row
 
 def tflite_metrics(tflite_bytes: bytes, data, keras_outputs=None) -> dict:
     interpreter = load_interpreter(tflite_bytes, "xnnpack")
-    inputs = quantize_input(data.x_test, interpreter.get_input_details()[0])
-    outputs = dequantize(run(interpreter, inputs), interpreter.get_output_details()[0])
+    outputs = predict(interpreter, data.x_test)
+    device_inputs = quantize_input(data.x_test, interpreter.get_input_details()[0])
     metrics = {"tflite_acc": float(np.mean(np.argmax(outputs, -1) == data.y_test)),
                "tflite_bytes": len(tflite_bytes),
-               "latency_us": latency_us(tflite_bytes, inputs, "xnnpack", runs=100)["p50"]}
+               "latency_us": latency_us(tflite_bytes, device_inputs, "xnnpack", runs=100)["p50"]}
     if keras_outputs is not None:
-        metrics["agreement"] = float(np.mean(np.argmax(outputs, -1) == np.argmax(keras_outputs, -1)))
+        metrics["agreement"] = agreement(outputs, keras_outputs)
     return metrics
 
 
@@ -130,7 +131,7 @@ def bench_model(model_name: str, seed: int, bits_list, roundings, recipe: Recipe
                 hard = harden(quantized)
                 hard_outputs = hard.predict(data.x_test, verbose=0)
                 values["keras_acc"] = float(np.mean(np.argmax(hard_outputs, -1) == data.y_test))
-                values["smooth_hard_agreement"] = float(np.mean(np.argmax(smooth_outputs, -1) == np.argmax(hard_outputs, -1)))
+                values["smooth_hard_agreement"] = agreement(smooth_outputs, hard_outputs)
                 values.update(tflite_metrics(convert(hard, "int8"), data, hard_outputs))
             except Exception as error:
                 values["error"] = str(error)[:300]
@@ -238,7 +239,7 @@ def bench_bridge(float_model, data, bits: int, seed: int, recipe: Recipe) -> dic
         hard_outputs = hard.predict(data.x_test, verbose=0)
         values["smooth_acc"] = float(np.mean(np.argmax(smooth_outputs, -1) == data.y_test))
         values["keras_acc"] = float(np.mean(np.argmax(hard_outputs, -1) == data.y_test))
-        values["smooth_hard_agreement"] = float(np.mean(np.argmax(smooth_outputs, -1) == np.argmax(hard_outputs, -1)))
+        values["smooth_hard_agreement"] = agreement(smooth_outputs, hard_outputs)
         values.update(tflite_metrics(convert(hard, "int8"), data, hard_outputs))
     except Exception as error:
         values["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:250]}"

@@ -25,11 +25,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from toolkit.quantizers import storage_fake_quant
+
 __all__ = ["HARD_LAYERS", "FakeQuant", "HardConv1D", "HardConv2D", "HardDense", "HardDepthwiseConv2D"]
-
-
-def _storage_limit(storage_bits: int) -> int:
-    return 2 ** (storage_bits - 1) - 1
 
 
 @keras.saving.register_keras_serializable(package="softedge")
@@ -87,26 +85,16 @@ class _HardKernel(keras.layers.Layer):
 
     def stored_kernel(self):
         """The kernel through the weight fake-quant the converter reads (see module docstring)."""
-        limit = _storage_limit(self.storage_bits)
-        scale = tf.reshape(tf.convert_to_tensor(self.kernel_scale), [-1])
-        if self.scale_shape == (1,) or len(self.scale_shape) == 0:
-            return tf.quantization.fake_quant_with_min_max_vars(
-                self.kernel, -limit * scale[0], limit * scale[0], num_bits=self.storage_bits, narrow_range=True)
-        return tf.quantization.fake_quant_with_min_max_vars_per_channel(
-            self.kernel, -limit * scale, limit * scale, num_bits=self.storage_bits, narrow_range=True)
+        return storage_fake_quant(self.kernel, self.kernel_scale, self.storage_bits)
 
     def integers(self) -> np.ndarray:
         """q = W / s as int32 (exact: W was baked as q * s)."""
         scale = np.asarray(self.kernel_scale).reshape(self._scale_broadcast_shape())
         return np.rint(np.asarray(self.kernel) / scale).astype(np.int32)
 
-    # Axes that take the Keras kernel to TFLite's weight layout (output channels first for
-    # CONV_2D and FULLY_CONNECTED, last for DEPTHWISE_CONV_2D).
-    tflite_axes: tuple[int, ...] = (3, 0, 1, 2)
-
-    def tflite_integers(self) -> np.ndarray:
-        """The integers as TFLite must store them, in its weight layout."""
-        return np.transpose(self.integers(), self.tflite_axes)
+    # The layout of `kernel`, for `export.tflite.tflite_layout`: Conv1D and depthwise kernels are
+    # stored already expanded, in a Conv2D and a (kh, kw, 1, C) layout.
+    tflite_kind = "conv2d"
 
     def _scale_broadcast_shape(self):
         if len(self.scale_shape) == 0 or self.scale_shape == (1,):
@@ -128,7 +116,7 @@ class _HardKernel(keras.layers.Layer):
 class HardDense(_HardKernel):
     """y = act(x @ FQ(W) + b), W (in, out) with one step for the whole kernel."""
 
-    tflite_axes = (1, 0)
+    tflite_kind = "dense"
 
     def call(self, inputs):
         return self._finish(tf.matmul(inputs, self.stored_kernel()) if len(inputs.shape) == 2
@@ -176,7 +164,7 @@ class HardDepthwiseConv2D(_HardConvBase):
     TFLite's own layout, with one step per output channel; `depth_multiplier` restores the
     (kh, kw, c_in, multiplier) filter for the op."""
 
-    tflite_axes = (2, 0, 1, 3)
+    tflite_kind = "depthwise"
 
     def __init__(self, *args, depth_multiplier: int = 1, **kwargs):
         super().__init__(*args, **kwargs)

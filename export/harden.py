@@ -21,23 +21,24 @@ from export.hard_layers import FakeQuant, HardConv1D, HardConv2D, HardDense, Har
 from toolkit.errors import ConfigError
 from toolkit.graph import producers
 from toolkit.qat_layers import (
+    QUANT_KERNEL_LAYERS,
     QuantConv1D,
     QuantConv2D,
     QuantDense,
     QuantDepthwiseConv2D,
     QuantizeActivation,
 )
+from toolkit.quantize import PASS_THROUGH, is_quantized_model
+from toolkit.quantizers import bias_on_accumulator_grid
 
-__all__ = ["hard_integers", "harden", "input_steps"]
+__all__ = ["harden", "input_steps"]
 
 
-def _common(layer, kernel_shape, scale, storage_bits):
-    bits = layer.weight_quantizer.bits
+def _common(layer, kernel_shape, scale):
     return dict(
         kernel_shape=kernel_shape,
         scale_shape=(scale.size,),
-        weight_bits=bits,
-        storage_bits=4 if storage_bits == 4 and bits <= 4 else 8,
+        weight_bits=layer.weight_quantizer.bits,
         use_bias=layer.use_bias,
         activation=keras.activations.serialize(layer.activation),
         name=layer.name,
@@ -53,26 +54,16 @@ def _check_conv(layer):
         raise ConfigError(f"Layer {layer.name!r} ({type(layer).__name__}) uses groups={layer.groups}; export supports groups=1.")
 
 
-def hard_integers(layer) -> tuple[np.ndarray, np.ndarray]:
-    """(q as int32 in the layer's kernel shape, s flattened) for a quantized kernel layer."""
-    kernel = layer.float_kernel
-    q = layer.weight_quantizer.integers(kernel).numpy()
-    scale = np.asarray(layer.weight_quantizer.scale(kernel), np.float32)
-    return q, scale
-
-
 def input_steps(model: keras.Model) -> dict[str, float]:
     """kernel layer name -> the step of its int8 input, where one exists.
 
     Walks back from each kernel layer through layers that keep their input's grid (max
     pooling, flatten, reshape, dropout, padding) to a `QuantizeActivation`.
     """
-    from toolkit.quantize import PASS_THROUGH
-
     produced_by = producers(model)
     steps = {}
     for layer in model.layers:
-        if not isinstance(layer, QUANT_KERNELS):
+        if not isinstance(layer, QUANT_KERNEL_LAYERS):
             continue
         source = produced_by.get(layer.name, [None])
         source = source[0] if len(source) == 1 else None
@@ -84,51 +75,45 @@ def input_steps(model: keras.Model) -> dict[str, float]:
     return steps
 
 
-def _bake_bias(bias: np.ndarray, input_step: float | None, kernel_step: np.ndarray) -> np.ndarray:
-    """b on the int32 grid s_in * s_w (per output channel), as TFLite stores it."""
-    if input_step is None:
-        return bias.astype(np.float32)
-    step = np.float64(input_step) * np.asarray(kernel_step, np.float64).reshape(-1)
-    return (np.round(bias.astype(np.float64) / step) * step).astype(np.float32)
-
-
-def _hard_layer(layer, storage_bits: int, input_step: float | None = None):
+def _hard_layer(layer, input_step: float | None = None):
     """(hard layer, [kernel, kernel_scale, (bias)]) for one quantized kernel layer."""
-    q, scale = hard_integers(layer)
+    q = layer.weight_quantizer.integers(layer.float_kernel).numpy()
+    scale = np.asarray(layer.weight_quantizer.scale(layer.float_kernel), np.float32)
     baked = (q * scale).astype(np.float32)  # W = q * s, on the grid
     if isinstance(layer, QuantDense):
-        hard = HardDense(**_common(layer, baked.shape, scale, storage_bits))
+        hard = HardDense(**_common(layer, baked.shape, scale))
     elif isinstance(layer, QuantConv2D):
         _check_conv(layer)
-        hard = HardConv2D(**_common(layer, baked.shape, scale, storage_bits), strides=layer.strides,
+        hard = HardConv2D(**_common(layer, baked.shape, scale), strides=layer.strides,
                           padding=layer.padding, dilation_rate=layer.dilation_rate)
     elif isinstance(layer, QuantConv1D):
         _check_conv(layer)
         baked = baked[None]  # (1, k, c_in, c_out)
-        hard = HardConv1D(**_common(layer, baked.shape, scale, storage_bits), strides=layer.strides,
+        hard = HardConv1D(**_common(layer, baked.shape, scale), strides=layer.strides,
                           padding=layer.padding, dilation_rate=layer.dilation_rate)
     elif isinstance(layer, QuantDepthwiseConv2D):
         _check_conv(layer)
         kh, kw, c_in, multiplier = baked.shape
         baked = baked.reshape(kh, kw, 1, c_in * multiplier)  # output channel c * multiplier + m
-        hard = HardDepthwiseConv2D(**_common(layer, baked.shape, scale, storage_bits), strides=layer.strides,
+        hard = HardDepthwiseConv2D(**_common(layer, baked.shape, scale), strides=layer.strides,
                                    padding=layer.padding, dilation_rate=layer.dilation_rate,
                                    depth_multiplier=multiplier)
     else:
         raise ConfigError(f"Layer {layer.name!r} ({type(layer).__name__}) has a weight quantizer that harden does not know.")
     weights = [baked, scale.reshape(-1)]
     if layer.use_bias:
-        weights.append(_bake_bias(np.asarray(layer.bias), input_step, scale))
+        bias = np.asarray(layer.bias)
+        weights.append(bias if input_step is None else bias_on_accumulator_grid(bias, input_step, scale).astype(np.float32))
     return hard, weights
 
 
-def harden(model: keras.Model, weight_storage_bits: int = 8, bake_bias: bool = True) -> keras.Model:
+def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
     """A hard copy of a softedge quantized model (see the module docstring).
 
+    The hard layers store weights as int8; `tflite.convert(..., "int4-weights")` packs them.
+
     Args:
-        model: the output of `toolkit.quantize` (trained or not).
-        weight_storage_bits: 8 (int8 weights, every bit width) or 4 (packed int4 for layers of
-            at most 4 bits; the others stay int8).
+        model: the output of `toolkit.quantize` (trained or not), or a tfmot bridge model.
         bake_bias: put biases on TFLite's int32 grid (default). Without it the hard model is
             exactly the quantized model at alpha = inf, and TFLite rounds the biases itself.
     """
@@ -138,17 +123,15 @@ def harden(model: keras.Model, weight_storage_bits: int = 8, bake_bias: bool = T
         from toolkit.tfmot_bridge import hard_tflite_model
 
         return hard_tflite_model(model)
-    if weight_storage_bits not in (4, 8):
-        raise ConfigError(f"Expected weight_storage_bits 4 or 8. Received: weight_storage_bits={weight_storage_bits}")
-    if not any(isinstance(layer, (QuantizeActivation, *QUANT_KERNELS)) for layer in model.layers):
+    if not is_quantized_model(model):
         raise ConfigError(f"Model {model.name!r} has no softedge quantized layer to harden; quantize it first, "
                           "or convert it as a float model with post-training quantization.")
     weights_by_name = {}
     steps = input_steps(model) if bake_bias else {}
 
     def clone_layer(layer):
-        if isinstance(layer, QUANT_KERNELS):
-            hard, weights = _hard_layer(layer, weight_storage_bits, steps.get(layer.name))
+        if isinstance(layer, QUANT_KERNEL_LAYERS):
+            hard, weights = _hard_layer(layer, steps.get(layer.name))
             weights_by_name[layer.name] = weights
             return hard
         if isinstance(layer, QuantizeActivation):
@@ -166,5 +149,3 @@ def harden(model: keras.Model, weight_storage_bits: int = 8, bake_bias: bool = T
             layer.set_weights(weights_by_name[layer.name])
     return hard_model
 
-
-QUANT_KERNELS = (QuantDense, QuantConv1D, QuantConv2D, QuantDepthwiseConv2D)

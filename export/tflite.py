@@ -28,7 +28,8 @@ import tensorflow as tf
 from export.hard_layers import HARD_LAYERS, FakeQuant
 from toolkit.errors import ConfigError
 
-__all__ = ["TARGETS", "convert", "expected_weights", "is_hard_model", "weight_mismatches", "weight_tensors"]
+__all__ = ["TARGETS", "convert", "convert_saved_model", "expected_weights", "is_hard_model", "tflite_layout",
+           "weight_mismatches", "weight_tensors"]
 
 TARGETS = ("int8", "int4-weights", "dynamic", "float16", "float32")
 
@@ -40,13 +41,31 @@ def is_hard_model(model: keras.Model) -> bool:
     return any(isinstance(layer, (FakeQuant, *HARD_LAYERS)) for layer in model.layers) or is_tfmot_model(model)
 
 
+def tflite_layout(kind: str, q: np.ndarray) -> np.ndarray:
+    """A Keras kernel in the layout TFLite stores its weights in.
+
+    dense (in, out) -> (out, in); conv1d (k, in, out) -> (out, 1, k, in);
+    conv2d (kh, kw, in, out) -> (out, kh, kw, in); depthwise (kh, kw, c, m) -> (1, kh, kw, c m).
+    """
+    if kind == "dense":
+        return q.T
+    if kind == "conv1d":
+        return np.transpose(q[None], (3, 0, 1, 2))
+    if kind == "conv2d":
+        return np.transpose(q, (3, 0, 1, 2))
+    if kind == "depthwise":
+        return q.reshape(q.shape[0], q.shape[1], 1, -1).transpose(2, 0, 1, 3)
+    raise ConfigError(f"Unknown kernel kind {kind!r}. Expected dense, conv1d, conv2d or depthwise.")
+
+
 def expected_weights(model) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(layer name, integers in TFLite's layout, steps) of every quantized kernel of a hard model."""
-    from toolkit.tfmot_bridge import expected_integers, is_tfmot_model
+    from toolkit.tfmot_bridge import is_tfmot_model, kernel_integers
 
     if is_tfmot_model(model):
-        return expected_integers(model)
-    return [(layer.name, layer.tflite_integers(), np.asarray(layer.kernel_scale, np.float64).reshape(-1))
+        return [(name, tflite_layout(kind, q), steps) for name, kind, q, steps in kernel_integers(model)]
+    return [(layer.name, tflite_layout(layer.tflite_kind, layer.integers()),
+             np.asarray(layer.kernel_scale, np.float64).reshape(-1))
             for layer in model.layers if isinstance(layer, HARD_LAYERS)]
 
 
@@ -74,12 +93,37 @@ def _representative(data, count: int = 200):
     return generate
 
 
-def convert(model: keras.Model, target: str = "int8", io: str = "int8", representative_data=None) -> bytes:
-    """Converts a hard softedge model (or a plain float Keras 3 model) to TFLite bytes."""
+def _check_target(target: str, io: str) -> None:
     if target not in TARGETS:
         raise ConfigError(f"Unknown target {target!r}. Expected one of: {', '.join(TARGETS)}.")
     if io not in ("int8", "float"):
         raise ConfigError(f"Expected io 'int8' or 'float'. Received: io={io!r}")
+
+
+def _configure(converter, target: str, io: str, carries_ranges: bool, representative_data, name: str):
+    """Sets a converter up for `target`: builtin ops only; for int8, either the model's own
+    fake-quant ranges or post-training quantization from `representative_data`."""
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if target == "float32":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if target == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if target not in ("int8", "int4-weights"):
+        return
+    if not carries_ranges:
+        if representative_data is None:
+            raise ConfigError(f"{name} is a float model: int8 post-training quantization needs representative data.")
+        converter.representative_dataset = _representative(representative_data)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if io == "int8":
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+
+
+def convert(model: keras.Model, target: str = "int8", io: str = "int8", representative_data=None) -> bytes:
+    """Converts a hard softedge model (or a plain float Keras 3 model) to TFLite bytes."""
+    _check_target(target, io)
     hard = is_hard_model(model)
     if target == "int4-weights":
         if not hard:
@@ -87,24 +131,18 @@ def convert(model: keras.Model, target: str = "int8", io: str = "int8", represen
         model = _with_weight_storage(model, 4)
     with quiet_converter():  # from_keras_model exports a SavedModel and prints about it
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if target in ("int8", "int4-weights"):
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if not hard:
-            if representative_data is None:
-                raise ConfigError(f"Model {model.name!r} is a float model: int8 post-training quantization "
-                                  "needs representative data.")
-            converter.representative_dataset = _representative(representative_data)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if io == "int8":
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-    elif target == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif target == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
+    _configure(converter, target, io, hard, representative_data, f"Model {model.name!r}")
     return run_converter(converter, f"{model.name!r} to {target!r}")
+
+
+def convert_saved_model(path, target: str = "int8", io: str = "int8", representative_data=None) -> bytes:
+    """Converts a SavedModel directory (a float model: int8 is post-training quantization)."""
+    _check_target(target, io)
+    if target == "int4-weights":
+        raise ConfigError("Target 'int4-weights' needs a hard softedge model, not a SavedModel.")
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(path))
+    _configure(converter, target, io, False, representative_data, f"SavedModel {path}")
+    return run_converter(converter, f"SavedModel {path} to {target!r}")
 
 
 @contextlib.contextmanager

@@ -22,12 +22,19 @@ import keras
 import numpy as np
 
 from export.atomic import write_bytes, write_json, write_text
-from export.device.check import dequantize, load_interpreter, quantize_input, run, runtime_name
+from export.device.check import (
+    dequantize,
+    load_interpreter,
+    predict,
+    quantize_input,
+    run,
+    runtime_name,
+)
 from export.hard_layers import FakeQuant
 from export.plots import new_figure, png_bytes
 from export.tflite import weight_mismatches
 
-__all__ = ["check", "per_layer_drift", "validate", "write_report"]
+__all__ = ["agreement", "check", "per_layer_drift", "validate", "write_report"]
 
 # An error "exceeds one step" above this: Keras and TFLite hold the same step in slightly
 # different floats, so an off-by-one element measures 1.0000001 steps, not 1.
@@ -38,7 +45,8 @@ def _top1(outputs) -> np.ndarray:
     return np.argmax(np.asarray(outputs), axis=-1)
 
 
-def _agreement(a, b) -> float:
+def agreement(a, b) -> float:
+    """Top-1 agreement of two output arrays."""
     return float(np.mean(_top1(a) == _top1(b)))
 
 
@@ -91,10 +99,11 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
              kernels: str = "xnnpack", layer_kernels: str = "builtin", layer_samples: int = 256) -> dict:
     """The drift report (a JSON-serializable dict); see the module docstring."""
     hard = hard_model.predict(x, verbose=0, batch_size=256)
-    interpreter = load_interpreter(tflite_bytes, kernels)
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
-    tflite = dequantize(run(interpreter, quantize_input(x, input_detail)), output_detail)
+    # The same outputs on every kernel path: they round the requantization differently
+    # (XNNPACK in float, the builtin kernels in fixed point with two roundings).
+    outputs = {name: predict(load_interpreter(tflite_bytes, name), x) for name in dict.fromkeys(("xnnpack", "builtin", kernels))}
+    tflite = outputs[kernels]
+    output_detail = load_interpreter(tflite_bytes, kernels).get_output_details()[0]
     output_step = output_detail["quantization"][0] or _last_step(hard_model) or 1.0
     error_steps = np.abs(tflite.astype(np.float64) - hard.astype(np.float64)) / output_step
     layers = per_layer_drift(hard_model, tflite_bytes, x[:layer_samples], layer_kernels)
@@ -104,7 +113,7 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
     report = {
         "samples": int(len(y)),
         "accuracy": {"hard": float(np.mean(_top1(hard) == y)), "tflite": float(np.mean(_top1(tflite) == y))},
-        "agreement": {"hard_tflite": _agreement(hard, tflite)},
+        "agreement": {"hard_tflite": agreement(hard, tflite)},
         "output_error_steps": {"max": float(error_steps.max()), "mean": float(error_steps.mean()), "step": float(output_step)},
         "weights_exact": None,
         "weight_mismatches": [],
@@ -120,18 +129,14 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
     if smooth_model is not None:
         smooth = smooth_model.predict(x, verbose=0, batch_size=256)
         report["accuracy"]["smooth"] = float(np.mean(_top1(smooth) == y))
-        report["agreement"]["smooth_hard"] = _agreement(smooth, hard)
-        report["agreement"]["smooth_tflite"] = _agreement(smooth, tflite)
-    # The same outputs on every kernel path: they round the requantization differently
-    # (XNNPACK in float, the builtin kernels in fixed point with two roundings).
+        report["agreement"]["smooth_hard"] = agreement(smooth, hard)
+        report["agreement"]["smooth_tflite"] = agreement(smooth, tflite)
     report["by_kernels"] = {}
-    for other in ("xnnpack", "builtin"):
-        other_interpreter = load_interpreter(tflite_bytes, other)
-        outputs = dequantize(run(other_interpreter, quantize_input(x, input_detail)), output_detail)
-        steps = np.abs(outputs.astype(np.float64) - hard.astype(np.float64)) / output_step
-        report["by_kernels"][other] = {"accuracy": float(np.mean(_top1(outputs) == y)),
-                                       "agreement_hard": _agreement(hard, outputs),
-                                       "max_error_steps": float(steps.max()), "mean_error_steps": float(steps.mean())}
+    for name, other in outputs.items():
+        steps = np.abs(other.astype(np.float64) - hard.astype(np.float64)) / output_step
+        report["by_kernels"][name] = {"accuracy": float(np.mean(_top1(other) == y)),
+                                      "agreement_hard": agreement(hard, other),
+                                      "max_error_steps": float(steps.max()), "mean_error_steps": float(steps.mean())}
     mismatches = weight_mismatches(hard_model, tflite_bytes)
     report["weights_exact"] = not mismatches
     report["weight_mismatches"] = mismatches

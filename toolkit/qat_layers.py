@@ -17,6 +17,7 @@ from keras import ops
 from toolkit.quantizers import ActivationQuantizer, WeightQuantizer
 
 __all__ = [
+    "QUANT_KERNEL_LAYERS",
     "QUANT_LAYERS",
     "QuantConv1D",
     "QuantConv2D",
@@ -174,3 +175,4 @@ QUANT_LAYERS = {
     keras.layers.Conv2D: QuantConv2D,
     keras.layers.DepthwiseConv2D: QuantDepthwiseConv2D,
 }
+QUANT_KERNEL_LAYERS = tuple(QUANT_LAYERS.values())

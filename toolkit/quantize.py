@@ -27,11 +27,11 @@ import numpy as np
 from toolkit.batchnorm_folding import fold_batch_norm
 from toolkit.errors import ConfigError, UnsupportedLayerError
 from toolkit.graph import consumers, to_functional
-from toolkit.qat_layers import QUANT_LAYERS, QuantizeActivation
+from toolkit.qat_layers import QUANT_KERNEL_LAYERS, QUANT_LAYERS, QuantizeActivation
 from toolkit.quantizers import ActivationQuantizer, WeightQuantizer
 from toolkit.scheme import QuantScheme
 
-__all__ = ["calibrate", "quantize", "quantized_layers"]
+__all__ = ["calibrate", "is_quantized_model", "quantize", "quantized_layers"]
 
 L = keras.layers
 PASS_THROUGH = (L.InputLayer, L.Flatten, L.Reshape, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
@@ -68,6 +68,11 @@ def _fuses_into_producer(layer) -> bool:
 def quantized_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The layers of `model` that carry a weight quantizer."""
     return [layer for layer in model.layers if hasattr(layer, "weight_quantizer")]
+
+
+def is_quantized_model(model: keras.Model) -> bool:
+    """Whether `model` came out of `quantize` (has softedge QAT layers)."""
+    return any(isinstance(layer, (QuantizeActivation, *QUANT_KERNEL_LAYERS)) for layer in model.layers)
 
 
 def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_data=None) -> keras.Model:

@@ -36,12 +36,24 @@ import math
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from toolkit import rounding as rounding_methods
 from toolkit.errors import ConfigError
 
-__all__ = ["ActivationQuantizer", "Grid", "WeightQuantizer", "check_bits", "fake_quant"]
+__all__ = [
+    "ActivationQuantizer",
+    "Grid",
+    "WeightQuantizer",
+    "bias_on_accumulator_grid",
+    "check_bits",
+    "fake_quant",
+    "hard_integers",
+    "max_abs_step",
+    "storage_fake_quant",
+    "symmetric_qmax",
+]
 
 ALPHA_WEIGHT_NAME = "rounding_alpha"
 _TINY = 1e-12
@@ -52,6 +64,49 @@ def check_bits(bits, name: str = "bits") -> int:
     if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
         raise ConfigError(f"Expected `{name}` between 2 and 8. Received: {name}={bits!r}")
     return bits
+
+
+def symmetric_qmax(bits: int) -> int:
+    """qmax = 2^(bits-1) - 1 of a symmetric narrow-range grid [-qmax, qmax] (2 bits: 1, ternary)."""
+    return 2 ** (bits - 1) - 1
+
+
+def max_abs_step(kernel, reduce_axes, qmax: int) -> tf.Tensor:
+    """s = max|w| / qmax over `reduce_axes` (keepdims), with no gradient: the extreme weight of
+    each channel lands on +-qmax."""
+    max_abs = tf.reduce_max(tf.abs(kernel), axis=reduce_axes, keepdims=True)
+    return tf.stop_gradient(tf.maximum(max_abs, _TINY) / qmax)
+
+
+def hard_integers(kernel, step, qmax: int) -> tf.Tensor:
+    """q = clip(round(w / s), -qmax, qmax), ties to even (as float): the integers a kernel trained
+    towards as alpha -> inf, and the ones export must store."""
+    return tf.clip_by_value(tf.round(kernel / step), -qmax, qmax)
+
+
+def storage_fake_quant(values, step, storage_bits: int = 8) -> tf.Tensor:
+    """`values` (already on the grid of step s) through the fake-quant that makes the TFLite
+    converter store them as they are: range +-(2^(storage_bits-1) - 1) s, narrow.
+
+    With storage_bits 8 (int8) any grid of up to 8 bits is stored exactly with step s; with 4
+    (packed int4) any grid of up to 4 bits. One step gives a per-tensor op, several a
+    per-channel one on the last axis. (A b-bit fake-quant with +-qmax s instead makes the
+    converter re-round a 3-bit grid onto ints -7..7: TFLITE-NOTES.)
+    """
+    limit = float(symmetric_qmax(storage_bits))
+    step = tf.reshape(tf.convert_to_tensor(step), [-1])
+    if step.shape[0] == 1:
+        return tf.quantization.fake_quant_with_min_max_vars(values, -limit * step[0], limit * step[0],
+                                                            num_bits=storage_bits, narrow_range=True)
+    return tf.quantization.fake_quant_with_min_max_vars_per_channel(values, -limit * step, limit * step,
+                                                                    num_bits=storage_bits, narrow_range=True)
+
+
+def bias_on_accumulator_grid(bias, input_step: float, kernel_step):
+    """b on the int32 grid that TFLite stores biases on: round(b / (s_in s_w)) s_in s_w, per output
+    channel (s_in the step of the layer's int8 input, s_w the kernel step), in float64."""
+    grid = np.float64(input_step) * np.asarray(kernel_step, np.float64).reshape(-1)
+    return np.round(np.asarray(bias, np.float64) / grid) * grid
 
 
 @dataclass(frozen=True)
@@ -118,7 +173,7 @@ class WeightQuantizer:
         self.per_channel = bool(per_channel)
         self.learned_step = bool(learned_step)
         self.alpha = float(alpha)
-        self.qmax = 2 ** (self.bits - 1) - 1
+        self.qmax = symmetric_qmax(self.bits)
         self.qmin = -self.qmax
         self._alpha_variable = None
         self._step = None
@@ -142,10 +197,8 @@ class WeightQuantizer:
         self._reduce_axes = tuple(a for a in range(rank) if a not in channel_axes)
         self._alpha_variable = _add_alpha(layer, self.rounding, self.alpha)
         if self.learned_step:
-            step_shape = tuple(1 if a in self._reduce_axes else kernel.shape[a] for a in range(rank))
-            initial = 2.0 * tf.reduce_mean(tf.abs(tf.convert_to_tensor(kernel)), axis=self._reduce_axes, keepdims=True)
-            initial = tf.maximum(initial / math.sqrt(self.qmax), _TINY)
-            self._step = layer.add_weight(name="kernel_step", shape=step_shape,
+            initial = self._initial_step(kernel)
+            self._step = layer.add_weight(name="kernel_step", shape=initial.shape,
                                           initializer=keras.initializers.Constant(initial.numpy()), trainable=True)
             per_step = math.prod(kernel.shape[a] for a in self._reduce_axes)
             self._gradient_factor = 1.0 / math.sqrt(per_step * self.qmax)
@@ -155,18 +208,21 @@ class WeightQuantizer:
         """The learned step (LSQ) weight, or None with max-abs scaling."""
         return self._step
 
+    def _initial_step(self, kernel) -> tf.Tensor:
+        """LSQ's initialization, 2 mean|w| / sqrt(qmax) over the reduced axes (keepdims)."""
+        mean_abs = tf.reduce_mean(tf.abs(tf.convert_to_tensor(kernel)), axis=self._reduce_axes, keepdims=True)
+        return tf.maximum(2.0 * mean_abs / math.sqrt(self.qmax), _TINY)
+
     def reset_step(self, kernel) -> None:
         """Re-initializes a learned step from `kernel` (after weights were copied in)."""
         if self._step is not None:
-            initial = 2.0 * tf.reduce_mean(tf.abs(tf.convert_to_tensor(kernel)), axis=self._reduce_axes, keepdims=True)
-            self._step.assign(tf.maximum(initial / math.sqrt(self.qmax), _TINY))
+            self._step.assign(self._initial_step(kernel))
 
     def scale(self, kernel) -> tf.Tensor:
         """The step s, broadcastable against the kernel (keepdims over the reduced axes)."""
         if self._step is not None:
             return tf.abs(tf.convert_to_tensor(self._step)) + _TINY
-        max_abs = tf.reduce_max(tf.abs(kernel), axis=self._reduce_axes, keepdims=True)
-        return tf.stop_gradient(tf.maximum(max_abs, _TINY) / self.qmax)
+        return max_abs_step(kernel, self._reduce_axes, self.qmax)
 
     def __call__(self, kernel) -> tf.Tensor:
         kernel = tf.convert_to_tensor(kernel)
@@ -179,8 +235,7 @@ class WeightQuantizer:
     def integers(self, kernel) -> tf.Tensor:
         """The hard integers q = clip(round(w / s), qmin, qmax), ties to even, as int32."""
         kernel = tf.convert_to_tensor(kernel)
-        q = tf.clip_by_value(tf.round(kernel / self.scale(kernel)), self.qmin, self.qmax)
-        return tf.cast(q, tf.int32)
+        return tf.cast(hard_integers(kernel, self.scale(kernel), self.qmax), tf.int32)
 
     def grid(self, kernel) -> Grid:
         s = self.scale(tf.convert_to_tensor(kernel))

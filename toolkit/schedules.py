@@ -68,9 +68,14 @@ class AlphaSchedule:
         return cls(**data)
 
 
-def alpha_variables(model: keras.Model) -> list:
-    """Every rounding-sharpness variable in `model` (one per layer that rounds softly)."""
-    return [v for v in model.variables if v.path.split("/")[-1] == ALPHA_WEIGHT_NAME]
+def alpha_variables(model) -> list:
+    """Every rounding-sharpness variable in `model` (one per layer that rounds softly); a Keras 3
+    model or a tfmot bridge model (tf_keras variables have a `name` such as
+    "quant_conv0/kernel_rounding_alpha:0" instead of a `path`)."""
+    def name(variable):
+        return (getattr(variable, "path", None) or variable.name).split(":")[0]
+
+    return [v for v in model.variables if name(v).endswith(ALPHA_WEIGHT_NAME)]
 
 
 def set_alpha(model: keras.Model, alpha: float) -> None:
@@ -84,16 +89,15 @@ class AnnealingSteps:
     before each training batch, every alpha variable of the model is set from the schedule;
     the alpha in force at the end of each epoch goes into the epoch logs ("alpha" in history)."""
 
-    def __init__(self, schedule: AlphaSchedule, initial_step: int = 0, find_variables=None):
+    def __init__(self, schedule: AlphaSchedule, initial_step: int = 0):
         super().__init__()
         self.schedule = schedule
         self.step = initial_step
         self.alpha = schedule(initial_step)
-        self._find_variables = find_variables or alpha_variables
         self._variables = []
 
     def on_train_begin(self, logs=None):
-        self._variables = self._find_variables(self.model)
+        self._variables = alpha_variables(self.model)
 
     def on_train_batch_begin(self, batch, logs=None):
         self.alpha = self.schedule(self.step)
@@ -112,6 +116,3 @@ class AnnealRounding(AnnealingSteps, keras.callbacks.Callback):
     The alpha in force at the end of each epoch is added to the epoch logs (so `history`
     has an "alpha" column). `initial_step` resumes a schedule part-way.
     """
-
-    def __init__(self, schedule: AlphaSchedule, initial_step: int = 0):
-        super().__init__(schedule, initial_step)

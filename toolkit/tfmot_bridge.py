@@ -21,7 +21,8 @@ importing tfmot sets TF_USE_LEGACY_KERAS=1 and rebinds `tf.keras` to tf_keras.
   BatchNormalization is not folded by tfmot's transforms (the converter folds it after training,
   re-rounding the kernel): fold it first (a model built without BN, `models` zoo `batch_norm=False`,
   with the folded weights of `toolkit.fold_batch_norm`), or the export check will report it.
-- `AnnealRoundingTfmot`: `AnnealRounding` for tf_keras `fit`.
+- `AnnealRoundingTfmot`: `AnnealRounding` for tf_keras `fit` (`toolkit.set_alpha` works on
+  bridge models as on Keras 3 ones).
 """
 
 from __future__ import annotations
@@ -31,14 +32,22 @@ import functools
 import tensorflow as tf
 
 from toolkit import rounding as rounding_methods
-from toolkit.quantizers import ALPHA_WEIGHT_NAME, check_bits, fake_quant
+from toolkit.quantizers import (
+    ALPHA_WEIGHT_NAME,
+    bias_on_accumulator_grid,
+    check_bits,
+    fake_quant,
+    hard_integers,
+    max_abs_step,
+    storage_fake_quant,
+    symmetric_qmax,
+)
 from toolkit.schedules import AlphaSchedule, AnnealingSteps
 from toolkit.scheme import QuantScheme
 
-__all__ = ["AnnealRoundingTfmot", "bridge_classes", "expected_integers", "hard_tflite_model", "is_tfmot_model",
-           "quantize_scope", "quantize_tfmot", "set_alpha_tfmot"]
+__all__ = ["AnnealRoundingTfmot", "bridge_classes", "hard_tflite_model", "is_tfmot_model", "kernel_integers",
+           "quantize_scope", "quantize_tfmot"]
 
-_TINY = 1e-12
 
 
 @functools.cache
@@ -64,7 +73,7 @@ def bridge_classes() -> dict:
             self.per_axis = bool(per_axis)
             self.alpha = float(alpha)
             self.hard = bool(hard)
-            self.qmax = 2 ** (self.bits - 1) - 1
+            self.qmax = symmetric_qmax(self.bits)
 
         def build(self, tensor_shape, name, layer):
             if not rounding_methods.uses_alpha(self.rounding):
@@ -74,18 +83,14 @@ def bridge_classes() -> dict:
             return {"alpha": alpha}
 
         def scale(self, inputs):
-            axes = list(range(len(inputs.shape) - 1)) if self.per_axis else list(range(len(inputs.shape)))
-            return tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(inputs), axis=axes), _TINY) / self.qmax)
+            """Max-abs step, per output channel (tfmot's per_axis: the last axis) or per tensor."""
+            rank = len(inputs.shape)
+            return max_abs_step(inputs, list(range(rank - 1 if self.per_axis else rank)), self.qmax)
 
         def __call__(self, inputs, training, weights, **kwargs):
             s = self.scale(inputs)
             if self.hard:
-                q = tf.clip_by_value(tf.round(inputs / s), -self.qmax, self.qmax)
-                if self.per_axis:
-                    return tf.quantization.fake_quant_with_min_max_vars_per_channel(
-                        q * s, -127.0 * s, 127.0 * s, num_bits=8, narrow_range=True)
-                return tf.quantization.fake_quant_with_min_max_vars(q * s, -127.0 * s, 127.0 * s, num_bits=8,
-                                                                   narrow_range=True)
+                return storage_fake_quant(hard_integers(inputs, s, self.qmax) * s, s)
             return fake_quant(inputs, s, tf.zeros((), inputs.dtype), -self.qmax, self.qmax, self.rounding,
                               weights.get("alpha"))
 
@@ -210,15 +215,6 @@ def quantize_tfmot(model, scheme: QuantScheme | None = None):
         return tfmot.quantization.keras.quantize_apply(annotated, scheme=classes["SoftedgeTfmotScheme"](scheme))
 
 
-def _alpha_variables(model) -> list:
-    return [v for v in model.variables if v.name.split(":")[0].endswith(ALPHA_WEIGHT_NAME)]
-
-
-def set_alpha_tfmot(model, alpha: float) -> None:
-    for variable in _alpha_variables(model):
-        variable.assign(alpha)
-
-
 def is_tfmot_model(model) -> bool:
     """Whether `model` is a tfmot-quantized tf_keras model (without importing tfmot)."""
     return any(type(layer).__name__ in ("QuantizeWrapperV2", "QuantizeWrapper", "QuantizeLayer") for layer in model.layers)
@@ -237,29 +233,19 @@ def _kernel_quantizers(model):
     return result
 
 
-def expected_integers(model) -> list[tuple[str, object, object]]:
-    """(layer name, integers in TFLite's weight layout, steps) for every softedge kernel.
-
-    Layouts: Dense (in, out) -> (out, in); Conv1D (k, in, out) -> (out, 1, k, in);
-    Conv2D (kh, kw, in, out) -> (out, kh, kw, in); DepthwiseConv2D (kh, kw, c, m) -> (1, kh, kw, c m).
-    """
+def kernel_integers(model) -> list[tuple[str, str, object, object]]:
+    """(layer name, kernel kind, hard integers in the Keras kernel layout, steps flattened) for
+    every softedge-quantized kernel; kind is the wrapped layer's class: "dense", "conv1d",
+    "conv2d" or "depthwise". (Their TFLite layout is `export.tflite`'s business.)"""
     import numpy as np
 
+    kinds = {"Dense": "dense", "Conv1D": "conv1d", "Conv2D": "conv2d", "DepthwiseConv2D": "depthwise"}
     rows = []
     for layer, kernel, quantizer in _kernel_quantizers(model):
         w = tf.convert_to_tensor(kernel)
         s = quantizer.scale(w)
-        q = np.asarray(tf.clip_by_value(tf.round(w / s), -quantizer.qmax, quantizer.qmax), np.int32)
-        inner = type(layer.layer).__name__
-        if inner == "Dense":
-            q = q.T
-        elif inner == "Conv1D":
-            q = np.transpose(q[None], (3, 0, 1, 2))
-        elif inner == "DepthwiseConv2D":
-            q = q.reshape(*q.shape[:2], 1, -1).transpose(2, 0, 1, 3)
-        else:
-            q = np.transpose(q, (3, 0, 1, 2))
-        rows.append((layer.name, q, np.asarray(s, np.float64).reshape(-1)))
+        q = np.asarray(hard_integers(w, s, quantizer.qmax), np.int32)
+        rows.append((layer.name, kinds[type(layer.layer).__name__], q, np.asarray(s, np.float64).reshape(-1)))
     return rows
 
 
@@ -275,10 +261,10 @@ def _input_step(model, layer):
             if len(inbound) != 1:
                 return None
             inbound = inbound[0]
-        ranges = {v.name.split("/")[-1].split(":")[0]: v for v in inbound.non_trainable_weights
-                  if v.name.split(":")[0].endswith(("output_min", "output_max", "_min", "_max"))}
-        low = next((v for k, v in ranges.items() if k.endswith("min")), None)
-        high = next((v for k, v in ranges.items() if k.endswith("max")), None)
+        # tfmot names an output range {output,post_activation,quantize_layer}_{min,max}.
+        ranges = {v.name.split("/")[-1].split(":")[0]: v for v in inbound.non_trainable_weights}
+        prefix = next((p for p in ("output", "post_activation", "quantize_layer") if f"{p}_min" in ranges), None)
+        low, high = (ranges[f"{prefix}_min"], ranges[f"{prefix}_max"]) if prefix else (None, None)
         if low is not None and high is not None:
             lo, hi = min(float(np.asarray(low)), 0.0), max(float(np.asarray(high)), 0.0)
             return (hi - lo) / 255.0
@@ -319,9 +305,8 @@ def hard_tflite_model(model):
         input_step = _input_step(hard, layer)
         if bias is None or input_step is None:
             continue
-        step = input_step * tf.cast(tf.reshape(quantizer.scale(tf.convert_to_tensor(kernel)), [-1]), tf.float64)
-        baked = tf.round(tf.cast(bias, tf.float64) / step) * step
-        bias.assign(tf.cast(baked, bias.dtype))
+        kernel_step = quantizer.scale(tf.convert_to_tensor(kernel))
+        bias.assign(bias_on_accumulator_grid(bias.numpy(), input_step, kernel_step).astype(bias.dtype.as_numpy_dtype))
     return hard
 
 
@@ -332,4 +317,4 @@ def AnnealRoundingTfmot(schedule: AlphaSchedule, initial_step: int = 0):  # noqa
     class _Anneal(AnnealingSteps, tf_keras.callbacks.Callback):
         pass
 
-    return _Anneal(schedule, initial_step, find_variables=_alpha_variables)
+    return _Anneal(schedule, initial_step)

@@ -103,6 +103,12 @@ def run(interpreter, device_inputs: np.ndarray) -> np.ndarray:
     return np.array(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
 
 
+def predict(interpreter, x: np.ndarray) -> np.ndarray:
+    """Float inputs in, float outputs out: quantize_input, run, dequantize."""
+    device_inputs = quantize_input(x, interpreter.get_input_details()[0])
+    return dequantize(run(interpreter, device_inputs), interpreter.get_output_details()[0])
+
+
 def latency_us(model, device_inputs: np.ndarray, kernels: str, runs: int = 200) -> dict:
     """Batch-1 latency percentiles in microseconds over `runs` invocations (after 10 warm-ups)."""
     interpreter = load_interpreter(model, kernels)

@@ -72,9 +72,9 @@ def test_int8_export_stores_exactly_the_trained_integers(kind, bits):
 def test_int4_weights_are_packed_and_still_exact(bits):
     quantized, _ = calibrated("conv2d", bits)
     int8_bytes = convert(harden(quantized), "int8")
-    int4_bytes = convert(harden(quantized, weight_storage_bits=4), "int4-weights")
+    int4_bytes = convert(harden(quantized), "int4-weights")
     assert {t["dtype"] for t in weight_tensors(int4_bytes)} == {"int4"}
-    assert weight_mismatches(harden(quantized, weight_storage_bits=4), int4_bytes) == []
+    assert weight_mismatches(harden(quantized), int4_bytes) == []
     assert len(int4_bytes) < len(int8_bytes)
 
 
@@ -95,13 +95,11 @@ def test_the_exactness_check_catches_a_regrid(monkeypatch):
 
 @pytest.mark.parametrize("target", ["dynamic", "float16", "float32"])
 def test_other_targets_convert_and_run(target):
-    from export.device.check import dequantize, load_interpreter, quantize_input, run
+    from export.device.check import load_interpreter, predict
 
     quantized, x = calibrated("conv2d", 8)
     hard = harden(quantized)
-    interpreter = load_interpreter(convert(hard, target), "builtin")
-    outputs = dequantize(run(interpreter, quantize_input(x, interpreter.get_input_details()[0])),
-                         interpreter.get_output_details()[0])
+    outputs = predict(load_interpreter(convert(hard, target), "builtin"), x)
     reference = hard.predict(x, verbose=0)
     assert np.mean(np.argmax(outputs, -1) == np.argmax(reference, -1)) > 0.9
 
@@ -128,3 +126,24 @@ def test_float_io_keeps_exact_weights_and_float_tensors_at_the_edges():
     assert interpreter.get_input_details()[0]["dtype"] == np.float32
     assert interpreter.get_output_details()[0]["dtype"] == np.float32
     assert weight_mismatches(hard, tflite_bytes) == []
+
+
+def test_saved_model_converts_to_every_float_target_and_int8_with_ptq(tmp_path):
+    from export.convert_any import convert_path
+    from export.device.check import load_interpreter, predict
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
+    model.export(tmp_path / "saved", verbose=False)
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+    float16_bytes, kind = convert_path(tmp_path / "saved", "float16")
+    assert kind == "savedmodel"
+    float16 = load_interpreter(float16_bytes, "builtin")
+    assert any(d["dtype"] == np.float16 for d in float16.get_tensor_details())  # stored in float16
+    np.testing.assert_allclose(predict(float16, x), model.predict(x, verbose=0), atol=1e-2)
+    from export.tflite import convert_saved_model
+
+    with pytest.raises(ConfigError, match="representative data"):
+        convert_saved_model(tmp_path / "saved", "int8")
+    int8_bytes = convert_saved_model(tmp_path / "saved", "int8", representative_data=x)
+    assert {t["dtype"] for t in weight_tensors(int8_bytes)} == {"int8"}

@@ -58,12 +58,18 @@ def test_constant_schedule_and_invalid_schedules():
         AlphaSchedule("linear", 1.0, 2.0, steps=5, hold_steps=6)
 
 
-def test_anneal_callback_sets_every_alpha_per_batch_and_logs_history():
+def compiled_quantized_conv1d(weight_bits, samples):
+    """A small quantized Conv1D model, compiled, with random data for it."""
     keras.utils.set_random_seed(0)
-    q = quantize(small_model("conv1d"), QuantScheme(weight_bits=4, rounding="soft"))
-    x = np.random.default_rng(0).normal(size=(64, 16, 2)).astype(np.float32)
-    y = np.random.default_rng(1).integers(0, 4, 64)
+    q = quantize(small_model("conv1d"), QuantScheme(weight_bits=weight_bits, rounding="soft"))
+    x = np.random.default_rng(0).normal(size=(samples, 16, 2)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 4, samples)
     q.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return q, x, y
+
+
+def test_anneal_callback_sets_every_alpha_per_batch_and_logs_history():
+    q, x, y = compiled_quantized_conv1d(4, 64)
     schedule = AlphaSchedule("linear", 1.0, 9.0, steps=8)
     callback = AnnealRounding(schedule)
     history = q.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[callback])
@@ -74,11 +80,7 @@ def test_anneal_callback_sets_every_alpha_per_batch_and_logs_history():
 
 
 def test_large_final_alpha_makes_the_smooth_model_the_hard_one():
-    keras.utils.set_random_seed(0)
-    q = quantize(small_model("conv1d"), QuantScheme(weight_bits=3, rounding="soft"))
-    x = np.random.default_rng(0).normal(size=(256, 16, 2)).astype(np.float32)
-    y = np.random.default_rng(1).integers(0, 4, 256)
-    q.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    q, x, y = compiled_quantized_conv1d(3, 256)
     q.fit(x, y, batch_size=32, epochs=3, verbose=0,
           callbacks=[AnnealRounding(AlphaSchedule("exponential", 1.0, 1e4, steps=24, hold_steps=8))])
     smooth = q.predict(x, verbose=0)

@@ -76,8 +76,18 @@ def test_bridge_quantizes_every_kernel_and_exports_exactly(tf_keras, bits):
     tflite_bytes = convert(hard, "int8")
     assert weight_mismatches(hard, tflite_bytes) == []
     qmax = 2 ** (bits - 1) - 1
-    for _, ints, _ in tfmot_bridge.expected_integers(hard):
+    kinds = set()
+    for _, kind, ints, _ in tfmot_bridge.kernel_integers(hard):
+        kinds.add(kind)
         assert ints.min() >= -qmax and ints.max() <= qmax
+    assert kinds == {"conv2d", "conv1d", "dense"}
+    # toolkit.set_alpha reaches the bridge's alpha weights too.
+    from toolkit import set_alpha
+
+    set_alpha(model, 123.0)
+    from toolkit.schedules import alpha_variables
+
+    assert [float(v.numpy()) for v in alpha_variables(model)] == [123.0] * 3
 
 
 def test_bridge_config_survives_a_clone(tf_keras):
