@@ -16,7 +16,7 @@ ROUNDING ?= soft
 SEED ?= 0
 RUN ?= runs/$(MODEL)-w$(WEIGHT_BITS)-$(ROUNDING)
 
-.PHONY: help install train export test test-slow lint bench gradcheck clean
+.PHONY: help install train export test test-slow lint bench bench-recipe gradcheck clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ bench: $(STAMP) ## Run the benchmarks (QUICK=1: one seed, fewer epochs); tables,
 	$(PY) -m bench.rounding
 	$(PY) -m bench.qat
 	$(PY) -m bench.report
+
+bench-recipe: $(STAMP) ## The ablations behind the training recipe's defaults (3 seeds, ~5 minutes)
+	$(PY) -m bench.recipe
 
 gradcheck: $(STAMP) ## Print the gradient-check table of every rounding method
 	$(VENV)/bin/softedge gradcheck

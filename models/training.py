@@ -6,10 +6,11 @@
        alpha_end (exponential), holding alpha_end for the last `hold_fraction` of the steps, so
        that the smooth model ends up behaving as the hard one it will be exported as.
 
-alpha_end = 1e4 (measured, MNIST-1D CNN, W2 with learned steps): 1e3 leaves a smooth -> hard
-gap (85.2% -> 80.7%: weights settle inside the soft transition, where they act as extra
-levels); 1e4 closes it (82.2% -> 82.1%); 1e5 hardens too early to learn (77.5%). At W3-W8 1e4
-costs nothing. A final straight-through phase instead was worse (80.7% -> 59.1% at W2).
+alpha_end = 1e4 (`make bench-recipe`, MNIST-1D CNN, W2 with learned steps, mean of 3 seeds):
+1e3 leaves a large smooth -> hard gap (86.0% smooth, 66.0% hard: weights settle inside the
+soft transition, where they act as extra levels); 1e4 closes it (78.9% both); 1e5 is no
+different (79.1% / 79.0%). A final straight-through phase after annealing is not used: it
+helped on one seed and hurt on two (hard 78.9% -> 74.0% on average).
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ from toolkit.quantize import quantize
 from toolkit.schedules import AlphaSchedule, AnnealRounding
 from toolkit.scheme import QuantScheme
 
-__all__ = ["Recipe", "accuracy", "learned_step_for", "predict_logits", "train_float", "train_quantized"]
+__all__ = ["Recipe", "accuracy", "compile_classifier", "learned_step_for", "predict_logits", "train_float", "train_quantized"]
 
 
 def learned_step_for(weight_bits: int, step: str = "auto") -> bool:
     """Whether kernels learn their step (LSQ): "learned", "max-abs", or "auto" = learned at 2 bits.
 
-    Measured on the MNIST-1D CNN (hard accuracy after the default recipe): at 2 bits LSQ
-    reaches 82% vs 75% with max-abs steps (ternary weights need a step well below max|w|);
-    at 3 bits max-abs is better (94.2% vs 92.4%).
+    `make bench-recipe` (MNIST-1D CNN, hard accuracy after the default recipe, mean of 3 seeds):
+    at 2 bits LSQ reaches 78.9% vs 74.8% with max-abs steps (ternary weights need a step well
+    below max|w|); at 3 bits max-abs is better (93.5% vs 91.9%).
     """
     if step not in ("auto", "learned", "max-abs"):
         from toolkit.errors import ConfigError
@@ -60,11 +61,12 @@ class Recipe:
         return asdict(self)
 
 
-def _compile(model: keras.Model, learning_rate: float, jit_compile: bool = True) -> None:
+def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bool = True) -> None:
+    """Adam, cross-entropy on logits, accuracy; XLA by default (see below)."""
     # jit_compile=True, not Keras' "auto" (which resolves to False for these models): XLA fuses
-    # soft rounding to ~1.6x the cost of a plain round (graph mode: ~7.6x, bench/rounding.py)
-    # and removes most per-step overhead (measured, MNIST-1D W3 soft: 0.21 -> 0.12 s/epoch;
-    # the first epoch pays ~3 s of compilation).
+    # soft rounding to ~1.6-1.9x the cost of a plain round (graph mode: ~6-7.6x,
+    # bench/rounding.py) and removes most per-step overhead (`make bench-recipe`, MNIST-1D W3
+    # soft: 0.25 -> 0.14 s/epoch; the first epoch pays ~2 s more for compilation).
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -85,7 +87,7 @@ def train_float(model: keras.Model, data: Dataset, recipe: Recipe, seed: int = 0
                 callbacks=()) -> dict:
     """Phase 1. Returns the Keras history dict."""
     keras.utils.set_random_seed(seed)
-    _compile(model, recipe.learning_rate, recipe.jit_compile)
+    compile_classifier(model, recipe.learning_rate, recipe.jit_compile)
     history = model.fit(data.x_train, data.y_train, epochs=recipe.float_epochs, batch_size=recipe.batch_size,
                         shuffle=True, verbose=verbose, callbacks=list(callbacks))
     return history.history
@@ -96,7 +98,7 @@ def train_quantized(float_model: keras.Model, data: Dataset, scheme: QuantScheme
     """Phases 2-3. Returns (the smooth quantized model, its history dict with an "alpha" column)."""
     keras.utils.set_random_seed(seed)
     model = quantize(float_model, scheme, calibration_data=data.x_train[:1024])
-    _compile(model, recipe.qat_learning_rate, recipe.jit_compile)
+    compile_classifier(model, recipe.qat_learning_rate, recipe.jit_compile)
     steps = recipe.qat_epochs * math.ceil(len(data.x_train) / recipe.batch_size)
     schedule = AlphaSchedule("exponential", recipe.alpha_start, recipe.alpha_end, steps,
                              hold_steps=int(steps * recipe.hold_fraction))
