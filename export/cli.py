@@ -180,7 +180,7 @@ KERNEL_CHOICE = click.Choice(["xnnpack", "builtin", "reference"])
 @click.option("--io", type=click.Choice(["int8", "float"]), default="int8", show_default=True, help="Input/output type.")
 @click.option("--kernels", type=KERNEL_CHOICE, default="xnnpack", show_default=True, help="LiteRT kernels to validate on.")
 @click.option("--max-drift", type=float, default=None, help="Fail if a layer drifts more steps than this.")
-@click.option("--min-agreement", type=float, default=0.999, show_default=True, help="Fail below this hard/TFLite agreement.")
+@click.option("--min-agreement", type=float, default=None, help="Fail below this hard/TFLite agreement.")
 @click.option("--data", default=None, help="Evaluation data (default: the run's dataset).")
 @click.option("--device-check/--no-device-check", default=True, show_default=True)
 @seed_option

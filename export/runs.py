@@ -101,7 +101,7 @@ def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=()) -> d
 
 
 def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", kernels: str = "xnnpack",
-               max_drift: float | None = None, min_agreement: float | None = 0.999, data: str | None = None,
+               max_drift: float | None = None, min_agreement: float | None = None, data: str | None = None,
                device_check: bool = True) -> tuple[dict, list[str]]:
     """harden + convert + validate + bundle (+ device check) of a run; returns (report, failures)."""
     run_dir = Path(run_dir)
