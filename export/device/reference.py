@@ -1,0 +1,702 @@
+"""An integer reference interpreter for int8 .tflite files: what the device computes, bit for bit.
+
+    graph = Graph(tflite_bytes)
+    values = graph.run(device_inputs, kernels="xnnpack")   # every tensor the graph computes
+    outputs = [values[i] for i in graph.outputs]
+
+numpy only (no TensorFlow); the graph is read with LiteRT's generated flatbuffer schema
+(`ai_edge_litert.schema_py_generated`). The batch is the leading dimension of every input and
+runs at once. Accumulators are exact: int8 x int8 dot products are summed in float64 by BLAS,
+exact while |sum| < 2^53 (a 255 x 127 product is < 2^15, so any K < 2^38).
+
+Three kernel families, which differ only in how they round (probed against LiteRT 2.3; the
+tests compare every tensor with the runtime):
+
+    reference  LiteRT's BUILTIN_REF kernels, which TFLite Micro shares
+    builtin    LiteRT's built-in (optimized) kernels without a delegate
+    xnnpack    LiteRT's default CPU path: the XNNPACK delegate for the ops it takes, builtin
+               kernels for the rest
+
+An op or tensor type it cannot execute raises `UnsupportedOpError` naming the op, its index
+and its output tensor. Not reproduced yet: SOFTMAX and HARD_SWISH (TFLite computes both in
+gemmlowp fixed point, not from a table), MEAN with keep_dims over height and width. Float ops outside QUANTIZE/DEQUANTIZE are refused: this is an integer
+reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+try:  # inside the package, or copied beside check.py into a device bundle
+    from . import fixed_point as fp
+except ImportError:  # pragma: no cover - exercised by the bundle's own check
+    import fixed_point as fp
+
+__all__ = ["KERNEL_FAMILIES", "Graph", "TensorInfo", "UnsupportedOpError"]
+
+KERNEL_FAMILIES = ("reference", "builtin", "xnnpack")
+
+
+class UnsupportedOpError(Exception):
+    """An op, tensor type or option the integer reference does not execute."""
+
+
+@dataclass
+class TensorInfo:
+    index: int
+    name: str
+    shape: tuple
+    type: str                 # "int8", "int4", "int32", "float32", ...
+    scale: np.ndarray         # float32, one per tensor or per channel (empty: not quantized)
+    zero_point: np.ndarray    # int64
+    axis: int                 # the quantized dimension of a per-channel tensor
+    data: np.ndarray | None   # constant value (int4 unpacked to int8), else None
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale.size > 0
+
+    def grid(self) -> tuple[float, int]:
+        """(scale, zero point) of a per-tensor quantized tensor."""
+        return float(self.scale[0]), int(self.zero_point[0])
+
+
+@dataclass
+class OpInfo:
+    index: int
+    name: str
+    inputs: list
+    outputs: list
+    options: object
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema
+
+
+def _enum_names(enum_class) -> dict[int, str]:
+    return {value: name for name, value in vars(enum_class).items() if not name.startswith("_")}
+
+
+_NUMPY_TYPES = {"FLOAT32": np.float32, "INT32": np.int32, "INT8": np.int8, "UINT8": np.uint8,
+                "INT64": np.int64, "INT16": np.int16, "FLOAT16": np.float16, "BOOL": np.bool_}
+
+
+def _unpack_int4(raw: np.ndarray, count: int) -> np.ndarray:
+    """Packed int4 (two per byte, low nibble first) to int8 values in [-8, 7]."""
+    nibbles = np.stack([raw & 0x0F, raw >> 4], axis=-1).reshape(-1)[:count].astype(np.int8)
+    return np.where(nibbles > 7, nibbles - 16, nibbles).astype(np.int8)
+
+
+class Graph:
+    """The first subgraph of a .tflite flatbuffer, ready to run (see the module docstring)."""
+
+    def __init__(self, tflite_bytes: bytes):
+        schema = _schema()
+        buffer = bytearray(tflite_bytes)
+        model = schema.ModelT.InitFromPackedBuf(buffer, 0)
+        subgraph = model.subgraphs[0]
+        type_names = _enum_names(schema.TensorType)
+        op_names = _enum_names(schema.BuiltinOperator)
+        self.tensors = []
+        for index, tensor in enumerate(subgraph.tensors):
+            type_name = type_names.get(tensor.type, str(tensor.type))
+            quantization = tensor.quantization
+            scale = np.asarray(quantization.scale if quantization is not None and quantization.scale is not None else [],
+                               np.float32)
+            zero_point = np.asarray(quantization.zeroPoint if quantization is not None and quantization.zeroPoint is not None
+                                    else np.zeros(scale.size), np.int64)
+            axis = int(quantization.quantizedDimension) if quantization is not None else 0
+            shape = tuple(int(d) for d in (tensor.shape if tensor.shape is not None else []))
+            self.tensors.append(TensorInfo(index, tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name),
+                                           shape, type_name.lower(), scale, zero_point, axis,
+                                           self._constant(model, tensor, type_name, shape, bytes(tflite_bytes))))
+        self.ops = []
+        for index, op in enumerate(subgraph.operators):
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+            name = op_names.get(builtin, f"BUILTIN_{builtin}")
+            if builtin == schema.BuiltinOperator.CUSTOM:
+                name = f"CUSTOM({code.customCode.decode() if code.customCode else '?'})"
+            self.ops.append(OpInfo(index, name, [int(i) for i in (op.inputs if op.inputs is not None else [])],
+                                   [int(i) for i in (op.outputs if op.outputs is not None else [])], op.builtinOptions))
+        self.inputs = [int(i) for i in subgraph.inputs]
+        self.outputs = [int(i) for i in subgraph.outputs]
+        self.activation_names = _enum_names(schema.ActivationFunctionType)
+        self.padding_names = _enum_names(schema.Padding)
+        self.producer = {t: op.index for op in self.ops for t in op.outputs}
+
+    @staticmethod
+    def _constant(model, tensor, type_name, shape, raw_model: bytes):
+        buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
+        if buffer is None:
+            return None
+        if buffer.data is not None and len(buffer.data) > 0:
+            raw = np.asarray(buffer.data, np.uint8)
+        elif getattr(buffer, "offset", 0) > 1 and getattr(buffer, "size", 0) > 0:  # stored after the flatbuffer
+            raw = np.frombuffer(raw_model, np.uint8, count=buffer.size, offset=buffer.offset)
+        else:
+            return None
+        count = int(np.prod(shape)) if shape else 1
+        if type_name == "INT4":
+            return _unpack_int4(raw, count).reshape(shape)
+        if type_name not in _NUMPY_TYPES:
+            raise UnsupportedOpError(f"constant tensor {tensor.name!r} has type {type_name}, which the reference cannot read")
+        return np.frombuffer(raw.tobytes(), _NUMPY_TYPES[type_name]).reshape(shape)
+
+    def op_producing(self, tensor_index: int) -> OpInfo | None:
+        index = self.producer.get(tensor_index)
+        return None if index is None else self.ops[index]
+
+    def run(self, device_inputs, kernels: str = "reference") -> dict[int, np.ndarray]:
+        """Every tensor the graph computes (inputs and op outputs), by tensor index.
+
+        `device_inputs`: one array, or one per graph input, exactly as the device receives them
+        (int8 for an int8 input); the leading dimension is the batch.
+        """
+        if kernels not in KERNEL_FAMILIES:
+            raise ValueError(f"Unknown kernel family {kernels!r}; expected one of {', '.join(KERNEL_FAMILIES)}.")
+        arrays = [device_inputs] if isinstance(device_inputs, np.ndarray) else list(device_inputs)
+        if len(arrays) != len(self.inputs):
+            raise ValueError(f"The model has {len(self.inputs)} input(s); got {len(arrays)} array(s).")
+        values: dict[int, np.ndarray] = {}
+        for index, array in zip(self.inputs, arrays, strict=True):
+            values[index] = np.asarray(array)
+        for op in self.ops:
+            kernel = OPS.get(op.name)
+            if kernel is None:
+                raise UnsupportedOpError(f"op {op.index} {op.name} (output tensor {self._out_name(op)!r}) is not "
+                                         "executed by the integer reference")
+            context = _Context(self, op, values, kernels)
+            try:
+                results = kernel(context)
+            except UnsupportedOpError as error:
+                raise UnsupportedOpError(f"op {op.index} {op.name} (output tensor {self._out_name(op)!r}): {error}") from None
+            for index, result in zip(op.outputs, results, strict=True):
+                values[index] = result
+        return values
+
+    def _out_name(self, op: OpInfo) -> str:
+        return self.tensors[op.outputs[0]].name if op.outputs else "?"
+
+
+class _Context:
+    """What an op kernel sees: its inputs' values and tensors, its options, the kernel family."""
+
+    def __init__(self, graph: Graph, op: OpInfo, values: dict, family: str):
+        self.graph, self.op, self.values, self.family = graph, op, values, family
+        self.options = op.options
+
+    def has_input(self, i: int) -> bool:
+        return i < len(self.op.inputs) and self.op.inputs[i] >= 0
+
+    def tensor(self, i: int) -> TensorInfo:
+        return self.graph.tensors[self.op.inputs[i]]
+
+    def value(self, i: int) -> np.ndarray:
+        index = self.op.inputs[i]
+        if index in self.values:
+            return self.values[index]
+        data = self.graph.tensors[index].data
+        if data is None:
+            raise UnsupportedOpError(f"input {i} (tensor {self.graph.tensors[index].name!r}) has no value")
+        return data
+
+    def output(self, i: int = 0) -> TensorInfo:
+        return self.graph.tensors[self.op.outputs[i]]
+
+    def activation(self) -> str:
+        code = getattr(self.options, "fusedActivationFunction", 0) or 0
+        return self.graph.activation_names.get(code, str(code))
+
+    def output_bounds(self, i: int = 0) -> tuple[int, int]:
+        scale, zero_point = self.output(i).grid()
+        return fp.activation_bounds(self.activation(), scale, zero_point)
+
+    def require_int8(self, *indices: int) -> None:
+        for i in indices:
+            tensor = self.tensor(i)
+            if tensor.type not in ("int8", "int4") or not tensor.quantized:
+                raise UnsupportedOpError(f"input {i} (tensor {tensor.name!r}) is {tensor.type}, not quantized int8")
+
+
+# --------------------------------------------------------------------------- requantization
+
+def _requantize(acc, real_scale_float32, family_rounding: str, zero_point: int, bounds: tuple[int, int],
+                multipliers=None):
+    """acc (int64) -> int8 with one of the three rounding rules (fixed_point's docstring)."""
+    if family_rounding == "float32":
+        scaled = np.rint(acc.astype(np.float32) * np.asarray(real_scale_float32, np.float32))
+        out = scaled.astype(np.int64) + zero_point
+    elif family_rounding == "float64":
+        out = fp.round_half_away(acc * np.asarray(real_scale_float32, np.float64)).astype(np.int64) + zero_point
+    else:
+        multiplier, shift = multipliers
+        if family_rounding == "double":
+            out = fp.multiply_by_quantized_multiplier(acc, multiplier, shift) + zero_point
+        elif family_rounding == "upward":
+            out = fp.multiply_by_quantized_multiplier_upward(acc, multiplier, shift) + zero_point
+        else:
+            out = fp.multiply_by_quantized_multiplier_single(acc, multiplier, shift) + zero_point
+    return np.clip(out, bounds[0], bounds[1]).astype(np.int8)
+
+
+def _multipliers(real_scales) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [fp.quantize_multiplier(float(m)) for m in np.asarray(real_scales, np.float64).reshape(-1)]
+    return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+
+
+def _kernel_scales(context: _Context, weights_index: int = 1):
+    """(double real scales, float32 real scales) s_in s_w[c] / s_out of a conv/FC, per channel."""
+    input_scale = context.tensor(0).scale[0]
+    weight_scale = context.tensor(weights_index).scale
+    output_scale = context.output().scale[0]
+    double = np.float64(input_scale) * weight_scale.astype(np.float64) / np.float64(output_scale)
+    single = (np.float32(input_scale) * weight_scale.astype(np.float32)) / np.float32(output_scale)
+    return double, single
+
+
+def _conv_requantize(context: _Context, acc, rounding: str):
+    double, single = _kernel_scales(context)
+    scale, zero_point = context.output().grid()
+    if rounding == "float32":  # XNNPACK
+        bounds = _xnnpack_bounds(context)
+        return _requantize(acc, single, "float32", zero_point, bounds)
+    if rounding == "float64":
+        return _requantize(acc, double, "float64", zero_point, context.output_bounds())
+    return _requantize(acc, None, rounding, zero_point, context.output_bounds(), _multipliers(double))
+
+
+def _xnnpack_bounds(context: _Context) -> tuple[int, int]:
+    """XNNPACK quantizes the fused activation's float bounds with lrintf (ties to even)."""
+    scale, zero_point = context.output().grid()
+    activation = context.activation()
+    low, high = {"NONE": (None, None), "RELU": (0.0, None), "RELU6": (0.0, 6.0),
+                 "RELU_N1_TO_1": (-1.0, 1.0)}.get(activation, (None, None))
+
+    def quantize(value, default):
+        if value is None:
+            return default
+        return int(np.clip(np.rint(np.float32(value) / np.float32(scale) + np.float32(zero_point)), -128, 127))
+
+    return quantize(low, -128), quantize(high, 127)
+
+
+# --------------------------------------------------------------------------- convolutions
+
+def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int, int]:
+    effective = (kernel - 1) * dilation + 1
+    out = (size + stride - 1) // stride
+    total = max((out - 1) * stride + effective - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def _valid_size(size: int, kernel: int, stride: int, dilation: int) -> int:
+    effective = (kernel - 1) * dilation + 1
+    return (size - effective + stride) // stride
+
+
+def _patches(context: _Context, x: np.ndarray, kh: int, kw: int):
+    """(N, OH, OW, kh, kw, C) windows of x - zero point (padding contributes 0)."""
+    options = context.options
+    sh, sw = options.strideH, options.strideW
+    dh, dw = max(getattr(options, "dilationHFactor", 1), 1), max(getattr(options, "dilationWFactor", 1), 1)
+    _, zero_point = context.tensor(0).grid()
+    centered = x.astype(np.int64) - zero_point
+    n, h, w, c = centered.shape
+    if context.graph.padding_names.get(options.padding) == "SAME":
+        oh, top, bottom = _same_padding(h, kh, sh, dh)
+        ow, left, right = _same_padding(w, kw, sw, dw)
+        centered = np.pad(centered, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    else:
+        oh, ow = _valid_size(h, kh, sh, dh), _valid_size(w, kw, sw, dw)
+    windows = [[centered[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw, :]
+                for j in range(kw)] for i in range(kh)]
+    return np.stack([np.stack(row, axis=3) for row in windows], axis=3)  # (N, OH, OW, kh, kw, C)
+
+
+def _bias(context: _Context, index: int = 2):
+    if context.has_input(index):
+        bias = context.value(index)
+        if bias.dtype not in (np.int32, np.int64):
+            raise UnsupportedOpError(f"bias tensor {context.tensor(index).name!r} is {bias.dtype}, not int32")
+        return bias.astype(np.int64)
+    return np.int64(0)
+
+
+def _weights(context: _Context, index: int = 1) -> np.ndarray:
+    tensor = context.tensor(index)
+    if tensor.type not in ("int8", "int4") or not tensor.quantized:
+        raise UnsupportedOpError(f"weights {tensor.name!r} are {tensor.type}, not int8/int4 (a float layer?)")
+    if np.any(tensor.zero_point != 0):
+        raise UnsupportedOpError(f"weights {tensor.name!r} have a nonzero zero point")
+    return context.value(index).astype(np.int64)
+
+
+def _delegated_family(context: _Context) -> str:
+    """The family that really runs a conv: XNNPACK does not take CONV_2D / DEPTHWISE_CONV_2D with
+    packed int4 weights (LiteRT 2.3 runs them on its builtin kernels); it does take FULLY_CONNECTED."""
+    if context.family == "xnnpack" and context.tensor(1).type == "int4" and context.op.name != "FULLY_CONNECTED":
+        return "builtin"
+    return context.family
+
+
+def _conv_rounding(context: _Context) -> str:
+    return {"reference": "double", "builtin": "upward", "xnnpack": "float32"}[_delegated_family(context)]
+
+
+def _conv_2d(context: _Context):
+    context.require_int8(0)
+    weights = _weights(context)                       # (out, kh, kw, in)
+    out_channels, kh, kw, in_channels = weights.shape
+    patches = _patches(context, context.value(0), kh, kw)
+    n, oh, ow = patches.shape[:3]
+    if patches.shape[-1] != in_channels:
+        raise UnsupportedOpError(f"grouped convolution ({patches.shape[-1]} input channels, filter has {in_channels})")
+    acc = patches.reshape(n * oh * ow, -1).astype(np.float64) @ weights.reshape(out_channels, -1).T.astype(np.float64)
+    acc = acc.astype(np.int64).reshape(n, oh, ow, out_channels) + _bias(context)
+    return [_conv_requantize(context, acc, _conv_rounding(context))]
+
+
+def _depthwise_conv_2d(context: _Context):
+    context.require_int8(0)
+    weights = _weights(context)                       # (1, kh, kw, in * multiplier)
+    _, kh, kw, out_channels = weights.shape
+    patches = _patches(context, context.value(0), kh, kw)
+    in_channels = patches.shape[-1]
+    multiplier = out_channels // in_channels
+    expanded = np.repeat(patches, multiplier, axis=-1) if multiplier > 1 else patches
+    acc = np.einsum("nhwijc,ijc->nhwc", expanded, weights[0]) + _bias(context)
+    return [_conv_requantize(context, acc, _conv_rounding(context))]
+
+
+def _fully_connected(context: _Context):
+    context.require_int8(0)
+    weights = _weights(context)                       # (out, in)
+    x = context.value(0)
+    _, zero_point = context.tensor(0).grid()
+    rows = x.reshape(-1, weights.shape[1]).astype(np.float64) - zero_point
+    acc = (rows @ weights.T.astype(np.float64)).astype(np.int64) + _bias(context)
+    out = _conv_requantize(context, acc, _fc_rounding(context))
+    if getattr(context.options, "keepNumDims", False):
+        return [out.reshape(*x.shape[:-1], weights.shape[0])]
+    return [out]
+
+
+def _fc_rounding(context: _Context) -> str:
+    return {"reference": "float64", "builtin": "upward", "xnnpack": "float32"}[_delegated_family(context)]
+
+
+# --------------------------------------------------------------------------- elementwise
+
+def _add(context: _Context):
+    context.require_int8(0, 1)
+    a, b = context.value(0).astype(np.int64), context.value(1).astype(np.int64)
+    (sa, za), (sb, zb), (so, zo) = context.tensor(0).grid(), context.tensor(1).grid(), context.output().grid()
+    if context.family == "xnnpack":
+        return [_xnnpack_add(a, b, sa, za, sb, zb, so, zo, _xnnpack_bounds(context))]
+    left_shift = 20
+    twice_max = 2.0 * max(float(sa), float(sb))
+    m_a, e_a = fp.quantize_multiplier(float(sa) / twice_max)
+    m_b, e_b = fp.quantize_multiplier(float(sb) / twice_max)
+    m_o, e_o = fp.quantize_multiplier(twice_max / ((1 << left_shift) * float(so)))
+    scaled_a = fp.multiply_by_quantized_multiplier((a - za) << left_shift, m_a, e_a)
+    scaled_b = fp.multiply_by_quantized_multiplier((b - zb) << left_shift, m_b, e_b)
+    out = fp.multiply_by_quantized_multiplier(scaled_a + scaled_b, m_o, e_o) + zo
+    low, high = context.output_bounds()
+    return [np.clip(out, low, high).astype(np.int8)]
+
+
+def _xnnpack_add(a, b, sa, za, sb, zb, so, zo, bounds):
+    """XNNPACK qs8 add: 20-bit multipliers of s_a/s_out, s_b/s_out and one arithmetic shift."""
+    scale_a = np.float32(sa) / np.float32(so)
+    scale_b = np.float32(sb) / np.float32(so)
+    exponent = int(np.frexp(np.float32(max(scale_a, scale_b)))[1]) - 1
+    shift = 20 - exponent
+    m_a = int(np.rint(np.float32(np.ldexp(scale_a, shift))))
+    m_b = int(np.rint(np.float32(np.ldexp(scale_b, shift))))
+    bias = (1 << (shift - 1)) - m_a * za - m_b * zb
+    out = ((bias + a * m_a + b * m_b) >> shift) + zo
+    return np.clip(out, bounds[0], bounds[1]).astype(np.int8)
+
+
+def _mul(context: _Context):
+    context.require_int8(0, 1)
+    a, b = context.value(0).astype(np.int64), context.value(1).astype(np.int64)
+    (sa, za), (sb, zb), (so, zo) = context.tensor(0).grid(), context.tensor(1).grid(), context.output().grid()
+    product = (a - za) * (b - zb)
+    if context.family == "xnnpack":
+        scale = (np.float32(sa) * np.float32(sb)) / np.float32(so)
+        return [_requantize(product, scale, "float32", zo, _xnnpack_bounds(context))]
+    multiplier = fp.quantize_multiplier(float(sa) * float(sb) / float(so))
+    return [_requantize(product, None, "double", zo, context.output_bounds(), multiplier)]
+
+
+# --------------------------------------------------------------------------- pooling, reduction
+
+def _pool_windows(context: _Context, x: np.ndarray, fill):
+    """(N, OH, OW, fh, fw, C) windows and a validity mask (padding is outside the input)."""
+    options = context.options
+    fh, fw, sh, sw = options.filterHeight, options.filterWidth, options.strideH, options.strideW
+    n, h, w, c = x.shape
+    valid = np.ones((1, h, w, 1), bool)
+    if context.graph.padding_names.get(options.padding) == "SAME":
+        oh, top, bottom = _same_padding(h, fh, sh, 1)
+        ow, left, right = _same_padding(w, fw, sw, 1)
+        x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=fill)
+        valid = np.pad(valid, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    else:
+        oh, ow = _valid_size(h, fh, sh, 1), _valid_size(w, fw, sw, 1)
+
+    def windows(array):
+        rows = [[array[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :] for j in range(fw)] for i in range(fh)]
+        return np.stack([np.stack(row, axis=3) for row in rows], axis=3)
+
+    return windows(x), windows(valid)
+
+
+def _max_pool_2d(context: _Context):
+    context.require_int8(0)
+    windows, _ = _pool_windows(context, context.value(0).astype(np.int64), -(1 << 20))
+    out = windows.max(axis=(3, 4))
+    low, high = context.output_bounds()
+    return [np.clip(out, low, high).astype(np.int8)]
+
+
+def _average_pool_2d(context: _Context):
+    """sum / count over the valid window, rounded half away from zero, in the input's grid."""
+    context.require_int8(0)
+    windows, valid = _pool_windows(context, context.value(0).astype(np.int64), 0)
+    total = windows.sum(axis=(3, 4))
+    count = valid.sum(axis=(3, 4)).astype(np.int64)
+    half = count // 2
+    out = np.where(total > 0, _div_trunc(total + half, count), _div_trunc(total - half, count))
+    low, high = context.output_bounds()
+    return [np.clip(out, low, high).astype(np.int8)]
+
+
+def _div_trunc(a, b):
+    return np.where((a >= 0) == (b > 0), np.abs(a) // np.abs(b), -(np.abs(a) // np.abs(b)))
+
+
+def _mean(context: _Context):
+    """MEAN over `axes` (GlobalAveragePooling2D): the int32 sum, then one requantization.
+
+    Builtin and reference (TFLite's QuantizedMeanOrSum): (M, e) = quantize_multiplier(s_in / s_out),
+    k = min(floor(log2 n), 32, 31 + e), M' = (M 2^k) // n, e' = e - k, and
+    out = MultiplyByQuantizedMultiplier(sum - n z_in, M', e') + z_out; with equal grids in and out,
+    sum // n truncated toward zero. XNNPACK: float32(sum - n z_in) * (s_in / (n s_out)) rounded to even.
+    """
+    context.require_int8(0)
+    x = context.value(0).astype(np.int64)
+    axes = tuple(sorted({int(a) % x.ndim for a in np.asarray(context.value(1)).reshape(-1)}))
+    keep = bool(getattr(context.options, "keepDims", False))
+    (si, zi), (so, zo) = context.tensor(0).grid(), context.output().grid()
+    count = int(np.prod([x.shape[a] for a in axes]))
+    total = x.sum(axis=axes, keepdims=keep)
+    if context.family == "xnnpack":
+        scale = np.float32(si) / (np.float32(so) * np.float32(count))
+        return [_requantize(total - zi * count, scale, "float32", zo, (-128, 127))]
+    if keep and x.ndim == 4 and axes == (1, 2):
+        raise UnsupportedOpError("MEAN with keep_dims over height and width (a separate TFLite kernel) is not reproduced")
+    if si == so and zi == zo:
+        return [np.clip(_div_trunc(total, np.int64(count)), -128, 127).astype(np.int8)]
+    multiplier, shift = fp.quantize_multiplier(float(si) / float(so))
+    k = min(count.bit_length() - 1, 32, 31 + shift)
+    multiplier = (multiplier << k) // count
+    out = fp.multiply_by_quantized_multiplier(total - zi * count, multiplier, shift - k) + zo
+    return [np.clip(out, -128, 127).astype(np.int8)]
+
+
+# --------------------------------------------------------------------------- data movement
+
+def _reshape(context: _Context):
+    x = context.value(0)
+    if context.has_input(1):
+        target = [int(d) for d in np.asarray(context.value(1)).reshape(-1)]
+    else:
+        target = list(getattr(context.options, "newShape", None) or context.output().shape)
+    return [x.reshape(_batched_shape(x, target))]
+
+
+def _batched_shape(x: np.ndarray, target: list) -> list:
+    """A static target shape with batch 1 applied to a batch of N: the leading 1 becomes N."""
+    target = list(target)
+    known = int(np.prod([d for d in target if d != -1])) if target else 1
+    if -1 not in target and known != x.size and target and target[0] == 1 and known * x.shape[0] == x.size:
+        target[0] = x.shape[0]
+    return target
+
+
+def _expand_dims(context: _Context):
+    x = context.value(0)
+    axis = int(np.asarray(context.value(1)).reshape(-1)[0])
+    return [np.expand_dims(x, axis if axis >= 0 else x.ndim + 1 + axis)]
+
+
+def _squeeze(context: _Context):
+    x = context.value(0)
+    dims = list(getattr(context.options, "squeezeDims", None) or [])
+    return [np.squeeze(x, axis=tuple(d % x.ndim for d in dims)) if dims else np.squeeze(x)]
+
+
+def _shape(context: _Context):
+    return [np.asarray(context.value(0).shape, np.int32)]
+
+
+def _pack(context: _Context):
+    axis = int(getattr(context.options, "axis", 0))
+    return [np.stack([np.asarray(context.value(i)) for i in range(len(context.op.inputs))], axis=axis)]
+
+
+def _strided_slice(context: _Context):
+    x = np.asarray(context.value(0))
+    begin, end, strides = (np.asarray(context.value(i)).reshape(-1) for i in (1, 2, 3))
+    options = context.options
+    for name in ("ellipsisMask", "newAxisMask"):
+        if getattr(options, name, 0):
+            raise UnsupportedOpError(f"strided slice with {name}")
+    slices = []
+    for d in range(len(begin)):
+        start = None if (options.beginMask >> d) & 1 else int(begin[d])
+        stop = None if (options.endMask >> d) & 1 else int(end[d])
+        if getattr(options, "offset", False) and stop is not None:
+            stop = int(begin[d]) + stop
+        slices.append(slice(start, stop, int(strides[d])))
+    out = x[tuple(slices)]
+    shrink = [d for d in range(len(begin)) if (options.shrinkAxisMask >> d) & 1]
+    return [out.reshape([s for d, s in enumerate(out.shape) if d not in shrink]) if shrink else out]
+
+
+def _pad(context: _Context):
+    x = context.value(0)
+    paddings = np.asarray(context.value(1)).reshape(-1, 2)
+    fill = context.tensor(0).grid()[1] if context.tensor(0).quantized else 0
+    if context.has_input(2):
+        fill = int(np.asarray(context.value(2)).reshape(-1)[0])
+    return [np.pad(x, [tuple(int(v) for v in row) for row in paddings], constant_values=fill)]
+
+
+def _concatenation(context: _Context):
+    out_scale, out_zero = context.output().grid()
+    parts = []
+    for i in range(len(context.op.inputs)):
+        scale, zero_point = context.tensor(i).grid()
+        value = context.value(i)
+        if scale != out_scale or zero_point != out_zero:
+            raise UnsupportedOpError(f"concatenation input {i} has another grid than the output")
+        parts.append(value)
+    axis = int(context.options.axis) % parts[0].ndim
+    out = np.concatenate(parts, axis=axis).astype(np.int64)
+    low, high = context.output_bounds()
+    return [np.clip(out, low, high).astype(np.int8)]
+
+
+def _space_to_batch_nd(context: _Context):
+    x = context.value(0)
+    block = [int(v) for v in np.asarray(context.value(1)).reshape(-1)]
+    paddings = np.asarray(context.value(2)).reshape(-1, 2)
+    zero_point = context.tensor(0).grid()[1] if context.tensor(0).quantized else 0
+    x = np.pad(x, [(0, 0), *[tuple(int(v) for v in row) for row in paddings], (0, 0)], constant_values=zero_point)
+    n, h, w, c = x.shape
+    bh, bw = block
+    x = x.reshape(n, h // bh, bh, w // bw, bw, c).transpose(2, 4, 0, 1, 3, 5)
+    return [x.reshape(bh * bw * n, h // bh, w // bw, c)]
+
+
+def _batch_to_space_nd(context: _Context):
+    x = context.value(0)
+    bh, bw = (int(v) for v in np.asarray(context.value(1)).reshape(-1))
+    crops = np.asarray(context.value(2)).reshape(-1, 2)
+    nb, h, w, c = x.shape
+    n = nb // (bh * bw)
+    x = x.reshape(bh, bw, n, h, w, c).transpose(2, 3, 0, 4, 1, 5).reshape(n, h * bh, w * bw, c)
+    return [x[:, crops[0, 0]:h * bh - crops[0, 1], crops[1, 0]:w * bw - crops[1, 1], :]]
+
+
+# --------------------------------------------------------------------------- (de)quantization
+
+def _quantize(context: _Context):
+    source, target = context.tensor(0), context.output()
+    x = context.value(0)
+    scale, zero_point = target.grid()
+    if source.type == "float32":
+        # TFLite's AffineQuantize: zero_point + round_half_away(x / scale) in float32, clamped.
+        q = fp.round_half_away(np.asarray(x, np.float32) / np.float32(scale)) + zero_point
+        if context.family == "xnnpack":
+            q = np.rint(np.asarray(x, np.float32) / np.float32(scale)) + zero_point
+        return [np.clip(q, -128, 127).astype(np.int8)]
+    context.require_int8(0)
+    in_scale, in_zero = source.grid()
+    centered = x.astype(np.int64) - in_zero
+    if context.family == "xnnpack":
+        ratio = np.float32(in_scale) / np.float32(scale)
+        multiplier = int(np.rint(np.float32(256.0) * ratio))
+        out = ((centered * multiplier + 0x80) >> 8) + zero_point
+        return [np.clip(out, -128, 127).astype(np.int8)]
+    multiplier = fp.quantize_multiplier(float(in_scale) / float(scale))
+    return [_requantize(centered, None, "double", zero_point, (-128, 127), multiplier)]
+
+
+def _dequantize(context: _Context):
+    """float32 (q - z) s; the builtin (vectorized) kernel computes q s - z s, which rounds differently."""
+    scale, zero_point = context.tensor(0).grid()
+    q = context.value(0).astype(np.int32)
+    if context.family == "builtin":
+        return [q.astype(np.float32) * np.float32(scale) - np.float32(zero_point) * np.float32(scale)]
+    return [(q - zero_point).astype(np.float32) * np.float32(scale)]
+
+
+# --------------------------------------------------------------------------- lookup-table activations
+
+def _lookup_table(context: _Context, function):
+    """An int8 -> int8 table: out = zero_point + round(f(s_in (q - z_in)) / s_out), clamped."""
+    context.require_int8(0)
+    (si, zi), (so, zo) = context.tensor(0).grid(), context.output().grid()
+    q = np.arange(-128, 128, dtype=np.int64)
+    real = np.float32(si) * (q - zi).astype(np.float32)
+    transformed = function(real.astype(np.float32)).astype(np.float32)
+    if context.family == "xnnpack":
+        table = np.rint(transformed / np.float32(so)) + zo
+    else:
+        table = fp.round_half_away(transformed * (np.float32(1.0) / np.float32(so))) + zo
+    table = np.clip(table, -128, 127).astype(np.int8)
+    return [table[context.value(0).astype(np.int64) + 128]]
+
+
+def _logistic(context: _Context):
+    return _lookup_table(context, lambda v: (np.float32(1.0) / (np.float32(1.0) + np.exp(-v))).astype(np.float32))
+
+
+def _tanh(context: _Context):
+    return _lookup_table(context, lambda v: np.tanh(v).astype(np.float32))
+
+
+OPS = {
+    "CONV_2D": _conv_2d,
+    "DEPTHWISE_CONV_2D": _depthwise_conv_2d,
+    "FULLY_CONNECTED": _fully_connected,
+    "ADD": _add,
+    "MUL": _mul,
+    "MEAN": _mean,
+    "AVERAGE_POOL_2D": _average_pool_2d,
+    "MAX_POOL_2D": _max_pool_2d,
+    "RESHAPE": _reshape,
+    "EXPAND_DIMS": _expand_dims,
+    "SQUEEZE": _squeeze,
+    "SHAPE": _shape,
+    "PACK": _pack,
+    "STRIDED_SLICE": _strided_slice,
+    "PAD": _pad,
+    "CONCATENATION": _concatenation,
+    "SPACE_TO_BATCH_ND": _space_to_batch_nd,
+    "BATCH_TO_SPACE_ND": _batch_to_space_nd,
+    "QUANTIZE": _quantize,
+    "DEQUANTIZE": _dequantize,
+    "LOGISTIC": _logistic,
+    "TANH": _tanh,
+}

@@ -1,0 +1,193 @@
+"""The integer reference against LiteRT, tensor by tensor, for every kernel family."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from export.device import fixed_point as fp
+from export.device.reference import KERNEL_FAMILIES, Graph, UnsupportedOpError
+from export.exactness import compare_families
+from export.harden import harden
+from export.tflite import convert
+from tests.export.conftest import calibrated
+
+L = keras.layers
+
+
+# ---------------------------------------------------------------- fixed point, hand-computed
+
+@pytest.mark.parametrize("real, expected", [
+    (0.5, (1 << 30, 0)), (0.75, (1610612736, 0)), (1.0, (1 << 30, 1)), (0.25, (1 << 30, -1)),
+    (1e-40, (0, 0)), (0.0, (0, 0)),
+])
+def test_quantize_multiplier(real, expected):
+    assert fp.quantize_multiplier(real) == expected
+
+
+def test_rounding_divide_by_pot_rounds_ties_away_from_zero():
+    x = np.array([3, -3, 5, -5, 6, -6, 7, -7])
+    np.testing.assert_array_equal(fp.rounding_divide_by_pot(x, 1), [2, -2, 3, -3, 3, -3, 4, -4])
+    np.testing.assert_array_equal(fp.rounding_divide_by_pot(x, 2), [1, -1, 1, -1, 2, -2, 2, -2])
+
+
+def test_the_three_roundings_differ_exactly_at_ties():
+    multiplier, shift = fp.quantize_multiplier(0.25)  # M = 2^30, e = -1: the ties fall in the shift
+    acc = np.array([-6, -2, 2, 6])                     # -1.5, -0.5, 0.5, 1.5
+    np.testing.assert_array_equal(fp.multiply_by_quantized_multiplier(acc, multiplier, shift), [-2, -1, 1, 2])
+    np.testing.assert_array_equal(fp.multiply_by_quantized_multiplier_upward(acc, multiplier, shift), [-1, 0, 1, 2])
+    np.testing.assert_array_equal(fp.multiply_by_quantized_multiplier_single(acc, multiplier, shift), [-1, 0, 1, 2])
+    np.testing.assert_array_equal(np.rint(acc.astype(np.float32) * np.float32(0.25)), [-2, -0, 0, 2])
+    # gemmlowp's high multiply alone rounds a tie toward +infinity: -3 * 2^30 / 2^31 = -1.5 -> -1
+    assert int(fp.saturating_rounding_doubling_high_mul(-3, 1 << 30)) == -1
+
+
+def test_fixed_point_is_within_one_of_the_real_product():
+    rng = np.random.default_rng(0)
+    acc = rng.integers(-(1 << 20), 1 << 20, size=10000)
+    for real in (0.0013, 0.37, 0.999, 3.7):
+        multiplier, shift = fp.quantize_multiplier(real)
+        for function in (fp.multiply_by_quantized_multiplier, fp.multiply_by_quantized_multiplier_upward,
+                         fp.multiply_by_quantized_multiplier_single):
+            assert np.max(np.abs(function(acc, multiplier, shift) - acc * real)) <= 1.0
+
+
+def test_activation_bounds():
+    assert fp.activation_bounds("RELU6", 6 / 255, -128) == (-128, 127)
+    assert fp.activation_bounds("RELU", 0.1, -20) == (-20, 127)
+    assert fp.activation_bounds("NONE", 0.1, 3) == (-128, 127)
+
+
+def test_reference_imports_only_numpy_and_the_schema():
+    import export.device.fixed_point as fixed_point_module
+    import export.device.reference as reference_module
+
+    for module in (reference_module, fixed_point_module):
+        source = open(module.__file__).read()
+        imports = {line.split()[1].split(".")[0] for line in source.splitlines()
+                   if line.startswith(("import ", "from ")) or line.startswith(("    from ai_edge", "    import fixed"))}
+        assert imports <= {"__future__", "dataclasses", "math", "numpy", "ai_edge_litert", "fixed_point"}, imports
+
+
+# ---------------------------------------------------------------- converter output of common layers
+
+def _post_training_int8(model: keras.Model, x: np.ndarray, io: str = "int8") -> bytes:
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([row[None]] for row in x[:64])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if io == "int8":
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return bytes(converter.convert())
+
+
+def _common_layers(name: str):
+    keras.utils.set_random_seed(0)
+    if name == "convolutions":  # strides, valid/same, dilation (SPACE_TO_BATCH_ND), depth multiplier, Flatten
+        inputs = keras.Input((12, 12, 3))
+        x = L.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+        x = L.Conv2D(8, 3, strides=2, activation="relu6")(x)
+        x = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(x)
+        x = L.Conv2D(6, 3, dilation_rate=2, padding="same")(x)
+        x = L.Dense(5, activation="relu")(L.Flatten()(x))
+        return keras.Model(inputs, L.Dense(4)(x))
+    if name == "residual":  # ADD, MUL, LOGISTIC, PAD, pooling, CONCATENATION, MEAN
+        inputs = keras.Input((8, 8, 4))
+        a = L.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+        total = L.Add()([a, L.Conv2D(4, 1)(inputs)])
+        x = L.Multiply()([total, L.Conv2D(4, 1, activation="sigmoid")(inputs)])
+        x = L.MaxPooling2D(2)(L.ZeroPadding2D(1)(x))
+        x = L.AveragePooling2D(2, padding="same")(x)
+        x = L.Concatenate()([x, L.Conv2D(3, 1)(x)])
+        return keras.Model(inputs, L.Dense(6)(L.GlobalAveragePooling2D()(x)))
+    if name == "activations":  # TANH, LOGISTIC, RELU6 on FULLY_CONNECTED
+        inputs = keras.Input((16,))
+        x = L.Dense(12, activation="tanh")(inputs)
+        x = L.Dense(12, activation="sigmoid")(x)
+        x = L.Dense(12, activation="relu6")(x)
+        return keras.Model(inputs, L.Dense(3)(x))
+    inputs = keras.Input((20, 2))  # Conv1D: EXPAND_DIMS, RESHAPE, AVERAGE_POOL_2D, SHAPE/STRIDED_SLICE/PACK
+    x = L.Conv1D(8, 5, padding="same", activation="relu")(inputs)
+    x = L.AveragePooling1D(2)(L.Conv1D(8, 3, strides=2, padding="same", activation="relu")(x))
+    return keras.Model(inputs, L.Dense(4)(L.Flatten()(x)))
+
+
+@pytest.fixture(scope="module", params=["convolutions", "residual", "activations", "conv1d"])
+def common_model(request):
+    model = _common_layers(request.param)
+    x = 1.5 * np.random.default_rng(1).normal(size=(200, *model.inputs[0].shape[1:])).astype(np.float32)
+    return request.param, model, x
+
+
+def _assert_exact(comparisons: dict, families=KERNEL_FAMILIES):
+    for family in families:
+        row = comparisons[family]
+        assert row.get("runtime_error") is None, (family, row)
+        assert row["mismatched_elements"] == 0 and row["outputs_equal"], (family, row)
+        assert row["tensors_compared"] >= 1
+
+
+@pytest.mark.parametrize("io", ["int8", "float"])
+def test_reference_equals_litert_on_common_layers(common_model, io):
+    name, model, x = common_model
+    tflite_bytes = _post_training_int8(model, x, io)
+    graph = Graph(tflite_bytes)
+    inputs = x if io == "float" else np.clip(np.floor(x / graph.tensors[graph.inputs[0]].scale[0] + 0.5)
+                                             + graph.tensors[graph.inputs[0]].zero_point[0], -128, 127).astype(np.int8)
+    comparisons, _ = compare_families(tflite_bytes, inputs, graph=graph)
+    _assert_exact(comparisons)
+
+
+def _softedge_model(kind: str, bits: int):
+    """A calibrated softedge model: the tests' small Conv1D model (ADD, MAX_POOL) or digits_cnn."""
+    if kind == "conv1d":
+        return calibrated(kind, bits)
+    from models import registry
+    from toolkit import QuantScheme, quantize
+
+    keras.utils.set_random_seed(bits)
+    model = registry.build("digits_cnn", (8, 8, 1), 10)
+    x = np.random.default_rng(bits).uniform(0, 1, size=(128, 8, 8, 1)).astype(np.float32)
+    return quantize(model, QuantScheme(weight_bits=bits), calibration_data=x), x
+
+
+@pytest.mark.parametrize("kind, bits, target", [("digits_cnn", 8, "int8"), ("digits_cnn", 3, "int8"), ("conv1d", 2, "int8"),
+                                                ("conv1d", 4, "int4-weights"), ("digits_cnn", 2, "int4-weights")])
+def test_reference_equals_litert_on_softedge_exports(kind, bits, target):
+    from export.device.check import quantize_input
+
+    quantized, x = _softedge_model(kind, bits)
+    tflite_bytes = convert(harden(quantized), target)
+    graph = Graph(tflite_bytes)
+    inputs = quantize_input(x, {"dtype": np.int8, "quantization": graph.tensors[graph.inputs[0]].grid()})
+    comparisons, _ = compare_families(tflite_bytes, inputs, graph=graph)
+    if target == "int4-weights" and kind == "digits_cnn":  # BUILTIN_REF has no int4 DEPTHWISE_CONV_2D
+        assert "DEPTHWISE_CONV_2D" in comparisons["reference"]["runtime_error"]
+        _assert_exact(comparisons, ("builtin", "xnnpack"))
+    else:
+        _assert_exact(comparisons)
+
+
+def test_an_op_the_reference_lacks_is_named_with_its_tensor():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(4), L.Softmax(name="probabilities")])
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+    graph = Graph(_post_training_int8(model, x))
+    with pytest.raises(UnsupportedOpError, match=r"op 1 SOFTMAX \(output tensor '.+'\) is not executed"):
+        graph.run(np.zeros((2, 6), np.int8), "builtin")
+    with pytest.raises(ValueError, match="Unknown kernel family 'gpu'"):
+        graph.run(np.zeros((2, 6), np.int8), "gpu")
+
+
+def test_the_reference_catches_a_wrong_rounding(monkeypatch):
+    # The known-wrong variant: builtin kernels requantizing with TFLite's reference double rounding.
+    from export.device import reference
+
+    model = _common_layers("convolutions")
+    x = 1.5 * np.random.default_rng(1).normal(size=(200, 12, 12, 3)).astype(np.float32)
+    tflite_bytes = _post_training_int8(model, x, "float")
+    monkeypatch.setattr(reference, "_conv_rounding", lambda context: "double")
+    comparisons, _ = compare_families(tflite_bytes, x, families=("builtin",))
+    assert comparisons["builtin"]["mismatched_elements"] > 0
+    assert comparisons["builtin"]["first_mismatch"]["op"].endswith(("CONV_2D", "DEPTHWISE_CONV_2D"))
