@@ -3,7 +3,10 @@
     bundle/
       model.tflite    the model
       eval.npz        inputs exactly as the device receives them (int8 for an int8 input),
-                      labels, and the outputs the exporter's LiteRT produced (raw)
+                      labels (or regression targets), the outputs the exporter's LiteRT produced
+                      (raw), and `expected_<family>`: the integer reference's outputs for each
+                      kernel family (reference, builtin, xnnpack), which a device must match
+                      exactly for the family it runs
       manifest.json   sha256 of the model, input/output quantization, expected accuracy and
                       tolerance, kernels, versions
       check.py        the standalone on-device check (numpy + LiteRT only)
@@ -22,8 +25,9 @@ import numpy as np
 from export.artifacts import versions
 from export.atomic import atomic_directory, write_json
 from export.device import check as device_check
+from export.device.reference import KERNEL_FAMILIES, Graph, UnsupportedOpError
 
-__all__ = ["DEFAULT_TOLERANCE", "write_bundle"]
+__all__ = ["DEFAULT_TOLERANCE", "reference_outputs", "write_bundle"]
 
 DEFAULT_TOLERANCE = {"accuracy": 0.005, "min_agreement": 0.99}
 
@@ -42,13 +46,19 @@ def write_bundle(directory, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, k
     output_detail = interpreter.get_output_details()[0]
     device_inputs = device_check.quantize_input(x, input_detail)
     outputs = device_check.run(interpreter, device_inputs)
+    expected, reference_error = reference_outputs(tflite_bytes, device_inputs)
+    classification = np.issubdtype(np.asarray(y).dtype, np.integer)
     manifest = {
         "model_sha256": hashlib.sha256(tflite_bytes).hexdigest(),
         "model_bytes": len(tflite_bytes),
         "input_quantization": _quantization(input_detail),
         "output_quantization": _quantization(output_detail),
         "samples": int(len(y)),
-        "expected_accuracy": float(np.mean(np.argmax(outputs, -1) == y)),
+        "task": "classification" if classification else "regression",
+        "expected_accuracy": float(np.mean(np.argmax(outputs, -1) == y)) if classification else None,
+        "reference_families": sorted(expected),
+        "unreproduced_ops": unreproduced_ops(tflite_bytes),
+        "reference_error": reference_error,
         "tolerance": dict(tolerance or DEFAULT_TOLERANCE),
         "kernels": kernels,
         "versions": versions(),
@@ -57,7 +67,26 @@ def write_bundle(directory, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, k
     with atomic_directory(directory) as tmp:
         Path(tmp, "model.tflite").write_bytes(tflite_bytes)
         with open(Path(tmp, "eval.npz"), "wb") as handle:
-            np.savez(handle, inputs=device_inputs, labels=np.asarray(y, np.int64), expected_outputs=outputs)
+            labels = np.asarray(y, np.int64 if classification else np.float32)
+            np.savez(handle, inputs=device_inputs, labels=labels, expected_outputs=outputs,
+                     **{f"expected_{family}": values for family, values in expected.items()})
         write_json(Path(tmp, "manifest.json"), manifest)
         shutil.copyfile(device_check.__file__, Path(tmp, "check.py"))
     return manifest
+
+
+def unreproduced_ops(tflite_bytes: bytes) -> dict:
+    """{family: ops of this model whose runtime integers the reference does not reproduce}."""
+    from export.exactness import UNREPRODUCED
+
+    names = {op.name for op in Graph(tflite_bytes).ops}
+    return {family: sorted(names & set(ops)) for family, ops in UNREPRODUCED.items() if names & set(ops)}
+
+
+def reference_outputs(tflite_bytes: bytes, device_inputs: np.ndarray) -> tuple[dict, str | None]:
+    """({family: the integer reference's first output}, None), or ({}, why it cannot run)."""
+    try:
+        graph = Graph(tflite_bytes)
+        return {family: graph.run(device_inputs, family)[graph.outputs[0]] for family in KERNEL_FAMILIES}, None
+    except UnsupportedOpError as error:
+        return {}, str(error)

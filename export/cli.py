@@ -247,13 +247,17 @@ def convert_command(model_path, output, target, io, data, seed, as_json):
 @click.option("--kernels", type=KERNEL_CHOICE, default="xnnpack", show_default=True)
 @click.option("--max-drift", type=float, default=None, help="Fail if a layer drifts more steps than this.")
 @click.option("--min-agreement", type=float, default=None, help="Fail below this hard/TFLite agreement.")
+@click.option("--task", type=click.Choice(["classification", "regression"]), default=None,
+              help="Default: from the labels (1-D integers: classification; floats: regression).")
 @seed_option
 @json_option
 @handles_errors
-def validate_command(hard_path, tflite_path, data, smooth_path, output, kernels, max_drift, min_agreement, seed, as_json):
-    """Measure the drift smooth Keras -> hard Keras -> TFLite on a dataset's test split.
+def validate_command(hard_path, tflite_path, data, smooth_path, output, kernels, max_drift, min_agreement, task, seed, as_json):
+    """Measure the drift smooth Keras -> hard Keras -> integer reference -> TFLite on a test split.
 
-    Exits 1 when --max-drift or --min-agreement is broken, naming the worst layer.
+    Checks that LiteRT computes exactly the integer reference's integers (every kernel family;
+    `reference` in --json). Exits 1 when they differ on --kernels, or when --max-drift or
+    --min-agreement is broken, naming the worst layer.
 
     \b
     Example: softedge validate --hard runs/x/export/hard.keras --tflite runs/x/export/model.tflite --data digits
@@ -269,7 +273,7 @@ def validate_command(hard_path, tflite_path, data, smooth_path, output, kernels,
     smooth = load_keras_model(smooth_path) if smooth_path else None
     dataset = datasets.load(data)
     check_inputs_fit(hard, dataset.x_test, f"dataset {dataset.name!r}")
-    report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels)
+    report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels, task=task)
     failures = check(report, max_drift, min_agreement)
     report["failures"] = failures
     if output:
@@ -282,13 +286,25 @@ def validate_command(hard_path, tflite_path, data, smooth_path, output, kernels,
 
 def format_drift_summary(report: dict) -> str:
     """The short drift summary printed after export/validate."""
-    acc, agr = report["accuracy"], report["agreement"]
-    lines = ["| | smooth Keras | hard Keras | TFLite |", "|---|---|---|---|",
-             f"| accuracy | {acc.get('smooth', float('nan')):.4f} | {acc['hard']:.4f} | {acc['tflite']:.4f} |", "",
-             "agreement: " + ", ".join(f"{k.replace('_', ' vs ')} {v:.4f}" for k, v in agr.items())]
+    lines = []
+    if report["task"] == "classification":
+        acc, agr = report["accuracy"], report["agreement"]
+        lines += ["| | smooth Keras | hard Keras | TFLite |", "|---|---|---|---|",
+                  f"| accuracy | {acc.get('smooth', float('nan')):.4f} | {acc['hard']:.4f} | {acc['tflite']:.4f} |", "",
+                  "agreement: " + ", ".join(f"{k.replace('_', ' vs ')} {v:.4f}" for k, v in agr.items())]
+    else:
+        lines.append("regression: " + ", ".join(f"{name} MSE {row['mse']:.6g} MAE {row['mae']:.6g}"
+                                                for name, row in report["error"].items()))
     out = report["output_error_steps"]
     lines.append(f"output error hard Keras vs TFLite ({report['runtime']['kernels']} kernels): max {out['max']:.2f}, "
                  f"mean {out['mean']:.4f} steps; weights stored exactly: {report['weights_exact']}")
+    reference = report.get("reference") or {}
+    if reference:
+        lines.append("runtime == integer reference: " + ", ".join(
+            f"{name} {row.get('runtime_error') and 'not loadable' or ('exact' if row['mismatched_elements'] == 0 else str(row['mismatched_elements']) + ' elements differ')}"
+            f" ({row['tensors_compared']} tensors)" for name, row in reference.items()))
+    elif report.get("reference_error"):
+        lines.append(report["reference_error"])
     worst = report.get("worst_layer")
     if worst:
         lines.append(f"worst layer ({report['runtime']['layer_kernels']} kernels): {worst['name']} "
@@ -296,10 +312,10 @@ def format_drift_summary(report: dict) -> str:
     if "float_tflite_bytes" in report:
         lines.append(f".tflite {report['tflite_bytes']} bytes vs float {report['float_tflite_bytes']} bytes")
     device = report.get("device")
-    if device and "accuracy" in device:
-        lines.append(f"device check ({device['runtime']}, {device['kernels']}): accuracy {device['accuracy']:.4f}, "
-                     f"agreement {device['agreement']:.4f}, p50 {device['latency_us']['p50']:.1f} us -> "
-                     f"{'OK' if device['ok'] else 'FAILED'}")
+    if device and "matches" in device:
+        lines.append(f"device check ({device['runtime']}, {device['kernels']}): matches {', '.join(device['matches']) or 'no family'}"
+                     + (f", accuracy {device['accuracy']:.4f}" if device.get("accuracy") is not None else "")
+                     + f", p50 {device['latency_us']['p50']:.1f} us -> {'OK' if device['ok'] else 'FAILED'}")
     return "\n".join(lines)
 
 

@@ -115,12 +115,13 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
     report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels)
     float_model = load_keras_model(run_dir / "float.keras")
     report["float_tflite_bytes"] = len(convert(float_model, "float32"))
-    report["float_accuracy"] = accuracy(float_model, dataset.x_test, dataset.y_test)
     report["target"] = target
     report["scheme"] = config.scheme.to_dict()
-    set_alpha(smooth, 1e9)  # the smooth model judged as hard rounding: a check of harden itself
-    report["harden_agreement_with_alpha_inf"] = agreement(smooth.predict(dataset.x_test, verbose=0),
-                                                          hard.predict(dataset.x_test, verbose=0))
+    if report["task"] == "classification":
+        report["float_accuracy"] = accuracy(float_model, dataset.x_test, dataset.y_test)
+        set_alpha(smooth, 1e9)  # the smooth model judged as hard rounding: a check of harden itself
+        report["harden_agreement_with_alpha_inf"] = agreement(smooth.predict(dataset.x_test, verbose=0),
+                                                              hard.predict(dataset.x_test, verbose=0))
     save_keras_model(hard, output / "hard.keras")
     write_bytes(output / "model.tflite", tflite_bytes)
     write_bundle(output / "bundle", tflite_bytes, dataset.x_test, dataset.y_test, kernels=kernels,

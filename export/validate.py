@@ -1,40 +1,43 @@
-"""Drift report for the chain smooth Keras -> hard Keras -> TFLite, and the checks on it.
+"""Drift report for the chain smooth Keras -> hard Keras -> integer reference -> runtime.
 
 Over an evaluation set:
-- accuracy of each model; pairwise top-1 agreement;
-- output error between hard Keras and TFLite in units of the output quantization step
-  (max and mean), and whether every weight tensor was stored exactly as trained;
-- per-layer drift: at every `FakeQuant` of the hard model (each int8 tensor of the TFLite
-  model), |TFLite - Keras| / step over the inputs, max and mean, read from the interpreter with
-  preserve-all-tensors; the first layer whose error exceeds one step is named. (Not available
-  for tfmot bridge models, whose fake quants sit inside tfmot's wrappers: `layers` is empty.)
-
-The TFLite side runs on `ai_edge_litert` with named kernels (the report records them): outputs
-with `kernels` (default "xnnpack", LiteRT's default CPU path), per-layer tensors with
-"builtin" kernels (a delegate does not keep intermediate tensors).
+- the task, from the labels (1-D integers: classification; floats: regression) or given;
+- classification: accuracy of each model and pairwise top-1 agreement; regression: MSE and MAE
+  against the targets; both: output error between hard Keras and TFLite in output steps;
+- `reference`: for each kernel family (reference, builtin, xnnpack), whether LiteRT computes
+  exactly the integers of the integer reference (`export.device.reference`): every tensor for
+  reference/builtin, the outputs for xnnpack. This link must be exact;
+- whether every weight tensor was stored exactly as trained;
+- per-layer drift: at every `FakeQuant` of the hard model, |device - Keras| / step over the
+  inputs, max and mean, with the device's integers taken from the integer reference for the
+  kernels the outputs were measured on (XNNPACK included: the reference keeps every
+  intermediate). A Keras layer is paired with the TFLite tensor its producing layer became (the
+  converter names each tensor after the ops fused into it), never by scale; a layer with no such
+  tensor is reported as unmatched. (tfmot bridge models keep their fake quants inside tfmot's
+  wrappers: `layers` is empty for them.)
 """
 
 from __future__ import annotations
 
 import platform
+import re
 
 import keras
 import numpy as np
 
 from export.atomic import write_bytes, write_json, write_text
-from export.device.check import (
-    dequantize,
-    load_interpreter,
-    predict,
-    quantize_input,
-    run,
-    runtime_name,
-)
+from export.device.check import load_interpreter, predict, quantize_input, runtime_name
+from export.device.reference import Graph, UnsupportedOpError
+from export.exactness import compare_families
 from export.hard_layers import FakeQuant
 from export.plots import new_figure, png_bytes
 from export.tflite import weight_mismatches
+from toolkit.errors import ConfigError
+from toolkit.graph import producers
 
-__all__ = ["agreement", "check", "per_layer_drift", "validate", "write_report"]
+__all__ = ["TASKS", "agreement", "check", "infer_task", "pair_layers", "per_layer_drift", "validate", "write_report"]
+
+TASKS = ("classification", "regression")
 
 # An error "exceeds one step" above this: Keras and TFLite hold the same step in slightly
 # different floats, so an off-by-one element measures 1.0000001 steps, not 1.
@@ -50,71 +53,138 @@ def agreement(a, b) -> float:
     return float(np.mean(_top1(a) == _top1(b)))
 
 
-def _activation_tensors(interpreter) -> list[dict]:
-    """int8 tensors that ops produce, or the graph input: the activations."""
-    produced = {int(i) for op in interpreter._get_ops_details() for i in op["outputs"]}
-    produced |= {d["index"] for d in interpreter.get_input_details()}
-    return [d for d in interpreter.get_tensor_details()
-            if d["index"] in produced and d["dtype"] == np.int8 and d["quantization"][0] > 0]
+def infer_task(y: np.ndarray, task: str | None = None) -> str:
+    """`task` if given, else classification for 1-D integer labels and regression otherwise."""
+    if task is not None:
+        if task not in TASKS:
+            raise ConfigError(f"Unknown task {task!r}. Expected one of: {', '.join(TASKS)}.")
+        return task
+    y = np.asarray(y)
+    return "classification" if np.issubdtype(y.dtype, np.integer) and y.ndim == 1 else "regression"
 
 
-def _match(layer: FakeQuant, shape, tensors: list[dict]):
-    scale, zero_point = layer.grid()
-    size = int(np.prod(shape[1:]))
-    candidates = [t for t in tensors
-                  if abs(t["quantization"][0] - scale) <= 1e-4 * scale and t["quantization"][1] == zero_point
-                  and int(np.prod(t["shape"][1:])) == size]
-    named = [t for t in candidates if f"/{layer.name}" in t["name"]]
-    return (named or candidates or [None])[-1]
+def _scope_layers(tensor_name: str, layer_names: set) -> set:
+    """The Keras layers whose ops were fused into a TFLite tensor: the converter names the tensor
+    after those ops, ";"-joined ("model_1/dense_a_1/MatMul;model_1/relu6_a_1/Relu6" -> dense_a,
+    relu6_a; Keras 3 suffixes each layer scope with "_1")."""
+    owners = set()
+    for segment in tensor_name.split(";"):
+        for part in segment.split("/")[:-1]:
+            for candidate in (re.sub(r"_\d+$", "", part), part):
+                if candidate in layer_names:
+                    owners.add(candidate)
+                    break
+    return owners
 
 
-def per_layer_drift(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, kernels: str = "builtin") -> list[dict]:
-    """Error at each FakeQuant of `hard_model`, in steps of that tensor, hard Keras vs TFLite."""
+def pair_layers(hard_model: keras.Model, graph: Graph) -> dict[str, int | None]:
+    """FakeQuant layer name -> index of the TFLite tensor holding its values (None: unmatched).
+
+    The tensor is the one the FakeQuant's producing layer became (its graph identity): the graph
+    input for the input quantizer, else the last int8 tensor, in op order, whose name's first op
+    belongs to the producing layer and whose per-sample size equals the layer's.
+    """
+    produced_by = producers(hard_model)
+    layer_names = {layer.name for layer in hard_model.layers}
+    by_layer: dict[str, list[int]] = {}
+    for op in graph.ops:
+        for index in op.outputs:
+            tensor = graph.tensors[index]
+            if tensor.type != "int8" or not tensor.quantized:
+                continue
+            for owner in _scope_layers(tensor.name, layer_names):
+                by_layer.setdefault(owner, []).append(index)
+    pairs = {}
+    for layer in hard_model.layers:
+        if not isinstance(layer, FakeQuant):
+            continue
+        sources = produced_by.get(layer.name, [])
+        source = sources[0] if len(sources) == 1 else None
+        size = int(np.prod(layer.output.shape[1:]))
+        if isinstance(source, keras.layers.InputLayer) or source is None and not sources:
+            pairs[layer.name] = _input_tensor(graph)
+            continue
+        candidates = [i for i in by_layer.get(source.name if source is not None else "", [])
+                      if int(np.prod(graph.tensors[i].shape[1:])) == size]
+        pairs[layer.name] = candidates[-1] if candidates else None
+    return pairs
+
+
+def _input_tensor(graph: Graph) -> int | None:
+    """The int8 tensor the model's input becomes: the graph input, or its QUANTIZE (float I/O)."""
+    index = graph.inputs[0]
+    if graph.tensors[index].type == "int8":
+        return index
+    for op in graph.ops:
+        if op.name == "QUANTIZE" and op.inputs[0] == index:
+            return op.outputs[0]
+    return None
+
+
+def per_layer_drift(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, kernels: str = "xnnpack",
+                    values: dict | None = None, graph: Graph | None = None) -> list[dict]:
+    """Error at each FakeQuant of `hard_model`, in steps of that tensor, hard Keras vs the device's
+    integers (the integer reference for `kernels`, or `values` already computed for `x`)."""
     quant_layers = [layer for layer in hard_model.layers if isinstance(layer, FakeQuant)]
     if not quant_layers:  # a tfmot (tf_keras) model: its fake quants live inside wrappers
         return []
+    graph = graph or Graph(tflite_bytes)
+    if values is None:
+        input_detail = load_interpreter(tflite_bytes, "builtin").get_input_details()[0]
+        values = graph.run(quantize_input(x, input_detail), kernels)
     probe = keras.Model(hard_model.inputs, [layer.output for layer in quant_layers])
     keras_values = probe.predict(x, verbose=0, batch_size=256)
     keras_values = keras_values if isinstance(keras_values, list) else [keras_values]
-    interpreter = load_interpreter(tflite_bytes, kernels, preserve_all_tensors=True)
-    input_detail = interpreter.get_input_details()[0]
-    run(interpreter, quantize_input(x, input_detail))
-    tensors = _activation_tensors(interpreter)
+    pairs = pair_layers(hard_model, graph)
     rows = []
     for layer, expected in zip(quant_layers, keras_values, strict=True):
         scale, zero_point = layer.grid()
-        tensor = _match(layer, expected.shape, tensors)
+        index = pairs[layer.name]
         row = {"name": layer.name, "scale": scale, "zero_point": zero_point, "tflite_tensor": None,
                "max_error_steps": None, "mean_error_steps": None, "over_one_step": None}
-        if tensor is not None:
-            actual = dequantize(np.array(interpreter.get_tensor(tensor["index"])), tensor).reshape(expected.shape)
-            error = np.abs(actual.astype(np.float64) - expected.astype(np.float64)) / scale
-            row.update(tflite_tensor=tensor["name"][:200], max_error_steps=float(error.max()),
+        if index is not None:
+            tensor = graph.tensors[index]
+            actual = (values[index][: len(expected)].astype(np.float64) - tensor.zero_point[0]) * float(tensor.scale[0])
+            error = np.abs(actual.reshape(expected.shape) - expected.astype(np.float64)) / scale
+            row.update(tflite_tensor=tensor.name[:200], max_error_steps=float(error.max()),
                        mean_error_steps=float(error.mean()), over_one_step=float(np.mean(error > ONE_STEP)))
         rows.append(row)
     return rows
 
 
+def _task_metrics(outputs, y, task: str) -> dict:
+    outputs = np.asarray(outputs, np.float64)
+    if task == "classification":
+        return {"accuracy": float(np.mean(_top1(outputs) == y))}
+    error = outputs.reshape(len(y), -1) - np.asarray(y, np.float64).reshape(len(y), -1)
+    return {"mse": float(np.mean(error ** 2)), "mae": float(np.mean(np.abs(error)))}
+
+
 def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, smooth_model=None,
-             kernels: str = "xnnpack", layer_kernels: str = "builtin", layer_samples: int = 256) -> dict:
+             kernels: str = "xnnpack", task: str | None = None, layer_samples: int = 256) -> dict:
     """The drift report (a JSON-serializable dict); see the module docstring."""
+    task = infer_task(y, task)
     hard = hard_model.predict(x, verbose=0, batch_size=256)
-    # The same outputs on every kernel path: they round the requantization differently
-    # (XNNPACK in float, the builtin kernels in fixed point with two roundings).
+    interpreter = load_interpreter(tflite_bytes, kernels)
+    input_detail, output_detail = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    device_inputs = quantize_input(x, input_detail)
     outputs = {name: predict(load_interpreter(tflite_bytes, name), x) for name in dict.fromkeys(("xnnpack", "builtin", kernels))}
     tflite = outputs[kernels]
-    output_detail = load_interpreter(tflite_bytes, kernels).get_output_details()[0]
     output_step = output_detail["quantization"][0] or _last_step(hard_model) or 1.0
     error_steps = np.abs(tflite.astype(np.float64) - hard.astype(np.float64)) / output_step
-    layers = per_layer_drift(hard_model, tflite_bytes, x[:layer_samples], layer_kernels)
+    reference, reference_error, values, graph = _reference_section(tflite_bytes, device_inputs)
+    layers, layer_kernels = [], kernels
+    if values is not None and kernels in values:
+        samples = min(layer_samples, len(x))
+        layers = per_layer_drift(hard_model, tflite_bytes, x[:samples], kernels, values=values[kernels], graph=graph)
     measured = [row for row in layers if row["max_error_steps"] is not None]
     worst = max(measured, key=lambda row: row["max_error_steps"], default=None)
     first_over = next((row["name"] for row in measured if row["max_error_steps"] > ONE_STEP), None)
     report = {
+        "task": task,
         "samples": int(len(y)),
-        "accuracy": {"hard": float(np.mean(_top1(hard) == y)), "tflite": float(np.mean(_top1(tflite) == y))},
-        "agreement": {"hard_tflite": agreement(hard, tflite)},
         "output_error_steps": {"max": float(error_steps.max()), "mean": float(error_steps.mean()), "step": float(output_step)},
+        "reference": reference,
         "weights_exact": None,
         "weight_mismatches": [],
         "worst_layer": {"name": worst["name"], "error_steps": worst["max_error_steps"]} if worst else None,
@@ -122,25 +192,44 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
         "layers": layers,
         "unmatched_layers": [row["name"] for row in layers if row["max_error_steps"] is None],
         "runtime": {"name": runtime_name(), "kernels": kernels, "layer_kernels": layer_kernels,
-                    "machine": platform.machine()},
+                    "layer_source": "integer reference" if layers else None, "machine": platform.machine()},
         "tflite_bytes": len(tflite_bytes),
         "layer_samples": int(min(layer_samples, len(y))),
     }
+    if reference_error:
+        report["reference_error"] = reference_error
+    models = {"hard": hard, "tflite": tflite}
     if smooth_model is not None:
-        smooth = smooth_model.predict(x, verbose=0, batch_size=256)
-        report["accuracy"]["smooth"] = float(np.mean(_top1(smooth) == y))
-        report["agreement"]["smooth_hard"] = agreement(smooth, hard)
-        report["agreement"]["smooth_tflite"] = agreement(smooth, tflite)
+        models = {"smooth": smooth_model.predict(x, verbose=0, batch_size=256), **models}
+    if task == "classification":
+        report["accuracy"] = {name: _task_metrics(out, y, task)["accuracy"] for name, out in models.items()}
+        report["agreement"] = {"hard_tflite": agreement(hard, tflite)}
+        if "smooth" in models:
+            report["agreement"]["smooth_hard"] = agreement(models["smooth"], hard)
+            report["agreement"]["smooth_tflite"] = agreement(models["smooth"], tflite)
+    else:
+        report["error"] = {name: _task_metrics(out, y, task) for name, out in models.items()}
     report["by_kernels"] = {}
     for name, other in outputs.items():
         steps = np.abs(other.astype(np.float64) - hard.astype(np.float64)) / output_step
-        report["by_kernels"][name] = {"accuracy": float(np.mean(_top1(other) == y)),
-                                      "agreement_hard": agreement(hard, other),
-                                      "max_error_steps": float(steps.max()), "mean_error_steps": float(steps.mean())}
+        row = {"max_error_steps": float(steps.max()), "mean_error_steps": float(steps.mean()), **_task_metrics(other, y, task)}
+        if task == "classification":
+            row["agreement_hard"] = agreement(hard, other)
+        report["by_kernels"][name] = row
     mismatches = weight_mismatches(hard_model, tflite_bytes)
     report["weights_exact"] = not mismatches
     report["weight_mismatches"] = mismatches
     return report
+
+
+def _reference_section(tflite_bytes: bytes, device_inputs: np.ndarray):
+    """(reference comparisons, error text or None, reference values per family, graph)."""
+    try:
+        graph = Graph(tflite_bytes)
+        comparisons, values = compare_families(tflite_bytes, device_inputs, graph=graph)
+    except UnsupportedOpError as error:
+        return {}, f"the integer reference cannot run this model: {error}", None, None
+    return comparisons, None, values, graph
 
 
 def _last_step(hard_model):
@@ -155,38 +244,60 @@ def check(report: dict, max_drift: float | None = None, min_agreement: float | N
     worst_text = f"worst layer {worst.get('name')!r} ({worst.get('error_steps', 0):.2f} steps)" if worst else "no layer measured"
     if max_drift is not None and worst and worst["error_steps"] > max_drift:
         failures.append(f"per-layer drift {worst['error_steps']:.2f} steps > --max-drift {max_drift}: {worst_text}")
-    agreement = report["agreement"]["hard_tflite"]
-    if min_agreement is not None and agreement < min_agreement:
+    agreement = report.get("agreement", {}).get("hard_tflite")
+    if min_agreement is not None and agreement is None:
+        failures.append(f"--min-agreement {min_agreement} needs a classification task (this one is {report.get('task')})")
+    elif min_agreement is not None and agreement < min_agreement:
         failures.append(f"hard Keras / TFLite agreement {agreement:.4f} < --min-agreement {min_agreement}; {worst_text}")
+    kernels = report.get("runtime", {}).get("kernels")
+    measured = (report.get("reference") or {}).get(kernels)
+    if measured and measured.get("outputs_equal") is False and not measured.get("unreproduced_ops"):
+        first = measured.get("first_mismatch") or {}
+        failures.append(f"LiteRT ({kernels} kernels) differs from the integer reference in {measured['mismatched_elements']} "
+                        f"element(s); first at tensor {first.get('tensor')!r} (op {first.get('op')})")
     if report.get("weights_exact") is False:
         failures.append("weights not stored exactly: " + "; ".join(report["weight_mismatches"]))
     return failures
 
 
 def _markdown(report: dict) -> str:
-    acc, agr = report["accuracy"], report["agreement"]
-    lines = [
-        "# softedge drift report", "",
-        f"{report['samples']} samples; TFLite on {report['runtime']['name']} ({report['runtime']['kernels']} kernels; "
-        f"per-layer with {report['runtime']['layer_kernels']}).", "",
-        "| | smooth Keras | hard Keras | TFLite |", "|---|---|---|---|",
-        f"| accuracy | {acc.get('smooth', float('nan')):.4f} | {acc['hard']:.4f} | {acc['tflite']:.4f} |", "",
-        "| agreement | value |", "|---|---|",
-    ]
-    lines += [f"| {name.replace('_', ' / ')} | {value:.4f} |" for name, value in agr.items()]
-    lines += ["", "| TFLite kernels | accuracy | agreement with hard Keras | max / mean output error (steps) |",
-              "|---|---|---|---|"]
-    lines += [f"| {name} | {row['accuracy']:.4f} | {row['agreement_hard']:.4f} | "
-              f"{row['max_error_steps']:.2f} / {row['mean_error_steps']:.4f} |" for name, row in report["by_kernels"].items()]
+    runtime = report["runtime"]
+    lines = ["# softedge drift report", "",
+             f"{report['samples']} samples, {report['task']}; TFLite on {runtime['name']} ({runtime['kernels']} kernels; "
+             f"per-layer drift on the integer reference of the same kernels).", ""]
+    if report["task"] == "classification":
+        acc, agr = report["accuracy"], report["agreement"]
+        lines += ["| | smooth Keras | hard Keras | TFLite |", "|---|---|---|---|",
+                  f"| accuracy | {acc.get('smooth', float('nan')):.4f} | {acc['hard']:.4f} | {acc['tflite']:.4f} |", "",
+                  "| agreement | value |", "|---|---|"]
+        lines += [f"| {name.replace('_', ' / ')} | {value:.4f} |" for name, value in agr.items()]
+        lines += ["", "| TFLite kernels | accuracy | agreement with hard Keras | max / mean output error (steps) |",
+                  "|---|---|---|---|"]
+        lines += [f"| {name} | {row['accuracy']:.4f} | {row['agreement_hard']:.4f} | "
+                  f"{row['max_error_steps']:.2f} / {row['mean_error_steps']:.4f} |" for name, row in report["by_kernels"].items()]
+    else:
+        lines += ["| | MSE | MAE |", "|---|---|---|"]
+        lines += [f"| {name} | {row['mse']:.6g} | {row['mae']:.6g} |" for name, row in report["error"].items()]
+        lines += ["", "| TFLite kernels | MSE | max / mean output error vs hard Keras (steps) |", "|---|---|---|"]
+        lines += [f"| {name} | {row['mse']:.6g} | {row['max_error_steps']:.2f} / {row['mean_error_steps']:.4f} |"
+                  for name, row in report["by_kernels"].items()]
+    lines += ["", "| kernels | runtime == integer reference | mismatched elements | tensors compared |", "|---|---|---|---|"]
+    for name, row in report.get("reference", {}).items():
+        equal = row.get("runtime_error") or ("yes" if row["outputs_equal"] and not row["mismatched_elements"] else "NO")
+        lines.append(f"| {name} | {equal} | {row['mismatched_elements']} | {row['tensors_compared']} |")
+    if report.get("reference_error"):
+        lines.append(f"\n{report['reference_error']}")
     out = report["output_error_steps"]
     lines += ["", f"Output error (hard Keras vs TFLite): max {out['max']:.2f}, mean {out['mean']:.4f} steps "
               f"of {out['step']:.4g}. Weights stored exactly: {report['weights_exact']}.", "",
-              "| layer | step | max error (steps) | mean error (steps) | share > 1 step |", "|---|---|---|---|---|"]
+              "| layer | TFLite tensor | step | max error (steps) | mean error (steps) | share > 1 step |",
+              "|---|---|---|---|---|---|"]
     for row in report["layers"]:
+        tensor = (row["tflite_tensor"] or "").split(";")[0]
         if row["max_error_steps"] is None:
-            lines.append(f"| {row['name']} | {row['scale']:.4g} | unmatched | | |")
+            lines.append(f"| {row['name']} | unmatched | {row['scale']:.4g} | | | |")
         else:
-            lines.append(f"| {row['name']} | {row['scale']:.4g} | {row['max_error_steps']:.2f} | "
+            lines.append(f"| {row['name']} | {tensor} | {row['scale']:.4g} | {row['max_error_steps']:.2f} | "
                          f"{row['mean_error_steps']:.4f} | {row['over_one_step']:.4f} |")
     worst = report.get("worst_layer")
     if worst:

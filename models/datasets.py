@@ -4,7 +4,8 @@
   0..16 scaled to [0, 1]), shape (8, 8, 1); a fixed stratified 80/20 split.
 - "mnist1d": MNIST-1D generated procedurally by the `mnist1d` package (its default arguments:
   4000 train / 1000 test sequences of length 40), shape (40, 1).
-- any path to an `.npz` with `x_train`, `y_train`, `x_test`, `y_test` (integer labels).
+- any path to an `.npz` with `x_train`, `y_train`, `x_test`, `y_test` (integer labels: classification;
+  float targets: regression).
 """
 
 from __future__ import annotations
@@ -81,12 +82,19 @@ def _npz(path: Path) -> Dataset:
             raise ConfigError(f"Dataset {path}: x_{split} has {len(x)} rows but y_{split} has {len(y)}.")
         if not np.issubdtype(x.dtype, np.number):
             raise ConfigError(f"Dataset {path}: x_{split} has dtype {x.dtype}; expected numbers.")
-        if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
-            raise ConfigError(f"Dataset {path}: y_{split} must be 1-D integer labels; got dtype {y.dtype}, shape {y.shape}.")
+        if np.issubdtype(y.dtype, np.integer) and y.ndim != 1:
+            raise ConfigError(f"Dataset {path}: integer y_{split} must be 1-D class labels; got shape {y.shape}.")
+        if not np.issubdtype(y.dtype, np.number):
+            raise ConfigError(f"Dataset {path}: y_{split} has dtype {y.dtype}; expected integer labels or float targets.")
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
         raise ConfigError(f"Dataset {path}: x_train rows {arrays['x_train'].shape[1:]} and x_test rows {arrays['x_test'].shape[1:]} differ.")
-    return Dataset(path.stem, arrays["x_train"].astype(np.float32), arrays["y_train"].astype(np.int64),
-                   arrays["x_test"].astype(np.float32), arrays["y_test"].astype(np.int64))
+    return Dataset(path.stem, arrays["x_train"].astype(np.float32), _targets(arrays["y_train"]),
+                   arrays["x_test"].astype(np.float32), _targets(arrays["y_test"]))
+
+
+def _targets(y: np.ndarray) -> np.ndarray:
+    """Integer labels as int64 (classification), anything else as float32 (regression targets)."""
+    return y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y.astype(np.float32)
 
 
 def load(name: str) -> Dataset:

@@ -5,11 +5,15 @@
 
 Reads BUNDLE_DIR/manifest.json, verifies the sha256 of model.tflite, runs every input of
 eval.npz (exactly as the device receives them) through the interpreter with the kernels the
-manifest names, and prints accuracy, top-1 agreement with the expected outputs, the largest
-output difference in output quantization steps, and batch-1 latency p50/p95.
+manifest names, and prints, for each kernel family the bundle carries integer-reference
+outputs for (reference, builtin, xnnpack), how many output elements differ from them (0 for
+the family the device runs), which family the device matches (or none, with the first
+differing output), accuracy (classification), top-1 agreement with the exporter's outputs,
+and batch-1 latency p50/p95.
 
-Exit codes: 0 within the manifest's tolerance; 1 outside it; 2 bad bundle (missing or
-corrupt file, sha256 mismatch, no runtime).
+Exit codes: 0 the device matches a family's integers exactly and accuracy is within the
+manifest's tolerance; 1 otherwise; 2 bad bundle (missing or corrupt file, sha256 mismatch,
+no runtime).
 
 The runtime is `ai_edge_litert` (falling back to `tflite_runtime`). Kernels: "xnnpack" (the
 default CPU delegate), "builtin" (TFLite's optimized kernels, no delegate) or "reference".
@@ -28,6 +32,7 @@ import warnings
 import numpy as np
 
 KERNELS = ("xnnpack", "builtin", "reference")
+FAMILY_PREFIX = "expected_"
 EXIT_OK, EXIT_OUT_OF_TOLERANCE, EXIT_BAD_BUNDLE = 0, 1, 2
 
 
@@ -153,9 +158,28 @@ def _read_bundle(bundle: str):
     try:
         with np.load(eval_path, allow_pickle=False) as archive:
             data = {k: archive[k] for k in ("inputs", "labels", "expected_outputs")}
+            data["families"] = {k[len(FAMILY_PREFIX):]: archive[k] for k in archive.files
+                                if k.startswith(FAMILY_PREFIX) and k != "expected_outputs"}
     except (OSError, ValueError, KeyError) as error:
         raise BundleError(f"Bundle file {eval_path} is not a valid eval archive: {error}") from error
     return manifest, model_path, data
+
+
+def compare_families(outputs: np.ndarray, families: dict) -> tuple[dict, list, dict | None]:
+    """({family: differing output elements}, [families matched exactly], first difference or None)."""
+    differing, first = {}, None
+    for family, expected in families.items():
+        if expected.shape != outputs.shape:
+            differing[family] = int(max(expected.size, outputs.size))
+            continue
+        unequal = np.argwhere(expected != outputs)
+        differing[family] = int(len(unequal))
+        if len(unequal) and first is None:
+            where = tuple(int(i) for i in unequal[0])
+            first = {"family": family, "index": list(where), "device": outputs[where].item(),
+                     "expected": expected[where].item()}
+    matches = [family for family, count in differing.items() if count == 0]
+    return differing, matches, (None if matches else first)
 
 
 def check_bundle(bundle: str, latency_runs: int = 200) -> dict:
@@ -165,26 +189,36 @@ def check_bundle(bundle: str, latency_runs: int = 200) -> dict:
     interpreter = load_interpreter(model_path, kernels)
     outputs = run(interpreter, data["inputs"])
     output_detail = interpreter.get_output_details()[0]
-    accuracy = float(np.mean(np.argmax(outputs, -1) == data["labels"]))
+    classification = np.issubdtype(data["labels"].dtype, np.integer)
+    accuracy = float(np.mean(np.argmax(outputs, -1) == data["labels"])) if classification else None
     agreement = float(np.mean(np.argmax(outputs, -1) == np.argmax(data["expected_outputs"], -1)))
     difference = np.abs(outputs.astype(np.float64) - data["expected_outputs"].astype(np.float64))
     if output_detail["dtype"] != np.int8:
         step = manifest.get("output_quantization", {}).get("scale") or 1.0
         difference = difference / step
+    differing, matches, first = compare_families(outputs, data["families"])
     tolerance = manifest["tolerance"]
     failures = []
-    if accuracy < manifest["expected_accuracy"] - tolerance["accuracy"]:
+    unreproduced = manifest.get("unreproduced_ops", {}).get(kernels)
+    if data["families"] and not matches and not unreproduced:
+        failures.append(f"the device matches no kernel family's integers (differing elements: {differing}); "
+                        f"first difference {first}")
+    if classification and accuracy < manifest["expected_accuracy"] - tolerance["accuracy"]:
         failures.append(f"accuracy {accuracy:.4f} < expected {manifest['expected_accuracy']:.4f} - {tolerance['accuracy']}")
-    if agreement < tolerance["min_agreement"]:
+    if classification and agreement < tolerance["min_agreement"]:
         failures.append(f"agreement {agreement:.4f} < {tolerance['min_agreement']}")
     return {
         "runtime": runtime_name(),
         "kernels": kernels,
         "samples": int(len(data["labels"])),
         "accuracy": accuracy,
-        "expected_accuracy": manifest["expected_accuracy"],
+        "expected_accuracy": manifest.get("expected_accuracy"),
         "agreement": agreement,
         "max_output_error_steps": float(difference.max()) if difference.size else 0.0,
+        "families": differing,
+        "matches": matches,
+        "first_difference": first,
+        "unreproduced_ops": unreproduced or [],
         "latency_us": latency_us(model_path, data["inputs"], kernels, latency_runs),
         "failures": failures,
         "ok": not failures,
@@ -206,7 +240,12 @@ def main(argv=None) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(f"runtime {result['runtime']} ({result['kernels']} kernels), {result['samples']} samples")
-        print(f"accuracy  {result['accuracy']:.4f} (expected {result['expected_accuracy']:.4f})")
+        for family, count in result["families"].items():
+            print(f"integers  {family:9s} {count} output element(s) differ")
+        print(f"matches   {', '.join(result['matches']) or 'no kernel family'}"
+              + (f" (first difference {result['first_difference']})" if result["first_difference"] else ""))
+        if result["accuracy"] is not None:
+            print(f"accuracy  {result['accuracy']:.4f} (expected {result['expected_accuracy']:.4f})")
         print(f"agreement {result['agreement']:.4f} with expected outputs; max output error "
               f"{result['max_output_error_steps']:.0f} step(s)")
         print(f"latency   p50 {result['latency_us']['p50']:.1f} us, p95 {result['latency_us']['p95']:.1f} us (batch 1)")

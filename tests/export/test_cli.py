@@ -99,11 +99,12 @@ def test_dataset_that_does_not_fit_the_model_and_empty_dataset(exported_run, tmp
              x_test=np.zeros((0, 8, 8, 1), np.float32), y_test=np.zeros(0, int))
     result = invoke(*args, empty)
     assert result.exit_code == cli.EXIT_USAGE and "empty" in result.output
-    labels_as_floats = tmp_path / "floats.npz"
-    np.savez(labels_as_floats, x_train=np.zeros((2, 8, 8, 1), np.float32), y_train=np.zeros(2),
-             x_test=np.zeros((2, 8, 8, 1), np.float32), y_test=np.zeros(2))
-    result = invoke(*args, labels_as_floats)
-    assert result.exit_code == cli.EXIT_USAGE and "integer labels" in result.output
+    # Float targets are regression (accepted); 2-D integer labels are neither labels nor targets.
+    labels_2d = tmp_path / "labels2d.npz"
+    np.savez(labels_2d, x_train=np.zeros((2, 8, 8, 1), np.float32), y_train=np.zeros((2, 3), np.int64),
+             x_test=np.zeros((2, 8, 8, 1), np.float32), y_test=np.zeros((2, 3), np.int64))
+    result = invoke(*args, labels_2d)
+    assert result.exit_code == cli.EXIT_USAGE and "1-D class labels" in result.output
 
 
 @pytest.mark.parametrize(

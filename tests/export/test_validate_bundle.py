@@ -25,15 +25,31 @@ def test_export_report_has_the_contract_fields(exported_run):
     # float kernels (0.9889 on one AVX2 machine, higher on others): only its range is a contract.
     for kernels in ("xnnpack", "builtin"):
         assert 0.0 <= saved["by_kernels"][kernels]["agreement_hard"] <= 1.0
+    # The exact link: LiteRT computes the integer reference's integers, every family.
+    assert saved["task"] == "classification"
+    for family in ("reference", "builtin"):
+        assert saved["reference"][family]["outputs_equal"] is True
+        assert saved["reference"][family]["mismatched_elements"] == 0
+    # Pinned: XNNPACK's int8 MEAN (digits_cnn's global average pooling) is the one op whose
+    # near-tie rounding the reference does not reproduce; the report names it.
+    assert saved["reference"]["xnnpack"]["unreproduced_ops"] == ["MEAN"]
+    assert saved["reference"]["builtin"]["tensors_compared"] >= 5
+    assert saved["runtime"]["layer_kernels"] == "xnnpack"
     assert saved["device"]["ok"] is True
+    assert saved["device"]["families"]["builtin"] >= 0 and "first_difference" in saved["device"]
 
 
 def test_check_names_the_worst_layer():
     report = {"agreement": {"hard_tflite": 0.95}, "worst_layer": {"name": "relu2_quant", "error_steps": 4.0},
-              "weights_exact": True}
+              "weights_exact": True, "runtime": {"kernels": "xnnpack"},
+              "reference": {"xnnpack": {"outputs_equal": True, "mismatched_elements": 0}}}
     failures = validation.check(report, max_drift=1.0, min_agreement=0.999)
     assert len(failures) == 2 and all("relu2_quant" in f for f in failures)
     assert validation.check(report, max_drift=5.0, min_agreement=0.9) == []
+    report["reference"]["xnnpack"] = {"outputs_equal": False, "mismatched_elements": 3,
+                                      "first_mismatch": {"tensor": "logits", "op": "4 FULLY_CONNECTED"}}
+    (failure,) = validation.check(report)
+    assert "differs from the integer reference in 3 element(s)" in failure and "FULLY_CONNECTED" in failure
 
 
 def test_bundle_check_passes_and_detects_tampering(exported_run, tmp_path):
@@ -63,6 +79,16 @@ def test_bundle_check_passes_and_detects_tampering(exported_run, tmp_path):
 
     os.remove(strict / "eval.npz")
     assert device_check.main([str(strict)]) == device_check.EXIT_BAD_BUNDLE
+
+    # A device that computes other integers than every family is named as such.
+    with np.load(bundle / "eval.npz") as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    assert {"expected_reference", "expected_builtin", "expected_xnnpack"} <= set(arrays)
+    outputs = arrays["expected_xnnpack"].copy()
+    outputs[0, 0] = outputs[0, 0] + 1 if outputs[0, 0] < 127 else outputs[0, 0] - 1
+    differing, matches, first = device_check.compare_families(outputs, {k[9:]: v for k, v in arrays.items()
+                                                                         if k.startswith("expected_") and k != "expected_outputs"})
+    assert matches == [] and first["index"] == [0, 0] and min(differing.values()) >= 1
 
 
 def test_device_check_imports_only_numpy_and_litert():

@@ -1,0 +1,67 @@
+"""Per-layer rows pair a Keras layer with the TFLite tensor it became (never by scale), and
+validation of regression outputs."""
+
+import keras
+import numpy as np
+
+from export.device.reference import Graph
+from export.hard_layers import FakeQuant
+from export.harden import harden
+from export.tflite import convert
+from export.validate import check, infer_task, pair_layers, validate
+from toolkit import QuantScheme, quantize
+
+L = keras.layers
+
+
+def _hard(model, x, **scheme):
+    return harden(quantize(model, QuantScheme(**scheme), calibration_data=x))
+
+
+def test_saturated_relu6_layers_with_the_identical_scale_pair_with_their_own_tensors():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,), name="x")
+    a = L.ReLU(6.0, name="relu6_a")(L.Dense(16, name="dense_a")(inputs))
+    b = L.ReLU(6.0, name="relu6_b")(L.Dense(16, name="dense_b")(a))
+    model = keras.Model(inputs, L.Dense(3, name="out")(b))
+    x = 50.0 * np.random.default_rng(0).normal(size=(256, 6)).astype(np.float32)  # both ReLU6 saturate
+    hard = _hard(model, x)
+    grids = {layer.name: layer.grid() for layer in hard.layers if isinstance(layer, FakeQuant)}
+    a_quant, b_quant = (name for name in grids if name.startswith("relu6"))
+    assert grids[a_quant] == grids[b_quant]  # the identical scale 6/255: a scale match cannot tell them apart
+    graph = Graph(convert(hard, "int8"))
+    pairs = pair_layers(hard, graph)
+    assert "relu6_a_1/" in graph.tensors[pairs[a_quant]].name and "relu6_b" not in graph.tensors[pairs[a_quant]].name
+    assert "relu6_b_1/" in graph.tensors[pairs[b_quant]].name
+    assert len(set(pairs.values())) == len(pairs)
+    report = validate(hard, convert(hard, "int8"), x[:64], np.zeros(64, np.int64))
+    assert report["unmatched_layers"] == []
+    assert all(row["max_error_steps"] <= 1.01 for row in report["layers"])  # each row compares its own tensor
+
+
+def test_an_autoencoder_is_validated_as_regression_with_one_tensor_per_layer():
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((32,), name="signal")
+    x = inputs
+    for i, width in enumerate([16, 8, 16]):
+        x = L.Dense(width, activation="relu", name=f"fc{i}")(x)
+    model = keras.Model(inputs, L.Dense(32, name="reconstruction")(x))
+    x = np.random.default_rng(1).normal(size=(200, 32)).astype(np.float32)
+    hard = _hard(model, x, weight_bits=8)
+    tflite_bytes = convert(hard, "int8")
+    report = validate(hard, tflite_bytes, x, x)  # float targets: regression
+    assert report["task"] == "regression" and "accuracy" not in report and "agreement" not in report
+    assert set(report["error"]) == {"hard", "tflite"} and report["error"]["tflite"]["mse"] >= 0
+    assert report["unmatched_layers"] == []
+    pairs = pair_layers(hard, Graph(tflite_bytes))
+    assert len(set(pairs.values())) == len(pairs)
+    assert all(row["max_error_steps"] <= 1.01 for row in report["layers"])
+    assert report["reference"]["xnnpack"]["outputs_equal"] is True
+    assert check(report) == []
+    assert check(report, min_agreement=0.9)[0].startswith("--min-agreement 0.9 needs a classification task")
+
+
+def test_infer_task():
+    assert infer_task(np.array([0, 1, 2])) == "classification"
+    assert infer_task(np.zeros((3, 4), np.float32)) == "regression"
+    assert infer_task(np.array([0, 1]), "regression") == "regression"
