@@ -16,7 +16,7 @@ ROUNDING ?= soft
 SEED ?= 0
 RUN ?= runs/$(MODEL)-w$(WEIGHT_BITS)-$(ROUNDING)
 
-.PHONY: help install train export test test-slow lint bench bench-recipe gradcheck clean
+.PHONY: help install train export test test-slow lint bench bench-reference bench-recipe gradcheck clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,8 +47,12 @@ lint: $(STAMP) ## ruff check
 
 bench: $(STAMP) ## Run the benchmarks (QUICK=1: one seed, fewer epochs); tables, JSON and plots in bench/results
 	$(PY) -m bench.rounding
+	$(PY) -m bench.reference
 	$(PY) -m bench.qat
 	$(PY) -m bench.report
+
+bench-reference: $(STAMP) ## Integer reference vs LiteRT: mismatches per kernel family and speed, every zoo model
+	$(PY) -m bench.reference
 
 bench-recipe: $(STAMP) ## The ablations behind the training recipe's defaults (3 seeds, ~5 minutes)
 	$(PY) -m bench.recipe
