@@ -61,8 +61,8 @@ def _cell(row: dict, family: str) -> str:
     comparison = row["families"][family]
     if comparison.get("runtime_error"):
         return "runtime cannot load"
-    text = str(comparison["mismatched_elements"])
-    return text + (f" ({', '.join(comparison['unreproduced_ops'])})" if comparison["mismatched_elements"] and comparison.get("unreproduced_ops") else "")
+    first = comparison["first_mismatch"]
+    return str(comparison["mismatched_elements"]) + (f" (first: op {first['op']})" if first else "")
 
 
 def main() -> None:

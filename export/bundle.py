@@ -57,7 +57,6 @@ def write_bundle(directory, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, k
         "task": "classification" if classification else "regression",
         "expected_accuracy": float(np.mean(np.argmax(outputs, -1) == y)) if classification else None,
         "reference_families": sorted(expected),
-        "unreproduced_ops": unreproduced_ops(tflite_bytes),
         "reference_error": reference_error,
         "tolerance": dict(tolerance or DEFAULT_TOLERANCE),
         "kernels": kernels,
@@ -73,14 +72,6 @@ def write_bundle(directory, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, k
         write_json(Path(tmp, "manifest.json"), manifest)
         shutil.copyfile(device_check.__file__, Path(tmp, "check.py"))
     return manifest
-
-
-def unreproduced_ops(tflite_bytes: bytes) -> dict:
-    """{family: ops of this model whose runtime integers the reference does not reproduce}."""
-    from export.exactness import UNREPRODUCED
-
-    names = {op.name for op in Graph(tflite_bytes).ops}
-    return {family: sorted(names & set(ops)) for family, ops in UNREPRODUCED.items() if names & set(ops)}
 
 
 def reference_outputs(tflite_bytes: bytes, device_inputs: np.ndarray) -> tuple[dict, str | None]:

@@ -19,14 +19,7 @@ import numpy as np
 from export.device.check import BundleError, load_interpreter
 from export.device.reference import KERNEL_FAMILIES, Graph
 
-__all__ = ["UNREPRODUCED", "compare_families", "runtime_tensors"]
-
-# Ops whose runtime integers the reference does not yet reproduce exactly, by family. XNNPACK's
-# int8 MEAN: on a trained digits_cnn (W4) 3 of 3600 output elements differ, all downstream of a
-# MEAN output whose exact value lies within 2e-5 of a .5 tie (36.50002 steps, rounded to 36 by
-# XNNPACK; float32 and float64 requantization both give 37). A comparison of a graph holding such
-# an op reports it in "unreproduced_ops".
-UNREPRODUCED = {"xnnpack": ("MEAN",)}
+__all__ = ["compare_families", "runtime_tensors"]
 
 
 def runtime_tensors(tflite_bytes: bytes, device_inputs: np.ndarray, kernels: str, indices) -> dict[int, np.ndarray]:
@@ -77,8 +70,7 @@ def compare_families(tflite_bytes: bytes, device_inputs: np.ndarray, families=KE
                          "elements": count}
         comparisons[kernels] = {"outputs_equal": output_mismatched == 0, "mismatched_elements": int(mismatched),
                                 "output_mismatched_elements": int(output_mismatched),
-                                "tensors_compared": len(indices), "first_mismatch": first,
-                                "unreproduced_ops": sorted({op.name for op in graph.ops} & set(UNREPRODUCED.get(kernels, ())))}
+                                "tensors_compared": len(indices), "first_mismatch": first}
     return comparisons, values_by_family
 
 

@@ -1,6 +1,6 @@
 """The integer arithmetic of int8 TFLite kernels, vectorized in numpy (int64 holds every int32).
 
-Three ways to turn an int32 accumulator `acc` into an int8 output with a real scale m < 256
+Ways to turn an int32 accumulator `acc` into an int8 output with a real scale m < 256
 (m = s_in s_w / s_out for a conv), one per kernel family (see `reference.py`):
 
     fixed point, double rounding (TFLite reference kernels, TFLite Micro, most builtin kernels):
@@ -8,8 +8,11 @@ Three ways to turn an int32 accumulator `acc` into an int8 output with a real sc
         y = RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(acc 2^max(e,0), M), max(-e,0))
         two roundings: to nearest (ties away from zero) of acc M / 2^31, then of that / 2^-e
         (ties away from zero again), which can land one step away from round(acc m).
-    fixed point, single rounding (ruy's output stage; TFLite built with TFLITE_SINGLE_ROUNDING):
-        y = (acc M + 2^(30 - e)) >> (31 - e)           (ties toward +infinity)
+    fixed point, two roundings with ties toward +infinity (ruy's output stage: LiteRT's optimized
+    builtin conv, depthwise and fully-connected kernels, probed on x86):
+        h = (acc 2^max(e,0) M + 2^30) >> 31, y = (h + 2^(r-1)) >> r with r = max(-e, 0)
+    (`multiply_by_quantized_multiplier_single` is the single-rounding variant of TFLite builds with
+    TFLITE_SINGLE_ROUNDING: y = (acc M + 2^(30 - e)) >> (31 - e).)
     float32 (XNNPACK's "fp32" requantization of every int8 GEMM and the builtin kernels that
     requantize in float):
         y = lrintf(float32(acc) * float32(m))          (ties to even)
@@ -25,8 +28,10 @@ import math
 import numpy as np
 
 __all__ = [
+    "ACTIVATION_RANGES",
     "activation_bounds",
     "multiply_by_quantized_multiplier",
+    "multiply_by_quantized_multiplier_upward",
     "multiply_by_quantized_multiplier_single",
     "quantize_multiplier",
     "round_half_away",
@@ -102,23 +107,30 @@ def multiply_by_quantized_multiplier_single(x, multiplier, shift):
     return (np.asarray(x, np.int64) * np.asarray(multiplier, np.int64) + rounding) >> total_shift
 
 
-def activation_bounds(activation: str, scale: float, zero_point: int) -> tuple[int, int]:
-    """TFLite's CalculateActivationRangeQuantized: a fused activation's [min, max] in int8.
+# The real range of each fused activation (None: unbounded on that side).
+ACTIVATION_RANGES = {"NONE": (None, None), "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
 
-    Bounds are zero_point + round_half_away(bound / scale) in float32, clamped to int8.
+
+def activation_bounds(activation: str, scale: float, zero_point: int, ties: str = "away") -> tuple[int, int]:
+    """A fused activation's [min, max] in int8.
+
+    ties="away": TFLite's CalculateActivationRangeQuantized, zero_point + round_half_away(bound / scale)
+    in float32; ties="even": XNNPACK's lrintf(bound / scale + zero_point) in float32. Clamped to int8.
     """
-    def quantize(value):
-        return int(zero_point + round_half_away(np.float32(value) / np.float32(scale)))
+    if activation not in ACTIVATION_RANGES:
+        raise ValueError(f"fused activation {activation} has no int8 range")
 
-    if activation == "NONE":
-        return INT8_MIN, INT8_MAX
-    if activation == "RELU":
-        return max(INT8_MIN, quantize(0.0)), INT8_MAX
-    if activation == "RELU6":
-        return max(INT8_MIN, quantize(0.0)), min(INT8_MAX, quantize(6.0))
-    if activation == "RELU_N1_TO_1":
-        return max(INT8_MIN, quantize(-1.0)), min(INT8_MAX, quantize(1.0))
-    raise ValueError(f"fused activation {activation} has no int8 range")
+    def quantize(value, default):
+        if value is None:
+            return default
+        if ties == "even":
+            q = np.rint(np.float32(value) / np.float32(scale) + np.float32(zero_point))
+        else:
+            q = zero_point + round_half_away(np.float32(value) / np.float32(scale))
+        return int(np.clip(q, INT8_MIN, INT8_MAX))
+
+    low, high = ACTIVATION_RANGES[activation]
+    return quantize(low, INT8_MIN), quantize(high, INT8_MAX)
 
 
 def multiply_by_quantized_multiplier_upward(x, multiplier, shift):

@@ -107,13 +107,24 @@ def _common_layers(name: str):
         x = L.Dense(12, activation="sigmoid")(x)
         x = L.Dense(12, activation="relu6")(x)
         return keras.Model(inputs, L.Dense(3)(x))
+    if name == "ds_cnn":  # MLPerf Tiny KWS shape: strided 10x4 conv, depthwise-separable blocks, AveragePooling2D
+        inputs = keras.Input((49, 10, 1))
+        x = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, (10, 4), strides=2, padding="same")(inputs)))
+        for _ in range(2):
+            x = L.ReLU()(L.BatchNormalization()(L.DepthwiseConv2D(3, padding="same")(x)))
+            x = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 1)(x)))
+        x = L.AveragePooling2D(pool_size=x.shape[1:3])(x)
+        return keras.Model(inputs, L.Dense(12)(L.Flatten()(x)))
+    if name == "mobilenet":  # keras.applications MobileNet(0.25): ZeroPadding, ReLU6, depthwise, MEAN
+        return keras.applications.MobileNet(input_shape=(32, 32, 3), alpha=0.25, include_top=False,
+                                            weights=None, pooling="avg")
     inputs = keras.Input((20, 2))  # Conv1D: EXPAND_DIMS, RESHAPE, AVERAGE_POOL_2D, SHAPE/STRIDED_SLICE/PACK
     x = L.Conv1D(8, 5, padding="same", activation="relu")(inputs)
     x = L.AveragePooling1D(2)(L.Conv1D(8, 3, strides=2, padding="same", activation="relu")(x))
     return keras.Model(inputs, L.Dense(4)(L.Flatten()(x)))
 
 
-@pytest.fixture(scope="module", params=["convolutions", "residual", "activations", "conv1d"])
+@pytest.fixture(scope="module", params=["convolutions", "residual", "activations", "conv1d", "ds_cnn", "mobilenet"])
 def common_model(request):
     model = _common_layers(request.param)
     x = 1.5 * np.random.default_rng(1).normal(size=(200, *model.inputs[0].shape[1:])).astype(np.float32)
@@ -191,3 +202,19 @@ def test_the_reference_catches_a_wrong_rounding(monkeypatch):
     comparisons, _ = compare_families(tflite_bytes, x, families=("builtin",))
     assert comparisons["builtin"]["mismatched_elements"] > 0
     assert comparisons["builtin"]["first_mismatch"]["op"].endswith(("CONV_2D", "DEPTHWISE_CONV_2D"))
+
+
+def test_float_inputs_on_exact_ties_quantize_as_each_family_rounds():
+    # x / s exactly k + 1/2: the reference rounds ties away from zero, builtin and XNNPACK
+    # multiply by 1/s and round to even (a random input hits such a tie about once in 10^5).
+    model = _common_layers("ds_cnn")
+    x = np.random.default_rng(1).normal(size=(64, 49, 10, 1)).astype(np.float32)
+    tflite_bytes = _post_training_int8(model, x, "float")
+    graph = Graph(tflite_bytes)
+    scale = np.float32(graph.tensors[graph.ops[0].outputs[0]].scale[0])
+    ties = ((np.arange(-100, 100).astype(np.float32) + np.float32(0.5)) * scale).astype(np.float32)
+    inputs = np.resize(ties, x.size).reshape(x.shape).astype(np.float32)
+    comparisons, values = compare_families(tflite_bytes, inputs, graph=graph)
+    _assert_exact(comparisons)
+    quantized = graph.ops[0].outputs[0]
+    assert np.sum(values["reference"][quantized] != values["builtin"][quantized]) > 0

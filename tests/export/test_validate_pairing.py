@@ -65,3 +65,14 @@ def test_infer_task():
     assert infer_task(np.array([0, 1, 2])) == "classification"
     assert infer_task(np.zeros((3, 4), np.float32)) == "regression"
     assert infer_task(np.array([0, 1]), "regression") == "regression"
+
+
+def test_a_model_the_reference_cannot_run_still_gets_per_layer_drift_on_litert():
+    from tests.export.conftest import calibrated
+
+    quantized, x = calibrated("conv2d", 8)  # ends in softmax: SOFTMAX is not in the reference
+    hard = harden(quantized)
+    report = validate(hard, convert(hard, "int8"), x, np.zeros(len(x), np.int64))
+    assert "SOFTMAX" in report["reference_error"] and report["reference"] == {}
+    assert report["runtime"]["layer_kernels"] == "builtin" and report["runtime"]["layer_source"].startswith("LiteRT")
+    assert report["unmatched_layers"] == [] and len(report["layers"]) >= 3
