@@ -82,7 +82,8 @@ def pair_layers(hard_model: keras.Model, graph: Graph) -> dict[str, int | None]:
 
     The tensor is the one the FakeQuant's producing layer became (its graph identity): the graph
     input for the input quantizer, else the last int8 tensor, in op order, whose name's first op
-    belongs to the producing layer and whose per-sample size equals the layer's.
+    belongs to the producing layer and whose per-sample size equals the layer's; for a producer
+    left in float, the int8 tensor (a QUANTIZE) named by the FakeQuant itself.
     """
     produced_by = producers(hard_model)
     layer_names = {layer.name for layer in hard_model.layers}
@@ -106,7 +107,9 @@ def pair_layers(hard_model: keras.Model, graph: Graph) -> dict[str, int | None]:
             continue
         candidates = [i for i in by_layer.get(source.name, []) if source is not None
                       and int(np.prod(graph.tensors[i].shape[1:])) == size]
-        pairs[layer.name] = candidates[-1] if candidates else None
+        # A float producer (left in float): its int8 tensor is the QUANTIZE named by the FakeQuant.
+        own = [i for i in by_layer.get(layer.name, []) if int(np.prod(graph.tensors[i].shape[1:])) == size]
+        pairs[layer.name] = candidates[-1] if candidates else (own[-1] if own else None)
     return pairs
 
 

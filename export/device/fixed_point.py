@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 INT8_MIN, INT8_MAX = -128, 127
+INT32_MIN_VALUE, INT32_MAX_VALUE = -(1 << 31), (1 << 31) - 1
 
 
 def round_half_away(x):
@@ -69,16 +70,19 @@ def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
     return multiplier, exponent
 
 
-def _truncating_divide(x, divisor: int):
-    """C++ integer division (toward zero) of an int64 array by a positive power of two."""
-    return np.where(x >= 0, x // divisor, -((-x) // divisor))
-
-
 def saturating_rounding_doubling_high_mul(a, b):
-    """gemmlowp: round(a b / 2^31), ties away from zero (a, b int32; b = M > 0, so no saturation)."""
-    product = np.asarray(a, np.int64) * np.asarray(b, np.int64)
-    nudge = np.where(product >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
-    return _truncating_divide(product + nudge, 1 << 31)
+    """gemmlowp: round(a b / 2^31) of int32 a, b; MIN x MIN saturates to MAX.
+
+    gemmlowp adds a nudge of 2^30 (1 - 2^30 for a negative product) and divides truncating toward
+    zero, which is floor((a b + 2^30) / 2^31) for either sign: ties go toward +infinity.
+    """
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    high = a * b
+    high += np.int64(1 << 30)
+    high >>= 31
+    if np.any(b == INT32_MIN_VALUE) and np.any(a == INT32_MIN_VALUE):
+        high = np.where((a == INT32_MIN_VALUE) & (b == INT32_MIN_VALUE), np.int64(INT32_MAX_VALUE), high)
+    return high
 
 
 def rounding_divide_by_pot(x, exponent):
@@ -86,18 +90,23 @@ def rounding_divide_by_pot(x, exponent):
     x = np.asarray(x, np.int64)
     exponent = np.asarray(exponent, np.int64)
     mask = np.left_shift(np.int64(1), exponent) - 1
-    remainder = x & mask
     threshold = (mask >> 1) + (x < 0)
-    return (x >> exponent) + (remainder > threshold)
+    return (x >> exponent) + ((x & mask) > threshold)
+
+
+def _high_part(x, multiplier, shift):
+    """SaturatingRoundingDoublingHighMul(x 2^max(e, 0), M) and the remaining right shift max(-e, 0)."""
+    shift = np.asarray(shift, np.int64)
+    x = np.asarray(x, np.int64)
+    if np.any(shift > 0):
+        x = x << np.maximum(shift, 0)
+    return saturating_rounding_doubling_high_mul(x, multiplier), np.maximum(-shift, 0)
 
 
 def multiply_by_quantized_multiplier(x, multiplier, shift):
     """TFLite's MultiplyByQuantizedMultiplier with double rounding (its default build)."""
-    shift = np.asarray(shift, np.int64)
-    left = np.maximum(shift, 0)
-    right = np.maximum(-shift, 0)
-    shifted = np.asarray(x, np.int64) * np.left_shift(np.int64(1), left)
-    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+    high, right = _high_part(x, multiplier, shift)
+    return rounding_divide_by_pot(high, right)
 
 
 def multiply_by_quantized_multiplier_single(x, multiplier, shift):
@@ -136,11 +145,17 @@ def activation_bounds(activation: str, scale: float, zero_point: int, ties: str 
 def multiply_by_quantized_multiplier_upward(x, multiplier, shift):
     """ruy's output stage (LiteRT's optimized int8 kernels on x86): two roundings, both to nearest
     with ties toward +infinity: h = (x 2^max(e,0) M + 2^30) >> 31, then (h + 2^(r-1)) >> r, r = max(-e, 0).
+
+    Computed as one shift, (x 2^max(e,0) M + 2^30 + 2^(30+r) [r > 0]) >> (31 + r): for integers,
+    floor((floor(a / b) + c) / d) = floor((a + c b) / (b d)), so the two roundings are unchanged.
     """
     shift = np.asarray(shift, np.int64)
-    left = np.maximum(shift, 0)
+    x = np.asarray(x, np.int64)
+    if np.any(shift > 0):
+        x = x << np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
-    product = np.asarray(x, np.int64) * np.left_shift(np.int64(1), left) * np.asarray(multiplier, np.int64)
-    high = (product + np.int64(1 << 30)) >> 31
-    rounding = np.where(right > 0, np.left_shift(np.int64(1), np.maximum(right - 1, 0)), 0)
-    return (high + rounding) >> right
+    offset = np.int64(1 << 30) + np.where(right > 0, np.left_shift(np.int64(1), right + 30), 0)
+    product = x * np.asarray(multiplier, np.int64)
+    product += offset
+    product >>= right + 31
+    return product

@@ -6,8 +6,10 @@
 
 numpy only (no TensorFlow); the graph is read with LiteRT's generated flatbuffer schema
 (`ai_edge_litert.schema_py_generated`). The batch is the leading dimension of every input and
-runs at once. Accumulators are exact: int8 x int8 dot products are summed in float64 by BLAS,
-exact while |sum| < 2^53 (a 255 x 127 product is < 2^15, so any K < 2^38).
+runs at once (heavy ops in chunks of rows, to stay near the CPU caches). Accumulators are exact:
+int8 x int8 dot products are summed by BLAS in float32 where every partial sum is an integer
+below 2^24 (K x max|x - z| x max|w| < 2^24, known per layer), else in float64 (exact below 2^53;
+a 255 x 127 product is < 2^15, so any K < 2^38).
 
 Three kernel families, which differ only in how they round (probed against LiteRT 2.3; the
 tests compare every tensor with the runtime):
@@ -18,21 +20,25 @@ tests compare every tensor with the runtime):
                kernels for the rest
 
 An op or tensor type it cannot execute raises `UnsupportedOpError` naming the op, its index
-and its output tensor. Not reproduced yet: SOFTMAX and HARD_SWISH (TFLite computes both in
-gemmlowp fixed point, not from a table), MEAN with keep_dims over height and width. Float ops outside QUANTIZE/DEQUANTIZE are refused: this is an integer
-reference.
+and its output tensor. Not reproduced yet: HARD_SWISH, MEAN with keep_dims over height and
+width, and LiteRT's aarch64 builtin SOFTMAX (a uint16 table, compiled only for ARM64; the x86
+kernel, a float table, is reproduced). Float ops outside QUANTIZE/DEQUANTIZE are refused: this
+is an integer reference.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 try:  # inside the package, or copied beside check.py into a device bundle
     from . import fixed_point as fp
+    from . import gemmlowp
 except ImportError:  # pragma: no cover - exercised by the bundle's own check
     import fixed_point as fp
+    import gemmlowp
 
 __all__ = ["KERNEL_FAMILIES", "Graph", "TensorInfo", "UnsupportedOpError"]
 
@@ -235,22 +241,43 @@ def _requantize(acc, real_scale, rounding: str, zero_point: int, bounds: tuple[i
     FULLY_CONNECTED, ties away), "double" / "upward" (fixed point with `multipliers` = (M, e); see
     fixed_point's docstring)."""
     if rounding == "float32":
-        scaled = np.rint(acc.astype(np.float32) * np.asarray(real_scale, np.float32))
-        out = scaled.astype(np.int64) + zero_point
+        out = acc.astype(np.float32)
+        out *= np.asarray(real_scale, np.float32)
+        np.rint(out, out=out)      # an integer-valued float32; beyond 2^24 it clamps all the same
     elif rounding == "float64":
-        out = fp.round_half_away(acc * np.asarray(real_scale, np.float64)).astype(np.int64) + zero_point
+        out = fp.round_half_away(acc * np.asarray(real_scale, np.float64)).astype(np.int64)
     else:
         multiplier, shift = multipliers
         if rounding == "double":
-            out = fp.multiply_by_quantized_multiplier(acc, multiplier, shift) + zero_point
+            out = fp.multiply_by_quantized_multiplier(acc, multiplier, shift)
         else:  # "upward"
-            out = fp.multiply_by_quantized_multiplier_upward(acc, multiplier, shift) + zero_point
-    return np.clip(out, bounds[0], bounds[1]).astype(np.int8)
+            out = fp.multiply_by_quantized_multiplier_upward(acc, multiplier, shift)
+    out += zero_point
+    np.clip(out, bounds[0], bounds[1], out=out)
+    return out.astype(np.int8)
 
 
 def _multipliers(real_scales) -> tuple[np.ndarray, np.ndarray]:
-    pairs = [fp.quantize_multiplier(float(m)) for m in np.asarray(real_scales, np.float64).reshape(-1)]
+    return _multipliers_of(np.asarray(real_scales, np.float64).reshape(-1).tobytes())
+
+
+@functools.lru_cache(maxsize=1024)
+def _multipliers_of(real_scales: bytes) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [fp.quantize_multiplier(float(m)) for m in np.frombuffer(real_scales, np.float64)]
     return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+
+
+# Rows of a batch a heavy op computes at once: its int64 intermediates then stay near the
+# CPU's caches (2^17 output elements, 1 MiB each), which is 1.5-2x faster than the whole batch.
+_CHUNK_ELEMENTS = 1 << 17
+
+
+def _in_chunks(compute, x: np.ndarray, out_elements_per_row: int) -> np.ndarray:
+    """compute(x[rows]) over chunks of rows along axis 0, concatenated."""
+    rows = max(1, _CHUNK_ELEMENTS // max(out_elements_per_row, 1))
+    if len(x) <= rows:
+        return compute(x)
+    return np.concatenate([compute(x[start:start + rows]) for start in range(0, len(x), rows)])
 
 
 def _kernel_scales(context: _Context, weights_index: int = 1):
@@ -263,15 +290,22 @@ def _kernel_scales(context: _Context, weights_index: int = 1):
     return double, single
 
 
-def _conv_requantize(context: _Context, acc, rounding: str):
+def _conv_requantize(context: _Context, acc_by_channel, rounding: str):
+    """int64 accumulators laid out channel first, (C, rows), to int8 laid out (rows, C).
+
+    Channel first, each per-channel multiplier broadcasts over a long contiguous row: numpy's
+    elementwise ops then run about 3x faster than over a short last axis."""
     double, single = _kernel_scales(context)
     scale, zero_point = context.output().grid()
     if rounding == "float32":  # XNNPACK
-        bounds = _xnnpack_bounds(context)
-        return _requantize(acc, single, "float32", zero_point, bounds)
-    if rounding == "float64":
-        return _requantize(acc, double, "float64", zero_point, context.output_bounds())
-    return _requantize(acc, None, rounding, zero_point, context.output_bounds(), _multipliers(double))
+        out = _requantize(acc_by_channel, single[:, None], "float32", zero_point, _xnnpack_bounds(context))
+    elif rounding == "float64":
+        out = _requantize(acc_by_channel, double[:, None], "float64", zero_point, context.output_bounds())
+    else:
+        multiplier, shift = _multipliers(double)
+        out = _requantize(acc_by_channel, None, rounding, zero_point, context.output_bounds(),
+                          (multiplier[:, None], shift[:, None]))
+    return out.T
 
 
 def _xnnpack_bounds(context: _Context) -> tuple[int, int]:
@@ -294,23 +328,37 @@ def _valid_size(size: int, kernel: int, stride: int, dilation: int) -> int:
     return (size - effective + stride) // stride
 
 
-def _patches(context: _Context, x: np.ndarray, kh: int, kw: int):
-    """(N, OH, OW, kh, kw, C) windows of x - zero point (padding contributes 0)."""
+def _padded_windows(context: _Context, x: np.ndarray, kh: int, kw: int, dtype):
+    """(N, OH, OW, kh, kw, C) windows (a strided view, no copy) of x - zero point in `dtype`,
+    padding contributing 0."""
     options = context.options
     sh, sw = options.strideH, options.strideW
     dh, dw = max(getattr(options, "dilationHFactor", 1), 1), max(getattr(options, "dilationWFactor", 1), 1)
     _, zero_point = context.tensor(0).grid()
-    centered = x.astype(np.int64) - zero_point
-    n, h, w, c = centered.shape
+    n, h, w, c = x.shape
     if context.graph.padding_names.get(options.padding) == "SAME":
         oh, top, bottom = _same_padding(h, kh, sh, dh)
         ow, left, right = _same_padding(w, kw, sw, dw)
-        centered = np.pad(centered, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        centered = np.zeros((n, h + top + bottom, w + left + right, c), dtype)
+        interior = centered[:, top:top + h, left:left + w, :]
+        interior[...] = x
+        interior -= zero_point
     else:
         oh, ow = _valid_size(h, kh, sh, dh), _valid_size(w, kw, sw, dw)
-    windows = [[centered[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw, :]
-                for j in range(kw)] for i in range(kh)]
-    return np.stack([np.stack(row, axis=3) for row in windows], axis=3)  # (N, OH, OW, kh, kw, C)
+        centered = x.astype(dtype)
+        centered -= zero_point
+    windows = np.lib.stride_tricks.sliding_window_view(centered, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))
+    windows = windows[:, :(oh - 1) * sh + 1:sh, :(ow - 1) * sw + 1:sw, :, ::dh, ::dw]  # (N, OH, OW, C, kh, kw)
+    return windows.transpose(0, 1, 2, 4, 5, 3)
+
+
+def _exact_dtype(context: _Context, weights: np.ndarray, terms: int):
+    """float32 where every partial sum of the int8 dot products is an integer below 2^24 (so
+    float32 BLAS is exact and twice as fast), else float64 (exact below 2^53)."""
+    _, zero_point = context.tensor(0).grid()
+    largest_input = max(zero_point + 128, 127 - zero_point)
+    largest_weight = int(np.abs(weights).max()) if weights.size else 0
+    return np.float32 if terms * largest_input * largest_weight < (1 << 24) else np.float64
 
 
 def _bias(context: _Context, index: int = 2):
@@ -347,25 +395,54 @@ def _conv_2d(context: _Context):
     context.require_int8(0)
     weights = _weights(context)                       # (out, kh, kw, in)
     out_channels, kh, kw, in_channels = weights.shape
-    patches = _patches(context, context.value(0), kh, kw)
-    n, oh, ow = patches.shape[:3]
-    if patches.shape[-1] != in_channels:
-        raise UnsupportedOpError(f"grouped convolution ({patches.shape[-1]} input channels, filter has {in_channels})")
-    acc = patches.reshape(n * oh * ow, -1).astype(np.float64) @ weights.reshape(out_channels, -1).T.astype(np.float64)
-    acc = acc.astype(np.int64).reshape(n, oh, ow, out_channels) + _bias(context)
-    return [_conv_requantize(context, acc, _conv_rounding(context))]
+    x = context.value(0)
+    if x.shape[-1] != in_channels:
+        raise UnsupportedOpError(f"grouped convolution ({x.shape[-1]} input channels, filter has {in_channels})")
+    dtype = _exact_dtype(context, weights, kh * kw * in_channels)
+    matrix = weights.reshape(out_channels, -1).astype(dtype)
+    bias, rounding = _column(_bias(context)), _conv_rounding(context)
+
+    def compute(rows):
+        windows = _padded_windows(context, rows, kh, kw, dtype)
+        n, oh, ow = windows.shape[:3]
+        acc = (matrix @ windows.reshape(n * oh * ow, -1).T).astype(np.int64)   # (out, n oh ow)
+        acc += bias
+        return _conv_requantize(context, acc, rounding).reshape(n, oh, ow, out_channels)
+
+    return [_in_chunks(compute, x, int(np.prod(context.output().shape[1:])))]
+
+
+def _column(bias):
+    """A per-channel bias as a column (C, 1) for channel-first accumulators."""
+    return bias.reshape(-1, 1) if np.ndim(bias) else bias
 
 
 def _depthwise_conv_2d(context: _Context):
+    """Per channel, one multiply-add of the shifted input per filter tap."""
     context.require_int8(0)
     weights = _weights(context)                       # (1, kh, kw, in * multiplier)
     _, kh, kw, out_channels = weights.shape
-    patches = _patches(context, context.value(0), kh, kw)
-    in_channels = patches.shape[-1]
-    multiplier = out_channels // in_channels
-    expanded = np.repeat(patches, multiplier, axis=-1) if multiplier > 1 else patches
-    acc = np.einsum("nhwijc,ijc->nhwc", expanded, weights[0]) + _bias(context)
-    return [_conv_requantize(context, acc, _conv_rounding(context))]
+    x = context.value(0)
+    multiplier = out_channels // x.shape[-1]
+    dtype = _exact_dtype(context, weights, kh * kw)
+    taps = weights[0].astype(dtype)
+    bias, rounding = _column(_bias(context)), _conv_rounding(context)
+
+    def compute(rows):
+        windows = _padded_windows(context, rows, kh, kw, dtype)
+        if multiplier > 1:
+            windows = np.repeat(windows, multiplier, axis=-1)
+        acc = np.empty((*windows.shape[:3], out_channels), dtype)
+        term = np.empty_like(acc)
+        np.multiply(windows[:, :, :, 0, 0, :], taps[0, 0], out=acc)
+        for i, j in [(i, j) for i in range(kh) for j in range(kw)][1:]:
+            np.multiply(windows[:, :, :, i, j, :], taps[i, j], out=term)
+            acc += term
+        by_channel = acc.reshape(-1, out_channels).T.astype(np.int64)
+        by_channel += bias
+        return _conv_requantize(context, by_channel, rounding).reshape(acc.shape)
+
+    return [_in_chunks(compute, x, int(np.prod(context.output().shape[1:])))]
 
 
 def _fully_connected(context: _Context):
@@ -373,9 +450,18 @@ def _fully_connected(context: _Context):
     weights = _weights(context)                       # (out, in)
     x = context.value(0)
     _, zero_point = context.tensor(0).grid()
-    rows = x.reshape(-1, weights.shape[1]).astype(np.float64) - zero_point
-    acc = (rows @ weights.T.astype(np.float64)).astype(np.int64) + _bias(context)
-    out = _conv_requantize(context, acc, _fc_rounding(context))
+    dtype = _exact_dtype(context, weights, weights.shape[1])
+    matrix = weights.astype(dtype)
+    bias, rounding = _column(_bias(context)), _fc_rounding(context)
+
+    def compute(rows):
+        centered = rows.astype(dtype)
+        centered -= zero_point
+        acc = (matrix @ centered.T).astype(np.int64)                         # (out, rows)
+        acc += bias
+        return _conv_requantize(context, acc, rounding)
+
+    out = _in_chunks(compute, x.reshape(-1, weights.shape[1]), weights.shape[0])
     if getattr(context.options, "keepNumDims", False):
         return [out.reshape(*x.shape[:-1], weights.shape[0])]
     return [out]
@@ -678,6 +764,65 @@ def _tanh(context: _Context):
     return _lookup_table(context, lambda v: np.tanh(v).astype(np.float32))
 
 
+# --------------------------------------------------------------------------- softmax
+
+_SCALED_DIFF_INTEGER_BITS = 5    # TFLite's kScaledDiffIntegerBits
+_ACCUMULATION_INTEGER_BITS = 12  # TFLite's kAccumulationIntegerBits
+
+
+def _softmax(context: _Context):
+    """int8 SOFTMAX over the last axis, output grid 1/256 with zero point -128.
+
+    reference (TFLite's reference kernel, TFLite Micro): gemmlowp fixed point. With
+    (M, e) = quantize_multiplier(beta s_in 2^26) and d = q - max(q) >= d_min
+    (d_min = -floor(31 2^26 / 2^e)): E = exp_on_negative_values(SRDHM(d 2^e, M)) with 5 integer bits
+    in; S = sum of E / 2^12 (12 integer bits); (R, b) = get_reciprocal(S);
+    out = RoundingDivideByPOT(SRDHM(R, E), b + 23) - 128; entries with d < d_min give -128.
+    builtin and xnnpack (LiteRT's optimized kernel on x86; XNNPACK takes only float softmax): a
+    float32 table T[k] = expf(-s_in beta k), k = max - q; S = T summed in order (float32);
+    out = round_half_away(T[k] * (1 / (S s_out))) - 128.
+    """
+    context.require_int8(0)
+    x = context.value(0).astype(np.int64)
+    input_scale, _ = context.tensor(0).grid()
+    output_scale, output_zero = context.output().grid()
+    beta = float(getattr(context.options, "beta", 1.0))
+    rows = x.reshape(-1, x.shape[-1])
+    diff = rows - rows.max(axis=-1, keepdims=True)
+    if context.family == "reference":
+        out = _softmax_fixed_point(diff, beta, float(input_scale))
+    else:
+        table = _expf(-np.float32(input_scale) * np.float32(beta) * np.arange(256, dtype=np.float32))
+        exps = table[-diff]
+        total = np.add.accumulate(exps, axis=-1, dtype=np.float32)[:, -1:]
+        inverse = np.float32(1.0) / (total * np.float32(output_scale))
+        out = fp.round_half_away(exps * inverse).astype(np.int64) + output_zero
+    return [np.clip(out, -128, 127).astype(np.int8).reshape(x.shape)]
+
+
+def _softmax_fixed_point(diff, beta: float, input_scale: float):
+    real = min(beta * input_scale * float(1 << (31 - _SCALED_DIFF_INTEGER_BITS)), float((1 << 31) - 1))
+    multiplier, left_shift = fp.quantize_multiplier(real)
+    diff_min = -int(np.floor(((1 << _SCALED_DIFF_INTEGER_BITS) - 1) * float(1 << (31 - _SCALED_DIFF_INTEGER_BITS))
+                             / float(1 << left_shift)))
+    valid = diff >= diff_min
+    rescaled = gemmlowp.srdhm(np.where(valid, diff, 0) << left_shift, multiplier)
+    exps = gemmlowp.exp_on_negative_values(rescaled, _SCALED_DIFF_INTEGER_BITS)
+    terms = gemmlowp.rounding_divide_by_pot(exps, _ACCUMULATION_INTEGER_BITS)
+    total = np.where(valid, terms, 0).sum(axis=-1, keepdims=True)
+    reciprocal, bits_over_unit = gemmlowp.get_reciprocal(total, _ACCUMULATION_INTEGER_BITS)
+    scaled = gemmlowp.srdhm(reciprocal, exps)
+    out = fp.rounding_divide_by_pot(scaled, bits_over_unit + 31 - 8)
+    return np.where(valid, out - 128, -128)
+
+
+def _expf(values: np.ndarray) -> np.ndarray:
+    """C's expf on float32 values, as exp in double rounded to float32: correctly rounded, which
+    glibc's expf (within 0.502 ulp) matches but for near-ties; equal on every table probed.
+    (numpy's own float32 exp is not: it differed from expf in 9-102 of 256 entries.)"""
+    return np.exp(np.asarray(values, np.float64)).astype(np.float32)
+
+
 OPS = {
     "CONV_2D": _conv_2d,
     "DEPTHWISE_CONV_2D": _depthwise_conv_2d,
@@ -701,4 +846,5 @@ OPS = {
     "DEQUANTIZE": _dequantize,
     "LOGISTIC": _logistic,
     "TANH": _tanh,
+    "SOFTMAX": _softmax,
 }

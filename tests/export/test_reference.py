@@ -52,6 +52,23 @@ def test_fixed_point_is_within_one_of_the_real_product():
             assert np.max(np.abs(function(acc, multiplier, shift) - acc * real)) <= 1.0
 
 
+def test_gemmlowp_exp_and_reciprocal_are_close_to_the_real_functions():
+    from export.device import gemmlowp
+
+    real = -np.linspace(0, 31.9, 5000)                          # 5 integer bits, as softmax uses
+    raw = np.round(real * 2.0 ** 26).astype(np.int64)
+    exp = gemmlowp.exp_on_negative_values(raw, 5) / 2.0 ** 31
+    assert np.max(np.abs(exp - np.exp(raw / 2.0 ** 26))) < 5e-7   # 4th-order Taylor on [-1/4, 0)
+    assert int(gemmlowp.exp_on_negative_values(0, 5)) == (1 << 31) - 1   # exp(0) is One
+    fraction = np.linspace(0, 0.999, 1000)
+    one_over = gemmlowp.one_over_one_plus_x_for_x_in_0_1(np.round(fraction * 2.0 ** 31)) / 2.0 ** 31
+    assert np.max(np.abs(one_over - 1 / (1 + fraction))) < 1e-8
+    sums = np.array([1 << 19, 3 << 19, 123456789])              # 12 integer bits: 1.0, 3.0, ~29.4
+    reciprocal, bits_over_unit = gemmlowp.get_reciprocal(sums, 12)
+    np.testing.assert_allclose(reciprocal / 2.0 ** 31 / 2.0 ** bits_over_unit, 2.0 ** 19 / sums, rtol=1e-8)
+    assert int(gemmlowp.srdhm(-(1 << 31), -(1 << 31))) == (1 << 31) - 1  # the one saturating product
+
+
 def test_activation_bounds():
     assert fp.activation_bounds("RELU6", 6 / 255, -128) == (-128, 127)
     assert fp.activation_bounds("RELU", 0.1, -20) == (-20, 127)
@@ -60,13 +77,13 @@ def test_activation_bounds():
 
 def test_reference_imports_only_numpy_and_the_schema():
     import export.device.fixed_point as fixed_point_module
+    import export.device.gemmlowp as gemmlowp_module
     import export.device.reference as reference_module
 
-    for module in (reference_module, fixed_point_module):
-        source = open(module.__file__).read()
-        imports = {line.split()[1].split(".")[0] for line in source.splitlines()
-                   if line.startswith(("import ", "from ")) or line.startswith(("    from ai_edge", "    import fixed"))}
-        assert imports <= {"__future__", "dataclasses", "math", "numpy", "ai_edge_litert", "fixed_point"}, imports
+    for module in (reference_module, fixed_point_module, gemmlowp_module):
+        lines = [line.strip() for line in open(module.__file__).read().splitlines()]
+        imports = {line.split()[1].split(".")[0] or line.split()[3] for line in lines if line.startswith(("import ", "from "))}
+        assert imports <= {"__future__", "dataclasses", "functools", "math", "numpy", "ai_edge_litert", "fixed_point", "gemmlowp"}, imports
 
 
 # ---------------------------------------------------------------- converter output of common layers
@@ -182,13 +199,33 @@ def test_reference_equals_litert_on_softedge_exports(kind, bits, target):
 
 def test_an_op_the_reference_lacks_is_named_with_its_tensor():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((6,)), L.Dense(4), L.Softmax(name="probabilities")])
+    model = keras.Sequential([keras.Input((6,)), L.Dense(4), L.Activation("hard_swish", name="swish")])
     x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
     graph = Graph(_post_training_int8(model, x))
-    with pytest.raises(UnsupportedOpError, match=r"op 1 SOFTMAX \(output tensor '.+'\) is not executed"):
+    with pytest.raises(UnsupportedOpError, match=r"op 1 HARD_SWISH \(output tensor '.+'\) is not executed"):
         graph.run(np.zeros((2, 6), np.int8), "builtin")
     with pytest.raises(ValueError, match="Unknown kernel family 'gpu'"):
         graph.run(np.zeros((2, 6), np.int8), "gpu")
+
+
+@pytest.mark.parametrize("gain, classes", [(1.0, 10), (40.0, 37), (3.0, 1000)])
+def test_softmax_equals_litert_in_every_family(gain, classes):
+    # gain 40: logit differences beyond the fixed-point kernel's diff_min (those give exactly -128);
+    # 1000 classes: a long float32 sum in the builtin kernel, summed in order.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(classes, kernel_initializer=keras.initializers.RandomNormal(stddev=gain)),
+                              L.Softmax()])
+    x = np.random.default_rng(0).normal(size=(1000, 6)).astype(np.float32)
+    tflite_bytes = _post_training_int8(model, x)
+    graph = Graph(tflite_bytes)
+    scale, zero_point = graph.tensors[graph.inputs[0]].grid()
+    inputs = np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
+    comparisons, values = compare_families(tflite_bytes, inputs, graph=graph)
+    _assert_exact(comparisons)
+    softmax = graph.ops[-1]
+    assert softmax.name == "SOFTMAX"
+    # fixed point (reference) and float table (builtin) round differently: the families are told apart
+    assert np.sum(values["reference"][softmax.outputs[0]] != values["builtin"][softmax.outputs[0]]) > 0
 
 
 def test_the_reference_catches_a_wrong_rounding(monkeypatch):
