@@ -13,10 +13,12 @@ see shared TFLITE-NOTES: a 3-bit fake-quant with +-3s makes the converter re-rou
 range (qmin - z) s .. (qmax - z) s, which the converter turns into int8 tensors with scale s and
 zero point z.
 
-Conv1D is computed as a Conv2D on an expanded input with a 4-D kernel (1, k, c_in, c_out):
-a per-channel fake-quant on a 3-D kernel does not convert (the quantized axis moves).
-Depthwise kernels are fake-quantized on a (kh, kw, 1, c_in * multiplier) view, the layout of
-TFLite's DEPTHWISE_CONV_2D weights, so the quantized axis is their last one.
+Each hard kernel layer is the hard form of one `toolkit.layer_types` description (registered
+with `register_hard`) and stores its kernel in that description's `hard_layout`: Conv1D is
+computed as a Conv2D on an expanded input with a 4-D kernel (1, k, c_in, c_out) (a per-channel
+fake-quant on a 3-D kernel does not convert: the quantized axis moves), and depthwise kernels
+are fake-quantized on a (kh, kw, 1, c_in * multiplier) view, the layout of TFLite's
+DEPTHWISE_CONV_2D weights, so the quantized axis is their last one.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from toolkit.layer_types import LAYER_TYPES, register_hard
 from toolkit.quantizers import storage_fake_quant
 
 __all__ = ["HARD_LAYERS", "FakeQuant", "HardConv1D", "HardConv2D", "HardDense", "HardDepthwiseConv2D"]
@@ -88,13 +91,9 @@ class _HardKernel(keras.layers.Layer):
         return storage_fake_quant(self.kernel, self.kernel_scale, self.storage_bits)
 
     def integers(self) -> np.ndarray:
-        """q = W / s as int32 (exact: W was baked as q * s)."""
+        """q = W / s as int32 (exact: W was baked as q * s), in the stored (hard) layout."""
         scale = np.asarray(self.kernel_scale).reshape(self._scale_broadcast_shape())
         return np.rint(np.asarray(self.kernel) / scale).astype(np.int32)
-
-    # The layout of `kernel`, for `export.tflite.tflite_layout`: Conv1D and depthwise kernels are
-    # stored already expanded, in a Conv2D and a (kh, kw, 1, C) layout.
-    tflite_kind = "conv2d"
 
     def _scale_broadcast_shape(self):
         if len(self.scale_shape) == 0 or self.scale_shape == (1,):
@@ -112,11 +111,10 @@ class _HardKernel(keras.layers.Layer):
                 "activation": keras.activations.serialize(self.activation)}
 
 
+@register_hard("dense")
 @keras.saving.register_keras_serializable(package="softedge")
 class HardDense(_HardKernel):
     """y = act(x @ FQ(W) + b), W (in, out) with one step for the whole kernel."""
-
-    tflite_kind = "dense"
 
     def call(self, inputs):
         return self._finish(tf.matmul(inputs, self.stored_kernel()) if len(inputs.shape) == 2
@@ -138,6 +136,7 @@ class _HardConvBase(_HardKernel):
                 "dilation_rate": list(self.dilation_rate)}
 
 
+@register_hard("conv2d")
 @keras.saving.register_keras_serializable(package="softedge")
 class HardConv2D(_HardConvBase):
     """Conv2D (channels last), kernel (kh, kw, c_in, c_out), one step per output channel."""
@@ -148,6 +147,7 @@ class HardConv2D(_HardConvBase):
         return self._finish(outputs)
 
 
+@register_hard("conv1d")
 @keras.saving.register_keras_serializable(package="softedge")
 class HardConv1D(_HardConvBase):
     """Conv1D (channels last) as Conv2D over (batch, 1, length, c_in), kernel (1, k, c_in, c_out)."""
@@ -158,13 +158,12 @@ class HardConv1D(_HardConvBase):
         return self._finish(tf.squeeze(outputs, axis=1))
 
 
+@register_hard("depthwise")
 @keras.saving.register_keras_serializable(package="softedge")
 class HardDepthwiseConv2D(_HardConvBase):
     """DepthwiseConv2D (channels last). The kernel is stored as (kh, kw, 1, c_in * multiplier),
     TFLite's own layout, with one step per output channel; `depth_multiplier` restores the
     (kh, kw, c_in, multiplier) filter for the op."""
-
-    tflite_kind = "depthwise"
 
     def __init__(self, *args, depth_multiplier: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
@@ -181,4 +180,4 @@ class HardDepthwiseConv2D(_HardConvBase):
         return {**super().get_config(), "depth_multiplier": self.depth_multiplier}
 
 
-HARD_LAYERS = (HardDense, HardConv1D, HardConv2D, HardDepthwiseConv2D)
+HARD_LAYERS = tuple(description.hard_class for description in LAYER_TYPES.values())

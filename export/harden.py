@@ -17,17 +17,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from export.hard_layers import FakeQuant, HardConv1D, HardConv2D, HardDense, HardDepthwiseConv2D
+from export.hard_layers import FakeQuant
 from toolkit.errors import ConfigError
 from toolkit.graph import producers
-from toolkit.qat_layers import (
-    QUANT_KERNEL_LAYERS,
-    QuantConv1D,
-    QuantConv2D,
-    QuantDense,
-    QuantDepthwiseConv2D,
-    QuantizeActivation,
-)
+from toolkit.layer_types import layer_type_of
+from toolkit.qat_layers import QUANT_KERNEL_LAYERS, QuantizeActivation
 from toolkit.quantize import PASS_THROUGH, is_quantized_model
 from toolkit.quantizers import bias_on_accumulator_grid
 
@@ -43,15 +37,6 @@ def _common(layer, kernel_shape, scale):
         activation=keras.activations.serialize(layer.activation),
         name=layer.name,
     )
-
-
-def _check_conv(layer):
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-        raise ConfigError(f"Layer {layer.name!r} ({type(layer).__name__}) uses {layer.data_format}; TFLite export needs channels_last.")
-    if getattr(layer, "padding", "valid") not in ("valid", "same"):
-        raise ConfigError(f"Layer {layer.name!r} ({type(layer).__name__}) uses padding={layer.padding!r}; export supports 'valid' and 'same'.")
-    if getattr(layer, "groups", 1) != 1:
-        raise ConfigError(f"Layer {layer.name!r} ({type(layer).__name__}) uses groups={layer.groups}; export supports groups=1.")
 
 
 def input_steps(model: keras.Model) -> dict[str, float]:
@@ -79,27 +64,12 @@ def _hard_layer(layer, input_step: float | None = None):
     """(hard layer, [kernel, kernel_scale, (bias)]) for one quantized kernel layer."""
     q = layer.weight_quantizer.integers(layer.float_kernel).numpy()
     scale = np.asarray(layer.weight_quantizer.scale(layer.float_kernel), np.float32)
-    baked = (q * scale).astype(np.float32)  # W = q * s, on the grid
-    if isinstance(layer, QuantDense):
-        hard = HardDense(**_common(layer, baked.shape, scale))
-    elif isinstance(layer, QuantConv2D):
-        _check_conv(layer)
-        hard = HardConv2D(**_common(layer, baked.shape, scale), strides=layer.strides,
-                          padding=layer.padding, dilation_rate=layer.dilation_rate)
-    elif isinstance(layer, QuantConv1D):
-        _check_conv(layer)
-        baked = baked[None]  # (1, k, c_in, c_out)
-        hard = HardConv1D(**_common(layer, baked.shape, scale), strides=layer.strides,
-                          padding=layer.padding, dilation_rate=layer.dilation_rate)
-    elif isinstance(layer, QuantDepthwiseConv2D):
-        _check_conv(layer)
-        kh, kw, c_in, multiplier = baked.shape
-        baked = baked.reshape(kh, kw, 1, c_in * multiplier)  # output channel c * multiplier + m
-        hard = HardDepthwiseConv2D(**_common(layer, baked.shape, scale), strides=layer.strides,
-                                   padding=layer.padding, dilation_rate=layer.dilation_rate,
-                                   depth_multiplier=multiplier)
-    else:
+    description = layer_type_of(layer)
+    if description is None or description.hard_class is None:
         raise ConfigError(f"Layer {layer.name!r} ({type(layer).__name__}) has a weight quantizer that harden does not know.")
+    description.check_exportable(layer)
+    baked = description.hard_layout((q * scale).astype(np.float32))  # W = q * s, on the grid, stored layout
+    hard = description.hard_class(**_common(layer, baked.shape, scale), **description.hard_options(layer))
     weights = [baked, scale.reshape(-1)]
     if layer.use_bias:
         bias = np.asarray(layer.bias)

@@ -27,8 +27,9 @@ import tensorflow as tf
 
 from export.hard_layers import HARD_LAYERS, FakeQuant
 from toolkit.errors import ConfigError
+from toolkit.layer_types import layer_type_named
 
-__all__ = ["TARGETS", "convert", "convert_saved_model", "expected_weights", "is_hard_model", "tflite_layout",
+__all__ = ["TARGETS", "convert", "convert_saved_model", "expected_weights", "is_hard_model",
            "weight_mismatches", "weight_tensors"]
 
 TARGETS = ("int8", "int4-weights", "dynamic", "float16", "float32")
@@ -41,30 +42,13 @@ def is_hard_model(model: keras.Model) -> bool:
     return any(isinstance(layer, (FakeQuant, *HARD_LAYERS)) for layer in model.layers) or is_tfmot_model(model)
 
 
-def tflite_layout(kind: str, q: np.ndarray) -> np.ndarray:
-    """A Keras kernel in the layout TFLite stores its weights in.
-
-    dense (in, out) -> (out, in); conv1d (k, in, out) -> (out, 1, k, in);
-    conv2d (kh, kw, in, out) -> (out, kh, kw, in); depthwise (kh, kw, c, m) -> (1, kh, kw, c m).
-    """
-    if kind == "dense":
-        return q.T
-    if kind == "conv1d":
-        return np.transpose(q[None], (3, 0, 1, 2))
-    if kind == "conv2d":
-        return np.transpose(q, (3, 0, 1, 2))
-    if kind == "depthwise":
-        return q.reshape(q.shape[0], q.shape[1], 1, -1).transpose(2, 0, 1, 3)
-    raise ConfigError(f"Unknown kernel kind {kind!r}. Expected dense, conv1d, conv2d or depthwise.")
-
-
 def expected_weights(model) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(layer name, integers in TFLite's layout, steps) of every quantized kernel of a hard model."""
     from toolkit.tfmot_bridge import is_tfmot_model, kernel_integers
 
     if is_tfmot_model(model):
-        return [(name, tflite_layout(kind, q), steps) for name, kind, q, steps in kernel_integers(model)]
-    return [(layer.name, tflite_layout(layer.tflite_kind, layer.integers()),
+        return [(name, layer_type_named(kind).tflite_layout(q), steps) for name, kind, q, steps in kernel_integers(model)]
+    return [(layer.name, layer.layer_type.tflite_layout_of_hard(layer.integers()),
              np.asarray(layer.kernel_scale, np.float64).reshape(-1))
             for layer in model.layers if isinstance(layer, HARD_LAYERS)]
 

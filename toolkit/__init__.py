@@ -6,6 +6,7 @@ Pure TensorFlow / Keras 3, no file I/O. Importing it never imports tfmot or tf_k
 from toolkit import gradcheck, rounding
 from toolkit.batchnorm_folding import fold_batch_norm
 from toolkit.errors import ArtifactError, ConfigError, SoftedgeError, UnsupportedLayerError
+from toolkit.layer_types import LAYER_TYPES, KernelLayerType, layer_type_of
 from toolkit.qat_layers import (
     QuantConv1D,
     QuantConv2D,
@@ -28,6 +29,9 @@ from toolkit.schedules import AlphaSchedule, AnnealRounding, set_alpha
 from toolkit.scheme import QuantScheme
 
 __all__ = [
+    "LAYER_TYPES",
+    "KernelLayerType",
+    "layer_type_of",
     "ActivationQuantizer",
     "AlphaSchedule",
     "AnnealRounding",

@@ -18,10 +18,11 @@ import keras
 import numpy as np
 
 from toolkit.graph import consumers, producers, to_functional
+from toolkit.layer_types import LAYER_TYPES, layer_type_of
 
 __all__ = ["FOLDABLE", "fold_batch_norm", "foldable_pairs", "folded_kernel_and_bias"]
 
-FOLDABLE = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+FOLDABLE = tuple(description.keras_class for description in LAYER_TYPES.values())
 
 
 def _is_linear(layer) -> bool:
@@ -54,10 +55,7 @@ def folded_kernel_and_bias(layer, bn) -> tuple[np.ndarray, np.ndarray]:
     gamma = np.asarray(bn.gamma, np.float64) if bn.scale else 1.0
     beta = np.asarray(bn.beta, np.float64) if bn.center else 0.0
     factor = gamma / np.sqrt(var + bn.epsilon)
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        kernel = kernel * factor.reshape(kernel.shape[-2:])
-    else:
-        kernel = kernel * factor
+    kernel = layer_type_of(layer).fold(kernel, factor)
     new_bias = (bias - mean) * factor + beta
     dtype = layer.get_weights()[0].dtype
     return kernel.astype(dtype), np.broadcast_to(new_bias, factor.shape).astype(dtype)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from toolkit.layer_types import LAYER_TYPES, register_qat
 from toolkit.quantizers import ActivationQuantizer, WeightQuantizer
 
 __all__ = [
@@ -30,11 +31,11 @@ __all__ = [
 class _QuantKernel:
     """Mixin: a `weight_quantizer` built on the layer's kernel, and generic variable storage.
 
-    Subclasses name `channel_axes` (kernel axes indexing output channels) and `kernel_attr`
-    (the attribute holding the float kernel variable in the Keras base class).
+    The layer's `layer_type` (toolkit.layer_types, set by `register_qat`) names the kernel axes
+    that index output channels; subclasses name `kernel_attr` (the attribute holding the float
+    kernel variable in the Keras base class).
     """
 
-    channel_axes: tuple[int, ...] = (-1,)
     kernel_attr: str = "_kernel"
 
     def _init_quantizer(self, weight_quantizer):
@@ -49,7 +50,7 @@ class _QuantKernel:
 
     def build(self, input_shape):
         super().build(input_shape)
-        self.weight_quantizer.build(self, self.float_kernel, self.channel_axes)
+        self.weight_quantizer.build(self, self.float_kernel, self.layer_type.channel_axes)
 
     def quantized_kernel(self):
         """The fake-quantized kernel (q * s) that `call` uses."""
@@ -65,6 +66,7 @@ class _QuantKernel:
     load_own_variables = keras.layers.Layer.load_own_variables
 
 
+@register_qat("dense")
 @keras.saving.register_keras_serializable(package="softedge")
 class QuantDense(_QuantKernel, keras.layers.Dense):
     """`keras.layers.Dense` with a fake-quantized kernel: y = act(x @ Q(W) + b)."""
@@ -100,6 +102,7 @@ class _QuantConvCall:
         return self._quant_config(super().get_config())
 
 
+@register_qat("conv1d")
 @keras.saving.register_keras_serializable(package="softedge")
 class QuantConv1D(_QuantConvCall, _QuantKernel, keras.layers.Conv1D):
     """`keras.layers.Conv1D` with a fake-quantized kernel (k, c_in, c_out), per output channel."""
@@ -109,6 +112,7 @@ class QuantConv1D(_QuantConvCall, _QuantKernel, keras.layers.Conv1D):
         self._init_quantizer(weight_quantizer)
 
 
+@register_qat("conv2d")
 @keras.saving.register_keras_serializable(package="softedge")
 class QuantConv2D(_QuantConvCall, _QuantKernel, keras.layers.Conv2D):
     """`keras.layers.Conv2D` with a fake-quantized kernel (kh, kw, c_in, c_out), per output channel."""
@@ -118,6 +122,7 @@ class QuantConv2D(_QuantConvCall, _QuantKernel, keras.layers.Conv2D):
         self._init_quantizer(weight_quantizer)
 
 
+@register_qat("depthwise")
 @keras.saving.register_keras_serializable(package="softedge")
 class QuantDepthwiseConv2D(_QuantKernel, keras.layers.DepthwiseConv2D):
     """`keras.layers.DepthwiseConv2D` with a fake-quantized kernel (kh, kw, c_in, multiplier).
@@ -125,7 +130,6 @@ class QuantDepthwiseConv2D(_QuantKernel, keras.layers.DepthwiseConv2D):
     Per-channel scales are per output channel c_in * multiplier (TFLite's axis 3).
     """
 
-    channel_axes = (-2, -1)
     kernel_attr = "kernel"
 
     def __init__(self, kernel_size, weight_quantizer=None, **kwargs):
@@ -168,11 +172,6 @@ class QuantizeActivation(keras.layers.Layer):
         return {**super().get_config(), "quantizer": self.quantizer.get_config()}
 
 
-# Keras float layer class -> its quantization-aware replacement.
-QUANT_LAYERS = {
-    keras.layers.Dense: QuantDense,
-    keras.layers.Conv1D: QuantConv1D,
-    keras.layers.Conv2D: QuantConv2D,
-    keras.layers.DepthwiseConv2D: QuantDepthwiseConv2D,
-}
+# Keras float layer class -> its quantization-aware replacement, from the layer descriptions.
+QUANT_LAYERS = {description.keras_class: description.qat_class for description in LAYER_TYPES.values()}
 QUANT_KERNEL_LAYERS = tuple(QUANT_LAYERS.values())

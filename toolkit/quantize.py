@@ -121,7 +121,7 @@ def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_
         if replacement is None or layer.name in float_names:
             return layer.__class__.from_config(config)
         settings = scheme.for_layer(layer.name)
-        per_channel = settings.per_channel and not isinstance(layer, L.Dense)
+        per_channel = settings.per_channel and replacement.layer_type.per_channel
         config["weight_quantizer"] = WeightQuantizer(
             bits=settings.weight_bits, rounding=settings.rounding, per_channel=per_channel,
             learned_step=settings.learned_step, alpha=scheme.alpha).get_config()

@@ -32,6 +32,7 @@ import functools
 import tensorflow as tf
 
 from toolkit import rounding as rounding_methods
+from toolkit.layer_types import layer_type_named
 from toolkit.quantizers import (
     ALPHA_WEIGHT_NAME,
     bias_on_accumulator_grid,
@@ -235,17 +236,16 @@ def _kernel_quantizers(model):
 
 def kernel_integers(model) -> list[tuple[str, str, object, object]]:
     """(layer name, kernel kind, hard integers in the Keras kernel layout, steps flattened) for
-    every softedge-quantized kernel; kind is the wrapped layer's class: "dense", "conv1d",
-    "conv2d" or "depthwise". (Their TFLite layout is `export.tflite`'s business.)"""
+    every softedge-quantized kernel; kind is the `toolkit.layer_types` description of the wrapped
+    tf_keras layer (matched by class name): "dense", "conv1d", "conv2d" or "depthwise"."""
     import numpy as np
 
-    kinds = {"Dense": "dense", "Conv1D": "conv1d", "Conv2D": "conv2d", "DepthwiseConv2D": "depthwise"}
     rows = []
     for layer, kernel, quantizer in _kernel_quantizers(model):
         w = tf.convert_to_tensor(kernel)
         s = quantizer.scale(w)
         q = np.asarray(hard_integers(w, s, quantizer.qmax), np.int32)
-        rows.append((layer.name, kinds[type(layer.layer).__name__], q, np.asarray(s, np.float64).reshape(-1)))
+        rows.append((layer.name, layer_type_named(type(layer.layer).__name__).name, q, np.asarray(s, np.float64).reshape(-1)))
     return rows
 
 
