@@ -232,10 +232,18 @@ def convert_command(model_path, output, target, io, data, seed, as_json):
     from export.convert_any import convert_path
 
     set_seed(seed)
+    from export.tflite import float_ops
+
     tflite_bytes, kind = convert_path(model_path, target, io, data)
     write_bytes(output, tflite_bytes)
-    result = {"output": output, "bytes": len(tflite_bytes), "target": target, "model_kind": kind}
-    click.echo(json.dumps(result, indent=2) if as_json else f"wrote {output} ({len(tflite_bytes)} bytes, {kind} model, {target})")
+    floats = float_ops(tflite_bytes) if target in ("int8", "int4-weights") else []
+    result = {"output": output, "bytes": len(tflite_bytes), "target": target, "model_kind": kind, "float_ops": floats}
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"wrote {output} ({len(tflite_bytes)} bytes, {kind} model, {target})")
+        if floats:
+            click.echo(format_float_ops(floats))
 
 
 @main.command(name="validate")
@@ -284,6 +292,13 @@ def validate_command(hard_path, tflite_path, data, smooth_path, output, kernels,
     sys.exit(EXIT_CHECK_FAILED if failures else EXIT_OK)
 
 
+def format_float_ops(rows: list[dict]) -> str:
+    """One warning line naming the ops that run in float on the device, and their float bytes."""
+    ops = ", ".join(f"{row['op']} ({row['tensor'].split(';')[0]})" for row in rows)
+    return (f"warning: {len(rows)} op(s) run in float on the device ({sum(row['weight_bytes'] for row in rows)} "
+            f"float weight bytes): {ops}")
+
+
 def format_drift_summary(report: dict) -> str:
     """The short drift summary printed after export/validate."""
     lines = []
@@ -311,6 +326,8 @@ def format_drift_summary(report: dict) -> str:
                      f"{worst['error_steps']:.2f} steps; first over one step: {report['first_layer_over_one_step']}")
     if "float_tflite_bytes" in report:
         lines.append(f".tflite {report['tflite_bytes']} bytes vs float {report['float_tflite_bytes']} bytes")
+    if report.get("float_ops"):
+        lines.append(format_float_ops(report["float_ops"]))
     device = report.get("device")
     if device and "matches" in device:
         lines.append(f"device check ({device['runtime']}, {device['kernels']}): matches {', '.join(device['matches']) or 'no family'}"

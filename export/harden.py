@@ -3,7 +3,8 @@
 For each quantized kernel layer, q = clip(round(W / s), -qmax, qmax) (ties to even, the
 straight-through forward the model trained against as alpha -> inf) is baked as W = q * s into
 the matching `hard_layers` layer; each `QuantizeActivation` becomes a `FakeQuant` on its nudged
-range.
+range, and a `QuantAveragePooling` becomes FakeQuant -> pooling -> FakeQuant, both on its
+input's grid (the pooled tensor keeps its input's scale, as in TFLite).
 
 Biases are baked onto the grid TFLite stores them on, int32 with step s_in * s_w (s_in the step
 of the layer's int8 input, s_w the kernel step of the channel): b = round(b / (s_in s_w)) s_in s_w.
@@ -21,7 +22,7 @@ from export.hard_layers import FakeQuant
 from toolkit.errors import ConfigError
 from toolkit.graph import producers
 from toolkit.layer_types import layer_type_of
-from toolkit.qat_layers import QUANT_KERNEL_LAYERS, QuantizeActivation
+from toolkit.qat_layers import QUANT_KERNEL_LAYERS, QuantAveragePooling, QuantizeActivation
 from toolkit.quantize import PASS_THROUGH, is_quantized_model
 from toolkit.quantizers import bias_on_accumulator_grid
 
@@ -98,12 +99,17 @@ def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
                           "or convert it as a float model with post-training quantization.")
     weights_by_name = {}
     steps = input_steps(model) if bake_bias else {}
+    pools = {}  # hard FakeQuant name -> the QuantAveragePooling it opens
 
     def clone_layer(layer):
         if isinstance(layer, QUANT_KERNEL_LAYERS):
             hard, weights = _hard_layer(layer, steps.get(layer.name))
             weights_by_name[layer.name] = weights
             return hard
+        if isinstance(layer, QuantAveragePooling):  # expanded by call_layer, below
+            pools[layer.input_quant_name] = layer
+            lo, hi = (float(v) for v in layer.quantizer.min_max())
+            return FakeQuant(lo, hi, num_bits=layer.quantizer.bits, name=layer.input_quant_name)
         if isinstance(layer, QuantizeActivation):
             lo, hi = (float(v) for v in layer.quantizer.min_max())
             return FakeQuant(lo, hi, num_bits=layer.quantizer.bits, name=layer.name)
@@ -112,7 +118,17 @@ def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
             weights_by_name[layer.name] = layer.get_weights()
         return clone
 
-    hard_model = keras.models.clone_model(model, clone_function=clone_layer)
+    def call_layer(layer, *args, **kwargs):
+        """A QuantAveragePooling becomes FakeQuant -> pooling -> FakeQuant on the same grid, which
+        the converter turns into one AVERAGE_POOL_2D keeping its input's scale and zero point."""
+        outputs = layer(*args, **kwargs)
+        pool = pools.get(layer.name)
+        if pool is None:
+            return outputs
+        pooled = keras.layers.deserialize(pool.pool_config)(outputs)
+        return FakeQuant(layer.min_value, layer.max_value, num_bits=layer.num_bits, name=f"{pool.name}_quant")(pooled)
+
+    hard_model = keras.models.clone_model(model, clone_function=clone_layer, call_function=call_layer)
     hard_model.name = f"{model.name}_hard"
     for layer in hard_model.layers:
         if layer.name in weights_by_name:

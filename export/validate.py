@@ -31,7 +31,7 @@ from export.device.reference import Graph, UnsupportedOpError
 from export.exactness import compare_families, runtime_tensors
 from export.hard_layers import FakeQuant
 from export.plots import new_figure, png_bytes
-from export.tflite import weight_mismatches
+from export.tflite import float_ops, weight_mismatches
 from toolkit.errors import ConfigError
 from toolkit.graph import producers
 
@@ -197,6 +197,7 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
                     "layer_source": "LiteRT (the integer reference cannot run this model)" if reference_error
                     else "integer reference", "machine": platform.machine()},
         "tflite_bytes": len(tflite_bytes),
+        "float_ops": float_ops(tflite_bytes),
         "layer_samples": int(min(layer_samples, len(y))),
     }
     if reference_error:
@@ -296,6 +297,9 @@ def _markdown(report: dict) -> str:
         lines.append(f"| {name} | {equal} | {row['mismatched_elements']} | {row['tensors_compared']} |")
     if report.get("reference_error"):
         lines.append(f"\n{report['reference_error']}")
+    if report.get("float_ops"):
+        lines += ["", "| op running in float on the device | tensor | float weight bytes |", "|---|---|---|"]
+        lines += [f"| {row['op']} | {row['tensor'].split(';')[0]} | {row['weight_bytes']} |" for row in report["float_ops"]]
     out = report["output_error_steps"]
     lines += ["", f"Output error (hard Keras vs TFLite): max {out['max']:.2f}, mean {out['mean']:.4f} steps "
               f"of {out['step']:.4g}. Weights stored exactly: {report['weights_exact']}.", "",

@@ -20,6 +20,7 @@ from toolkit.quantizers import ActivationQuantizer, WeightQuantizer
 __all__ = [
     "QUANT_KERNEL_LAYERS",
     "QUANT_LAYERS",
+    "QuantAveragePooling",
     "QuantConv1D",
     "QuantConv2D",
     "QuantDense",
@@ -170,6 +171,45 @@ class QuantizeActivation(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "quantizer": self.quantizer.get_config()}
+
+
+@keras.saving.register_keras_serializable(package="softedge")
+class QuantAveragePooling(QuantizeActivation):
+    """Average pooling on its input's int8 grid, as TFLite's int8 AVERAGE_POOL_2D computes it.
+
+    TFLite keeps the input's scale s and zero point z for the pooled tensor and computes, over
+    the n valid inputs q_i (raw int8) of each window, q = round_half_away(sum q_i / n). This
+    layer quantizes its input with `quantizer` (the activation quantizer of the layer feeding
+    it, whose name it keeps as `input_quant_name`: x_q = s (q_i - z)), pools with the Keras
+    layer described by `pool` (AveragePooling1D/2D config) and puts the average back on the
+    same grid the same way, y = s (round_half_away(mean q_i) - z); the gradient of that last
+    rounding is straight-through. `export.harden` expands it into FakeQuant (input grid) ->
+    pooling -> FakeQuant (the same grid): AVERAGE_POOL_2D with no QUANTIZE after it.
+    """
+
+    def __init__(self, pool: dict, input_quant_name: str, quantizer=None, **kwargs):
+        super().__init__(quantizer, **kwargs)
+        self.pool_config = dict(pool)
+        self.input_quant_name = str(input_quant_name)
+        self.pool = keras.layers.deserialize(self.pool_config)
+
+    def call(self, inputs, training=False):
+        quantized = self.quantizer(inputs, training=bool(training))
+        grid = self.quantizer.grid()
+        scale = ops.stop_gradient(ops.cast(grid.scale, quantized.dtype))
+        zero_point = ops.stop_gradient(ops.cast(grid.zero_point, quantized.dtype))
+        average = self.pool(quantized)
+        # Pool the raw integers (exact in float32), so a tie sum/n = k + 1/2 is exactly a tie.
+        raw = ops.round(quantized / scale) + zero_point
+        raw_mean = self.pool(raw)
+        rounded = ops.clip(ops.sign(raw_mean) * ops.floor(ops.abs(raw_mean) + 0.5), grid.qmin, grid.qmax)
+        return average + ops.stop_gradient(scale * (rounded - zero_point) - average)
+
+    def compute_output_shape(self, input_shape):
+        return self.pool.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "pool": self.pool_config, "input_quant_name": self.input_quant_name}
 
 
 # Keras float layer class -> its quantization-aware replacement, from the layer descriptions.

@@ -15,8 +15,15 @@ The rewrite, in one visible pass over the layer graph:
      (a kernel layer with such an activation is split: linear kernel, quantize, activation,
      quantize).
    Max pooling, Flatten, Reshape, Dropout, padding and Identity keep their input's grid.
+   AveragePooling1D/2D keeps it too, as TFLite's int8 AVERAGE_POOL_2D does: where the pooling is
+   the only reader of a layer's output, that layer's quantizer and the pooling become one
+   `QuantAveragePooling`, which rounds the average back onto the input grid as the kernel does.
+   (An average pooling of the model input, or of a tensor other layers also read, gets its own
+   grid, and the converter adds a QUANTIZE after the pooling.)
 4. Any other layer raises `UnsupportedLayerError` naming it, unless the scheme says
-   `unsupported="float"` or an override marks it `"float": true`.
+   `unsupported="float"` or an override marks it `"float": true`. A layer left in float is
+   quantized on both sides (its input by its producer's quantizer, its output by one of its
+   own where quantized layers read it), so no other layer's integers change.
 """
 
 from __future__ import annotations
@@ -26,8 +33,13 @@ import numpy as np
 
 from toolkit.batchnorm_folding import fold_batch_norm
 from toolkit.errors import ConfigError, UnsupportedLayerError
-from toolkit.graph import consumers, to_functional
-from toolkit.qat_layers import QUANT_KERNEL_LAYERS, QUANT_LAYERS, QuantizeActivation
+from toolkit.graph import consumers, producers, to_functional
+from toolkit.qat_layers import (
+    QUANT_KERNEL_LAYERS,
+    QUANT_LAYERS,
+    QuantAveragePooling,
+    QuantizeActivation,
+)
 from toolkit.quantizers import ActivationQuantizer, WeightQuantizer
 from toolkit.scheme import QuantScheme
 
@@ -39,6 +51,7 @@ PASS_THROUGH = (L.InputLayer, L.Flatten, L.Reshape, L.Dropout, L.SpatialDropout1
                 L.ZeroPadding1D, L.ZeroPadding2D, L.Identity, L.Cropping1D, L.Cropping2D)
 RESCALING = (L.Add, L.Concatenate, L.AveragePooling1D, L.AveragePooling2D,
              L.GlobalAveragePooling1D, L.GlobalAveragePooling2D)
+AVERAGE_POOLING = (L.AveragePooling1D, L.AveragePooling2D)
 FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
 # TFLite int8 kernels fix these output ranges (scale 1/256 zp -128; tanh 1/128 zp 0).
 FIXED_RANGE_ACTIVATIONS = {"softmax": (0.0, 255 / 256), "sigmoid": (0.0, 255 / 256), "tanh": (-1.0, 127 / 128)}
@@ -96,6 +109,15 @@ def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_
     consumed_by = consumers(source)
     float_names = _check_supported(source, scheme)
     quantized_tensors: dict[int, object] = {}
+    pooled_by = _average_pooled_outputs(source, float_names)
+    deferred: dict[str, QuantizeActivation] = {}  # average pooling name -> its input's quantizer
+
+    def finish(layer_name, quantizer, tensor):
+        """Applies a layer's output quantizer, or hands it to the average pooling that reads it."""
+        if layer_name in pooled_by:
+            deferred[pooled_by[layer_name]] = quantizer
+            return tensor
+        return quantizer(tensor)
 
     def activation_quantizer(bits, name, fixed_range=None):
         return QuantizeActivation(
@@ -131,11 +153,18 @@ def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_
 
     def call_layer(layer, *args, **kwargs):
         args, kwargs = keras.tree.map_structure(quantize_input, (args, kwargs))
+        if layer.name in deferred:  # an average pooling on its input's grid
+            quantizer = deferred.pop(layer.name)
+            return QuantAveragePooling(keras.layers.serialize(layer), quantizer.name, quantizer.quantizer,
+                                       name=layer.name)(args[0])
         outputs = layer(*args, **kwargs)
         original = source.get_layer(layer.name)
-        if layer.name in float_names:
-            return outputs
         bits = scheme.for_layer(layer.name).activation_bits
+        if layer.name in float_names:
+            # The boundary back to int8: without it the converter keeps the next kernel layer in
+            # float, with float weights (its trained integers lost, the file float-sized).
+            readers = [reader for reader in consumed_by.get(layer.name, []) if reader.name not in float_names]
+            return activation_quantizer(bits, f"{layer.name}_quant")(outputs) if readers else outputs
         after = consumed_by.get(layer.name, [])
         fused_next = len(after) == 1 and _fuses_into_producer(after[0]) and after[0].name not in float_names
         if isinstance(original, tuple(QUANT_LAYERS)):
@@ -143,18 +172,19 @@ def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_
             if activation in FIXED_RANGE_ACTIVATIONS:
                 outputs = activation_quantizer(bits, f"{layer.name}_quant")(outputs)
                 outputs = L.Activation(activation, name=f"{layer.name}_{activation}")(outputs)
-                return activation_quantizer(bits, f"{layer.name}_{activation}_quant",
-                                            FIXED_RANGE_ACTIVATIONS[activation])(outputs)
+                return finish(layer.name, activation_quantizer(bits, f"{layer.name}_{activation}_quant",
+                                                               FIXED_RANGE_ACTIVATIONS[activation]), outputs)
             if activation == "linear" and fused_next:
                 return outputs
-            return activation_quantizer(bits, f"{layer.name}_quant")(outputs)
+            return finish(layer.name, activation_quantizer(bits, f"{layer.name}_quant"), outputs)
         if isinstance(original, RESCALING):
-            return outputs if fused_next else activation_quantizer(bits, f"{layer.name}_quant")(outputs)
+            return outputs if fused_next else finish(layer.name, activation_quantizer(bits, f"{layer.name}_quant"), outputs)
         name = _activation_name(original)
         if name in FIXED_RANGE_ACTIVATIONS:
-            return activation_quantizer(bits, f"{layer.name}_quant", FIXED_RANGE_ACTIVATIONS[name])(outputs)
+            return finish(layer.name, activation_quantizer(bits, f"{layer.name}_quant", FIXED_RANGE_ACTIVATIONS[name]),
+                          outputs)
         if name is not None:  # relu, relu6, linear
-            return activation_quantizer(bits, f"{layer.name}_quant")(outputs)
+            return finish(layer.name, activation_quantizer(bits, f"{layer.name}_quant"), outputs)
         return outputs  # pass-through layers keep their input's grid
 
     quantized = keras.models.clone_model(source, clone_function=clone_layer, call_function=call_layer)
@@ -173,6 +203,25 @@ def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_
     if calibration_data is not None:
         calibrate(quantized, calibration_data)
     return quantized
+
+
+def _average_pooled_outputs(model: keras.Model, float_names: set[str]) -> dict[str, str]:
+    """layer name -> the AveragePooling1D/2D that is the only reader of its output (a quantized
+    layer that gives its output a quantizer; not the model input, not a float layer)."""
+    produced_by, consumed_by = producers(model), consumers(model)
+    pooled = {}
+    for pool in model.layers:
+        if not isinstance(pool, AVERAGE_POOLING) or pool.name in float_names:
+            continue
+        sources = produced_by.get(pool.name, [])
+        if len(sources) != 1:
+            continue
+        source = sources[0]
+        if isinstance(source, PASS_THROUGH) or source.name in float_names:
+            continue
+        if [layer.name for layer in consumed_by.get(source.name, [])] == [pool.name]:
+            pooled[source.name] = pool.name
+    return pooled
 
 
 def _check_supported(model: keras.Model, scheme: QuantScheme) -> set[str]:

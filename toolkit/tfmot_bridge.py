@@ -32,6 +32,7 @@ import functools
 import tensorflow as tf
 
 from toolkit import rounding as rounding_methods
+from toolkit.errors import ConfigError
 from toolkit.layer_types import layer_type_named
 from toolkit.quantizers import (
     ALPHA_WEIGHT_NAME,
@@ -206,7 +207,16 @@ def quantize_tfmot(model, scheme: QuantScheme | None = None):
         model: a tf_keras Sequential or functional model (BatchNormalization folded first, see
             the module docstring).
         scheme: bit widths, rounding and overrides (activations stay tfmot's 8-bit).
+
+    Raises:
+        ConfigError: for a Keras 3 model (use `toolkit.quantize`).
     """
+    import keras
+
+    if isinstance(model, keras.Model):  # a Keras 3 model: tfmot only takes tf_keras (Keras 2) models
+        raise ConfigError(
+            f"Model {model.name!r} is a Keras 3 model; tfmot (and so quantize_tfmot) only takes tf_keras "
+            "models. Use toolkit.quantize(model, scheme), softedge's native Keras 3 path.")
     import tensorflow_model_optimization as tfmot
 
     scheme = scheme or QuantScheme()

@@ -107,3 +107,14 @@ def test_exactness_check_is_not_vacuous_for_a_model_without_quantized_kernels(tf
     plain = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2)])
     converter = tf.lite.TFLiteConverter.from_keras_model(plain)
     assert "exactness unproven" in weight_mismatches(plain, converter.convert())[0]
+
+
+def test_a_keras_3_model_is_refused_with_the_native_path_named():
+    import keras
+
+    from toolkit.errors import ConfigError
+    from toolkit.tfmot_bridge import quantize_tfmot
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="k3")
+    with pytest.raises(ConfigError, match=r"'k3' is a Keras 3 model.*toolkit\.quantize"):
+        quantize_tfmot(model)

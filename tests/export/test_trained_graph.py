@@ -1,0 +1,140 @@
+"""The graph that trains is the graph that runs, op by op: each layer alone, QAT and hard Keras
+against the int8 kernels (LiteRT and the integer reference)."""
+
+import keras
+import numpy as np
+import pytest
+
+from export.device.check import quantize_input
+from export.device.reference import Graph
+from export.exactness import compare_families
+from export.harden import harden
+from export.tflite import convert, weight_mismatches
+from toolkit import QuantScheme, quantize
+from toolkit.qat_layers import QuantAveragePooling
+
+L = keras.layers
+
+
+def _pooling_model(rank: int, pool_size: int, padding: str = "valid") -> tuple[keras.Model, np.ndarray]:
+    """Conv(16, 3, relu) -> AveragePooling -> Flatten -> Dense: the issue's minimal case."""
+    keras.utils.set_random_seed(0)
+    if rank == 2:
+        inputs = keras.Input((12, 12, 1), name="image")
+        x = L.Conv2D(16, 3, activation="relu", name="conv")(inputs)
+        x = L.AveragePooling2D(pool_size, padding=padding, name="pool")(x)
+    else:
+        inputs = keras.Input((24, 2), name="signal")
+        x = L.Conv1D(16, 3, activation="relu", name="conv")(inputs)
+        x = L.AveragePooling1D(pool_size, padding=padding, name="pool")(x)
+    model = keras.Model(inputs, L.Dense(4, name="logits")(L.Flatten(name="flat")(x)))
+    data = np.random.default_rng(0).uniform(0, 1, size=(400, *inputs.shape[1:])).astype(np.float32)
+    return model, data
+
+
+@pytest.mark.parametrize("rank, pool_size, padding", [(2, 10, "valid"), (2, 4, "same"), (1, 4, "valid")])
+def test_average_pooling_trains_on_its_input_grid_and_rounds_as_the_int8_kernel(rank, pool_size, padding):
+    model, data = _pooling_model(rank, pool_size, padding)
+    quantized = quantize(model, QuantScheme(weight_bits=4), calibration_data=data)
+    pooling = quantized.get_layer("pool")
+    assert isinstance(pooling, QuantAveragePooling) and pooling.input_quant_name == "conv_quant"
+    hard = harden(quantized)
+    tflite_bytes = convert(hard, "int8")
+    assert weight_mismatches(hard, tflite_bytes) == []
+    graph = Graph(tflite_bytes)
+    names = [op.name for op in graph.ops]
+    assert "AVERAGE_POOL_2D" in names and "QUANTIZE" not in names  # no requantization after the pooling
+    pool_op = graph.ops[names.index("AVERAGE_POOL_2D")]
+    conv_op = graph.ops[names.index("CONV_2D")]
+    grid = graph.tensors[pool_op.outputs[0]].grid()
+    assert grid == graph.tensors[conv_op.outputs[0]].grid()
+    assert np.isclose(grid[0], float(pooling.quantizer.grid().scale), rtol=1e-6)
+
+    device_inputs = quantize_input(data, {"dtype": np.int8, "quantization": graph.tensors[graph.inputs[0]].grid()})
+    comparisons, values = compare_families(tflite_bytes, device_inputs, graph=graph)
+    assert all(row["mismatched_elements"] == 0 for row in comparisons.values())
+    scale, zero_point = grid
+    hard_pooling = keras.Sequential([hard.get_layer("pool"), hard.get_layer("pool_quant")])
+    for family in ("reference", "builtin", "xnnpack"):
+        device_conv = values[family][conv_op.outputs[0]].astype(np.float32)
+        device_pooled = values[family][pool_op.outputs[0]].astype(np.int64)
+        conv_real = scale * (device_conv - zero_point)
+        if rank == 1:  # the Conv1D output before EXPAND_DIMS: (N, 1, L, C) -> (N, L, C)
+            conv_real = conv_real.reshape(len(data), -1, 16)
+        qat_ints = np.round(pooling(conv_real, training=False).numpy() / scale + zero_point).astype(np.int64)
+        np.testing.assert_array_equal(qat_ints.reshape(device_pooled.shape), device_pooled)  # bit-exact
+        # Hard Keras (a float mean through a fake-quant) differs only where the int8 mean is an
+        # exact tie k + 1/2, by one step: a fake-quant rounds a tie up in the unsigned domain, and
+        # a float mean lands on either side of it; TFLite rounds ties away from zero.
+        hard_ints = np.round(hard_pooling(conv_real).numpy() / scale + zero_point).astype(np.int64)
+        differ = hard_ints.reshape(device_pooled.shape) != device_pooled
+        raw = device_conv.reshape(conv_real.shape) if rank == 1 else device_conv
+        raw_mean = hard.get_layer("pool")(raw).numpy().reshape(device_pooled.shape)  # exact for ties
+        ties = raw_mean - np.floor(raw_mean) == 0.5
+        assert np.max(np.abs(hard_ints.reshape(device_pooled.shape) - device_pooled)) <= 1
+        assert np.all(ties[differ])
+        if pool_size == 10:  # 100-input windows hit such ties: the test tells the two roundings apart
+            assert differ.any()
+
+
+def test_an_average_pooling_of_the_model_input_keeps_its_own_grid_and_converts():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 2), name="image")
+    x = L.AveragePooling2D(2, name="pool")(inputs)
+    model = keras.Model(inputs, L.Dense(3, name="logits")(L.Flatten()(x)))
+    data = np.random.default_rng(0).uniform(0, 1, size=(64, 8, 8, 2)).astype(np.float32)
+    quantized = quantize(model, QuantScheme(weight_bits=8), calibration_data=data)
+    assert not any(isinstance(layer, QuantAveragePooling) for layer in quantized.layers)
+    hard = harden(quantized)
+    assert weight_mismatches(hard, convert(hard, "int8")) == []
+
+
+def test_a_model_with_quant_average_pooling_saves_and_loads(tmp_path):
+    model, data = _pooling_model(2, 4, "same")
+    quantized = quantize(model, QuantScheme(weight_bits=4), calibration_data=data)
+    path = tmp_path / "smooth.keras"
+    quantized.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.get_layer("pool"), QuantAveragePooling)
+    np.testing.assert_array_equal(loaded.predict(data[:32], verbose=0), quantized.predict(data[:32], verbose=0))
+
+
+def test_a_float_layer_is_quantized_on_both_sides_and_listed_with_its_bytes():
+    from export.tflite import float_ops
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,), name="x")
+    hidden = L.Activation("elu", name="elu")(L.Dense(8, name="fc0")(inputs))  # TFLite has no int8 ELU
+    model = keras.Model(inputs, L.Dense(3, name="out")(L.Dense(8, activation="relu", name="fc1")(hidden)))
+    data = np.random.default_rng(0).normal(size=(128, 6)).astype(np.float32)
+    quantized = quantize(model, QuantScheme(weight_bits=3, unsupported="float"), calibration_data=data)
+    assert "elu_quant" in [layer.name for layer in quantized.layers]  # the boundary after the float layer
+    hard = harden(quantized)
+    for target in ("int8", "int4-weights"):
+        tflite_bytes = convert(hard, target)
+        assert weight_mismatches(hard, tflite_bytes) == []  # fc1 keeps its trained integers (it ran in float before)
+        assert [(row["op"], row["weight_bytes"]) for row in float_ops(tflite_bytes)] == [("ELU", 0)]
+        names = [op.name for op in Graph(tflite_bytes).ops]
+        assert names.count("FULLY_CONNECTED") == 3 and "QUANTIZE" in names
+
+
+def test_validate_and_convert_name_the_float_ops(tmp_path):
+    from click.testing import CliRunner
+
+    from export.cli import main
+    from export.validate import _markdown, validate
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,), name="x")
+    hidden = L.Activation("elu", name="elu")(L.Dense(8, name="fc0")(inputs))
+    model = keras.Model(inputs, L.Dense(3, name="out")(hidden))
+    data = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32)
+    hard = harden(quantize(model, QuantScheme(weight_bits=8, unsupported="float"), calibration_data=data))
+    report = validate(hard, convert(hard, "int8"), data, np.zeros(len(data), np.int64))
+    assert [row["op"] for row in report["float_ops"]] == ["ELU"]
+    assert "| ELU |" in _markdown(report)
+    path = tmp_path / "hard.keras"
+    hard.save(path)
+    result = CliRunner().invoke(main, ["convert", str(path), "--output", str(tmp_path / "m.tflite")])
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 op(s) run in float on the device (0 float weight bytes): ELU" in result.output
