@@ -29,8 +29,8 @@ from export.hard_layers import HARD_LAYERS, FakeQuant
 from toolkit.errors import ConfigError
 from toolkit.layer_types import layer_type_named
 
-__all__ = ["TARGETS", "convert", "convert_saved_model", "expected_weights", "float_ops", "is_hard_model",
-           "weight_mismatches", "weight_tensors"]
+__all__ = ["TARGETS", "check_runnable", "convert", "convert_saved_model", "expected_weights", "float_ops",
+           "is_hard_model", "weight_mismatches", "weight_tensors"]
 
 TARGETS = ("int8", "int4-weights", "dynamic", "float16", "float32")
 
@@ -116,7 +116,29 @@ def convert(model: keras.Model, target: str = "int8", io: str = "int8", represen
     with quiet_converter():  # from_keras_model exports a SavedModel and prints about it
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
     _configure(converter, target, io, hard, representative_data, f"Model {model.name!r}")
-    return run_converter(converter, f"{model.name!r} to {target!r}")
+    tflite_bytes = run_converter(converter, f"{model.name!r} to {target!r}")
+    if target in ("int8", "int4-weights"):
+        check_runnable(tflite_bytes)
+    return tflite_bytes
+
+
+def check_runnable(tflite_bytes: bytes) -> None:
+    """Raises ConfigError for an int8 model the runtimes abort on (rather than let a later
+    LiteRT / TFLite Micro call kill the process): a SOFTMAX whose input scale s has
+    beta s 2^26 <= 1, the result of a calibrated range that collapsed to about zero."""
+    from export.device.reference import Graph, softmax_input_multiplier
+
+    graph = Graph(tflite_bytes)
+    for op in graph.ops:
+        if op.name != "SOFTMAX" or not graph.tensors[op.inputs[0]].quantized:
+            continue
+        source = graph.tensors[op.inputs[0]]
+        beta = float(getattr(op.options, "beta", 1.0))
+        if softmax_input_multiplier(beta, float(source.scale[0])) <= 1.0:
+            raise ConfigError(
+                f"The softmax input {source.name.split(';')[0]!r} has the int8 scale {float(source.scale[0]):.3g}: its "
+                "calibrated range is (almost) zero, and TFLite's int8 SOFTMAX aborts the process below 2^-26. "
+                "Calibrate or train on data that makes these logits vary.")
 
 
 def convert_saved_model(path, target: str = "int8", io: str = "int8", representative_data=None) -> bytes:
@@ -126,7 +148,10 @@ def convert_saved_model(path, target: str = "int8", io: str = "int8", representa
         raise ConfigError("Target 'int4-weights' needs a hard softedge model, not a SavedModel.")
     converter = tf.lite.TFLiteConverter.from_saved_model(str(path))
     _configure(converter, target, io, False, representative_data, f"SavedModel {path}")
-    return run_converter(converter, f"SavedModel {path} to {target!r}")
+    tflite_bytes = run_converter(converter, f"SavedModel {path} to {target!r}")
+    if target == "int8":
+        check_runnable(tflite_bytes)
+    return tflite_bytes
 
 
 @contextlib.contextmanager

@@ -800,8 +800,17 @@ def _softmax(context: _Context):
     return [np.clip(out, -128, 127).astype(np.int8).reshape(x.shape)]
 
 
+def softmax_input_multiplier(beta: float, input_scale: float) -> float:
+    """beta s_in 2^26 (capped at 2^31 - 1): TFLite's PreprocessSoftmaxScaling, which aborts the
+    process (a CHECK in QuantizeMultiplierGreaterThanOne) unless it is > 1, i.e. for an int8
+    SOFTMAX input scale below 2^-26 / beta: a degenerate (near-zero) calibrated range."""
+    return min(beta * input_scale * float(1 << (31 - _SCALED_DIFF_INTEGER_BITS)), float((1 << 31) - 1))
+
+
 def _softmax_fixed_point(diff, beta: float, input_scale: float):
-    real = min(beta * input_scale * float(1 << (31 - _SCALED_DIFF_INTEGER_BITS)), float((1 << 31) - 1))
+    real = softmax_input_multiplier(beta, input_scale)
+    if real <= 1.0:
+        raise UnsupportedOpError(f"input scale {input_scale:.3g} is below 2^-26: TFLite aborts on this SOFTMAX")
     multiplier, left_shift = fp.quantize_multiplier(real)
     diff_min = -int(np.floor(((1 << _SCALED_DIFF_INTEGER_BITS) - 1) * float(1 << (31 - _SCALED_DIFF_INTEGER_BITS))
                              / float(1 << left_shift)))

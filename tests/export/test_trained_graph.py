@@ -138,3 +138,16 @@ def test_validate_and_convert_name_the_float_ops(tmp_path):
     result = CliRunner().invoke(main, ["convert", str(path), "--output", str(tmp_path / "m.tflite")])
     assert result.exit_code == 0, result.output
     assert "warning: 1 op(s) run in float on the device (0 float weight bytes): ELU" in result.output
+
+
+def test_a_softmax_on_a_collapsed_range_is_refused_before_the_runtime_aborts_on_it():
+    from toolkit.errors import ConfigError
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,), name="x")
+    logits = L.Dense(3, kernel_initializer="zeros", name="logits")(inputs)  # always 0: a range of width 0
+    model = keras.Model(inputs, L.Softmax(name="probabilities")(logits))
+    data = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32)
+    hard = harden(quantize(model, QuantScheme(weight_bits=8), calibration_data=data))
+    with pytest.raises(ConfigError, match=r"softmax input '.*logits.*' has the int8 scale .*aborts"):
+        convert(hard, "int8")
