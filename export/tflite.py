@@ -105,9 +105,22 @@ def _configure(converter, target: str, io: str, carries_ranges: bool, representa
         converter.inference_output_type = tf.int8
 
 
+def _check_recurrent_layers(model: keras.Model) -> None:
+    """A rolled LSTM/GRU/RNN becomes a TensorList loop that the TFLite converter refuses with an
+    MLIR dump ("'tf.TensorListReserve' op requires element_shape to be static") naming no layer."""
+    for layer in model.layers:
+        cell_owner = getattr(layer, "forward_layer", layer)  # Bidirectional wraps two RNNs
+        if isinstance(cell_owner, keras.layers.RNN) and not cell_owner.unroll:
+            raise ConfigError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) is a rolled recurrent layer, which the TFLite converter "
+                f"cannot convert. Rebuild it with unroll=True and a fixed sequence length (keras.Input((steps, features))) "
+                "and copy its weights; it then converts (in float, between int8 tensors).")
+
+
 def convert(model: keras.Model, target: str = "int8", io: str = "int8", representative_data=None) -> bytes:
     """Converts a hard softedge model (or a plain float Keras 3 model) to TFLite bytes."""
     _check_target(target, io)
+    _check_recurrent_layers(model)
     hard = is_hard_model(model)
     if target == "int4-weights":
         if not hard:

@@ -260,6 +260,9 @@ def _unsupported_reason(layer) -> str | None:
         return f"activation {name!r} is not supported"
     if isinstance(layer, L.BatchNormalization):
         return "a BatchNormalization that does not directly follow a linear Dense/Conv cannot be folded"
+    if isinstance(layer, (L.RNN, L.Bidirectional)):
+        return ("a recurrent layer has no int8 form in softedge (build it with unroll=True and a fixed sequence "
+                "length, or the TFLite converter cannot convert it)")
     return "softedge has no quantized form of this layer type"
 
 

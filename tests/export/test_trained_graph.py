@@ -9,7 +9,7 @@ from export.device.check import quantize_input
 from export.device.reference import Graph
 from export.exactness import compare_families
 from export.harden import harden
-from export.tflite import convert, weight_mismatches
+from export.tflite import convert, float_ops, weight_mismatches
 from toolkit import QuantScheme, quantize
 from toolkit.qat_layers import QuantAveragePooling
 
@@ -100,8 +100,6 @@ def test_a_model_with_quant_average_pooling_saves_and_loads(tmp_path):
 
 
 def test_a_float_layer_is_quantized_on_both_sides_and_listed_with_its_bytes():
-    from export.tflite import float_ops
-
     keras.utils.set_random_seed(0)
     inputs = keras.Input((6,), name="x")
     hidden = L.Activation("elu", name="elu")(L.Dense(8, name="fc0")(inputs))  # TFLite has no int8 ELU
@@ -151,3 +149,24 @@ def test_a_softmax_on_a_collapsed_range_is_refused_before_the_runtime_aborts_on_
     hard = harden(quantize(model, QuantScheme(weight_bits=8), calibration_data=data))
     with pytest.raises(ConfigError, match=r"softmax input '.*logits.*' has the int8 scale .*aborts"):
         convert(hard, "int8")
+
+
+@pytest.mark.parametrize("unroll", [False, True])
+def test_a_recurrent_layer_is_named_with_its_fix_or_converts_unrolled_in_float(unroll):
+    from toolkit.errors import ConfigError, UnsupportedLayerError
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 4), name="seq")
+    hidden = L.LSTM(5, unroll=unroll, name="lstm")(L.Dense(6, name="embed")(inputs))
+    model = keras.Model(inputs, L.Dense(3, name="out")(hidden))
+    data = np.random.default_rng(0).normal(size=(64, 8, 4)).astype(np.float32)
+    with pytest.raises(UnsupportedLayerError, match=r"'lstm' \(LSTM\).*unroll=True"):
+        quantize(model, QuantScheme(weight_bits=8))
+    hard = harden(quantize(model, QuantScheme(weight_bits=8, unsupported="float"), calibration_data=data))
+    if not unroll:
+        with pytest.raises(ConfigError, match=r"'lstm' \(LSTM\) is a rolled recurrent layer.*unroll=True"):
+            convert(hard, "int8")
+        return
+    tflite_bytes = convert(hard, "int8")
+    assert weight_mismatches(hard, tflite_bytes) == []  # embed and out keep their integers around the float LSTM
+    assert any(row["op"] == "FULLY_CONNECTED" for row in float_ops(tflite_bytes))  # the LSTM's own float kernels

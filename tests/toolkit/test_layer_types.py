@@ -55,6 +55,7 @@ def test_each_layer_type_folds_quantizes_hardens_and_stores_its_integers_exactly
     quantized = quantize(model, QuantScheme(weight_bits=3), calibration_data=x)
     subject = quantized.get_layer("subject")
     assert layer_type_of(subject) is description and layer_type_of(model.get_layer("subject")) is description
+    assert len(description.kernel_axes) == len(subject.float_kernel.shape)
     channels = int(np.prod([subject.float_kernel.shape[a] for a in description.channel_axes]))
     steps = np.asarray(subject.weight_quantizer.scale(subject.float_kernel)).size
     assert steps == (channels if description.per_channel else 1)
