@@ -1,0 +1,104 @@
+"""Edge architecture shapes through softedge's QAT path (python -m bench.architectures).
+
+For a DS-CNN shape (strided 10x4 conv, depthwise-separable blocks, AveragePooling2D), a ResNet
+block (ADD, AveragePooling2D, softmax) and keras.applications MobileNet(0.25) (ReLU6,
+depthwise, MEAN, softmax), untrained with non-trivial BatchNorm statistics, calibrated on 256
+random inputs, at W8 and W4 (int8 storage) and W4 int4-weights: whether the trained integers
+are stored exactly, the mismatching elements between LiteRT and the integer reference per
+kernel family (every tensor for reference/builtin, outputs for xnnpack) on 300 inputs, the
+ops of the graph, and the share of hard-Keras outputs more than half a step from XNNPACK's.
+Exactness does not depend on training. Writes bench/results/architectures.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from export.device.check import load_interpreter, quantize_input, run
+from export.device.reference import Graph
+from export.exactness import compare_families
+from export.harden import harden
+from export.tflite import convert, weight_mismatches
+from toolkit import QuantScheme, quantize
+
+L = keras.layers
+SAMPLES = 300
+
+
+def ds_cnn() -> keras.Model:
+    inputs = keras.Input((49, 10, 1))
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(32, (10, 4), strides=2, padding="same")(inputs)))
+    for _ in range(2):
+        x = L.ReLU()(L.BatchNormalization()(L.DepthwiseConv2D(3, padding="same")(x)))
+        x = L.ReLU()(L.BatchNormalization()(L.Conv2D(32, 1)(x)))
+    x = L.AveragePooling2D(pool_size=x.shape[1:3])(x)
+    return keras.Model(inputs, L.Dense(12)(L.Flatten()(x)), name="ds_cnn_shape")
+
+
+def resnet_block() -> keras.Model:
+    inputs = keras.Input((32, 32, 3))
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, padding="same")(inputs)))
+    y = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, padding="same")(x)))
+    y = L.BatchNormalization()(L.Conv2D(16, 3, padding="same")(y))
+    x = L.AveragePooling2D(pool_size=8)(L.ReLU()(L.Add()([x, y])))
+    return keras.Model(inputs, L.Dense(10, activation="softmax")(L.Flatten()(x)), name="resnet_block")
+
+
+def mobilenet() -> keras.Model:
+    base = keras.applications.MobileNet(input_shape=(32, 32, 3), alpha=0.25, include_top=False, weights=None,
+                                        pooling="avg")
+    return keras.Model(base.inputs, L.Dense(3, activation="softmax")(base.outputs[0]), name="mobilenet_025")
+
+
+def _with_trained_looking_batch_norms(model: keras.Model, seed: int = 0) -> keras.Model:
+    """Default BN statistics make an untrained MobileNet's activations vanish (logits ~1e-17)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(0, 0.5, n), rng.normal(0, 0.5, n), rng.uniform(0.2, 3, n)])
+    return model
+
+
+def measure(build, bits: int, target: str, seed: int = 0) -> dict:
+    keras.utils.set_random_seed(seed)
+    model = _with_trained_looking_batch_norms(build(), seed)
+    data = np.random.default_rng(seed).normal(size=(SAMPLES, *model.inputs[0].shape[1:])).astype(np.float32)
+    hard = harden(quantize(model, QuantScheme(weight_bits=bits), calibration_data=data[:256]))
+    tflite_bytes = convert(hard, target)
+    graph = Graph(tflite_bytes)
+    inputs = quantize_input(data, {"dtype": np.int8, "quantization": graph.tensors[graph.inputs[0]].grid()})
+    comparisons, _ = compare_families(tflite_bytes, inputs, graph=graph)
+    scale, zero_point = graph.tensors[graph.outputs[0]].grid()
+    device = scale * (run(load_interpreter(tflite_bytes, "xnnpack"), inputs).astype(np.float64) - zero_point)
+    steps = np.abs(device - hard.predict(data, verbose=0)) / scale
+    return {"model": model.name, "bits": bits, "target": target, "weights_exact": weight_mismatches(hard, tflite_bytes) == [],
+            "families": {family: row.get("runtime_error") or row["mismatched_elements"] for family, row in comparisons.items()},
+            "ops": sorted({op.name for op in graph.ops}), "xnnpack_outputs_over_half_step": float(np.mean(steps > 0.5)),
+            "xnnpack_max_output_steps": float(steps.max())}
+
+
+def main() -> None:
+    rows = []
+    for build in (ds_cnn, resnet_block, mobilenet):
+        for bits, target in ((8, "int8"), (4, "int8"), (4, "int4-weights")):
+            rows.append(measure(build, bits, target))
+    lines = ["| model | weights | target | exact | reference | builtin | xnnpack | hard vs XNNPACK > 1/2 step (max) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        cells = [str(row["families"][f]) if isinstance(row["families"][f], int) else "runtime cannot load"
+                 for f in ("reference", "builtin", "xnnpack")]
+        lines.append(f"| {row['model']} | W{row['bits']} | {row['target']} | {row['weights_exact']} | {' | '.join(cells)} | "
+                     f"{row['xnnpack_outputs_over_half_step']:.2%} ({row['xnnpack_max_output_steps']:.0f}) |")
+    print("\n".join(lines))
+    path = Path(__file__).parent / "results" / "architectures.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
