@@ -128,7 +128,8 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 
 
 @main.command()
-@click.option("--model", "model_name", default="digits_cnn", show_default=True, help="Zoo model name.")
+@click.option("--model", "model_name", default="digits_cnn", show_default=True,
+              help="Zoo model name, or a path to your trained float Keras 3 .keras model (float training skipped).")
 @click.option("--data", default="digits", show_default=True, help="digits, mnist1d or a path to an .npz.")
 @click.option("--weight-bits", default=8, show_default=True, type=int, help="Kernel bits, 2..8.")
 @click.option("--activation-bits", default=8, show_default=True, type=int, help="Activation bits, 2..8.")
@@ -139,17 +140,21 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @click.option("--qat-epochs", default=10, show_default=True, type=int)
 @click.option("--alpha-end", default=1e4, show_default=True, type=float, help="Final rounding sharpness.")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@click.option("--task", type=click.Choice(["classification", "regression"]), default=None,
+              help="Default: from the labels (1-D integers: classification; floats: regression).")
 @seed_option
 @json_option
 @handles_errors
 def train(model_name, data, weight_bits, activation_bits, rounding, step, float_epochs, qat_epochs,
-          alpha_end, run_dir, seed, as_json):
-    """Train a zoo model in float, quantize it, and fine-tune with the rounding annealed to hard.
+          alpha_end, run_dir, task, seed, as_json):
+    """Train a zoo model in float (or take your trained .keras model), quantize it, and fine-tune
+    with the rounding annealed to hard.
 
     Writes RUN/config.json, versions.json, float.keras, smooth.keras, history.json, summary.json.
 
     \b
     Example: softedge train --model mnist1d_cnn --data mnist1d --weight-bits 3 --run runs/m1d-w3
+             softedge train --model my_float.keras --data my.npz --weight-bits 4 --run runs/mine
     """
     from export.runs import RunConfig, train_run
     from models.training import Recipe, learned_step_for
@@ -159,14 +164,15 @@ def train(model_name, data, weight_bits, activation_bits, rounding, step, float_
     scheme = QuantScheme(weight_bits=weight_bits, activation_bits=activation_bits, rounding=rounding,
                          learned_step=learned_step_for(weight_bits, step))
     recipe = Recipe(float_epochs=float_epochs, qat_epochs=qat_epochs, alpha_end=alpha_end)
-    summary = train_run(RunConfig(model_name, data, scheme, recipe, seed), run_dir,
+    summary = train_run(RunConfig(model_name, data, scheme, recipe, seed, task), run_dir,
                         callbacks=[epoch_progress("fine-tuning (QAT)", qat_epochs, enabled=not as_json)],
                         float_callbacks=[epoch_progress("float training", float_epochs, enabled=not as_json)])
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
-        click.echo(f"float accuracy {summary['float_accuracy']:.4f}; quantized (smooth, alpha "
-                   f"{summary['final_alpha']:g}) {summary['smooth_accuracy']:.4f}; run in {run_dir}")
+        metric = "accuracy" if summary["task"] == "classification" else "mse"
+        click.echo(f"float {metric} {summary[f'float_{metric}']:.4f}; quantized (smooth, alpha "
+                   f"{summary['final_alpha']:g}) {summary[f'smooth_{metric}']:.4f}; run in {run_dir}")
 
 
 TARGET_CHOICE = click.Choice(["int8", "int4-weights", "dynamic", "float16", "float32"])

@@ -29,7 +29,7 @@ from export.harden import harden
 from export.tflite import convert
 from export.validate import agreement, check, validate, write_report
 from models import datasets, registry
-from models.training import Recipe, accuracy, train_float, train_quantized
+from models.training import Recipe, accuracy, evaluate, train_float, train_quantized
 from toolkit.errors import ArtifactError, ConfigError
 from toolkit.schedules import set_alpha
 from toolkit.scheme import QuantScheme
@@ -39,20 +39,28 @@ __all__ = ["RunConfig", "check_inputs_fit", "export_run", "read_config", "train_
 
 @dataclass
 class RunConfig:
+    """`model`: a zoo name, or a path to a user's trained float .keras (float training skipped).
+    `task`: classification or regression; None takes it from the labels."""
+
     model: str = "digits_cnn"
     data: str = "digits"
     scheme: QuantScheme = field(default_factory=QuantScheme)
     recipe: Recipe = field(default_factory=Recipe)
     seed: int = 0
+    task: str | None = None
 
     def to_dict(self) -> dict:
         return {"model": self.model, "data": self.data, "scheme": self.scheme.to_dict(),
-                "recipe": self.recipe.to_dict(), "seed": self.seed}
+                "recipe": self.recipe.to_dict(), "seed": self.seed, "task": self.task}
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
         return cls(model=data["model"], data=data["data"], scheme=QuantScheme.from_dict(data["scheme"]),
-                   recipe=Recipe(**data["recipe"]), seed=int(data["seed"]))
+                   recipe=Recipe(**data["recipe"]), seed=int(data["seed"]), task=data.get("task"))
+
+    @property
+    def user_model(self) -> bool:
+        return self.model.endswith(".keras")
 
 
 def read_config(run_dir) -> RunConfig:
@@ -81,21 +89,29 @@ def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=()) -> d
     """
     run_dir = Path(run_dir)
     data = datasets.load(config.data)
+    task = datasets.infer_task(data.y_train, config.task)
     keras.utils.set_random_seed(config.seed)  # before building: the initial weights come from it
-    model = registry.build(config.model, data.input_shape, data.num_classes)
-    float_history = train_float(model, data, config.recipe, seed=config.seed, callbacks=float_callbacks)
-    float_accuracy = accuracy(model, data.x_test, data.y_test)
+    if config.user_model:  # a trained float model: quantize and fine-tune it, no float training
+        model = load_keras_model(config.model)
+        check_inputs_fit(model, data.x_train, f"dataset {data.name!r}")
+        float_history = {}
+    else:
+        if task != "classification":
+            raise ConfigError(f"Zoo model {config.model!r} is a classifier; dataset {data.name!r} has {task} targets.")
+        model = registry.build(config.model, data.input_shape, data.num_classes)
+        float_history = train_float(model, data, config.recipe, seed=config.seed, callbacks=float_callbacks)
+    float_metrics = evaluate(model, data.x_test, data.y_test, task)
     smooth, qat_history = train_quantized(model, data, config.scheme, config.recipe, seed=config.seed,
-                                          callbacks=callbacks)
-    smooth_accuracy = accuracy(smooth, data.x_test, data.y_test)
+                                          callbacks=callbacks, task=task)
+    smooth_metrics = evaluate(smooth, data.x_test, data.y_test, task)
     write_json(run_dir / "config.json", config.to_dict())
     write_json(run_dir / "versions.json", versions())
     save_keras_model(model, run_dir / "float.keras")
     save_keras_model(smooth, run_dir / "smooth.keras")
     history = {"float": float_history, "qat": qat_history}
     write_json(run_dir / "history.json", json.loads(json.dumps(history, default=float)))
-    summary = {"run": str(run_dir), "float_accuracy": float_accuracy, "smooth_accuracy": smooth_accuracy,
-               "final_alpha": qat_history["alpha"][-1]}
+    summary = {"run": str(run_dir), "task": task, **{f"float_{k}": v for k, v in float_metrics.items()},
+               **{f"smooth_{k}": v for k, v in smooth_metrics.items()}, "final_alpha": qat_history["alpha"][-1]}
     write_json(run_dir / "summary.json", summary)
     return summary
 
@@ -112,7 +128,8 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
     check_inputs_fit(smooth, dataset.x_test, f"dataset {dataset.name!r}")
     hard = harden(smooth)
     tflite_bytes = convert(hard, target, io)
-    report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels)
+    report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels,
+                      task=config.task)
     float_model = load_keras_model(run_dir / "float.keras")
     report["float_tflite_bytes"] = len(convert(float_model, "float32"))
     report["target"] = target

@@ -32,12 +32,11 @@ from export.exactness import compare_families, runtime_tensors
 from export.hard_layers import FakeQuant
 from export.plots import new_figure, png_bytes
 from export.tflite import float_ops, weight_mismatches
-from toolkit.errors import ConfigError
+from models.datasets import TASKS, infer_task
 from toolkit.graph import producers
 
 __all__ = ["TASKS", "agreement", "check", "infer_task", "pair_layers", "per_layer_drift", "validate", "write_report"]
 
-TASKS = ("classification", "regression")
 
 # An error "exceeds one step" above this: Keras and TFLite hold the same step in slightly
 # different floats, so an off-by-one element measures 1.0000001 steps, not 1.
@@ -51,16 +50,6 @@ def _top1(outputs) -> np.ndarray:
 def agreement(a, b) -> float:
     """Top-1 agreement of two output arrays."""
     return float(np.mean(_top1(a) == _top1(b)))
-
-
-def infer_task(y: np.ndarray, task: str | None = None) -> str:
-    """`task` if given, else classification for 1-D integer labels and regression otherwise."""
-    if task is not None:
-        if task not in TASKS:
-            raise ConfigError(f"Unknown task {task!r}. Expected one of: {', '.join(TASKS)}.")
-        return task
-    y = np.asarray(y)
-    return "classification" if np.issubdtype(y.dtype, np.integer) and y.ndim == 1 else "regression"
 
 
 def _scope_layers(tensor_name: str, layer_names: set) -> set:

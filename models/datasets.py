@@ -18,7 +18,7 @@ import numpy as np
 
 from toolkit.errors import ArtifactError, ConfigError
 
-__all__ = ["NAMES", "Dataset", "load"]
+__all__ = ["NAMES", "TASKS", "Dataset", "infer_task", "load"]
 
 NAMES = ("digits", "mnist1d")
 _SPLIT_SEED = 0  # the train/test split is part of the dataset, not of a run's seed
@@ -90,6 +90,19 @@ def _npz(path: Path) -> Dataset:
         raise ConfigError(f"Dataset {path}: x_train rows {arrays['x_train'].shape[1:]} and x_test rows {arrays['x_test'].shape[1:]} differ.")
     return Dataset(path.stem, arrays["x_train"].astype(np.float32), _targets(arrays["y_train"]),
                    arrays["x_test"].astype(np.float32), _targets(arrays["y_test"]))
+
+
+TASKS = ("classification", "regression")
+
+
+def infer_task(y: np.ndarray, task: str | None = None) -> str:
+    """`task` if given, else classification for 1-D integer labels and regression otherwise."""
+    if task is not None:
+        if task not in TASKS:
+            raise ConfigError(f"Unknown task {task!r}. Expected one of: {', '.join(TASKS)}.")
+        return task
+    y = np.asarray(y)
+    return "classification" if np.issubdtype(y.dtype, np.integer) and y.ndim == 1 else "regression"
 
 
 def _targets(y: np.ndarray) -> np.ndarray:

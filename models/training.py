@@ -26,7 +26,8 @@ from toolkit.quantize import quantize
 from toolkit.schedules import AlphaSchedule, AnnealRounding
 from toolkit.scheme import QuantScheme
 
-__all__ = ["Recipe", "accuracy", "compile_classifier", "learned_step_for", "predict_logits", "train_float", "train_quantized"]
+__all__ = ["Recipe", "accuracy", "compile_classifier", "compile_for_task", "ends_in_softmax", "evaluate", "learned_step_for",
+           "predict_logits", "train_float", "train_quantized"]
 
 
 def learned_step_for(weight_bits: int, step: str = "auto") -> bool:
@@ -61,18 +62,44 @@ class Recipe:
         return asdict(self)
 
 
-def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bool = True) -> None:
-    """Adam, cross-entropy on logits, accuracy; XLA by default (see below)."""
+def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bool = True, from_logits: bool = True) -> None:
+    """Adam, cross-entropy on logits (or probabilities), accuracy; XLA by default (see below)."""
     # jit_compile=True, not Keras' "auto" (which resolves to False for these models): XLA fuses
     # soft rounding to ~1.6-1.9x the cost of a plain round (graph mode: ~6-7.6x,
     # bench/rounding.py) and removes most per-step overhead (`make bench-recipe`, MNIST-1D W3
     # soft: 0.25 -> 0.14 s/epoch; the first epoch pays ~2 s more for compilation).
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
         metrics=["accuracy"],
         jit_compile=jit_compile,
     )
+
+
+def ends_in_softmax(model: keras.Model) -> bool:
+    """Whether the model outputs probabilities (its last layer applies a softmax)."""
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    return last.get_config().get("activation") == "softmax"
+
+
+def compile_for_task(model: keras.Model, learning_rate: float, task: str, jit_compile: bool = True,
+                     from_logits: bool = True) -> None:
+    """classification: `compile_classifier` (from_logits False for a model that ends in a softmax,
+    as a user's model may); regression: mean squared error, MAE reported."""
+    if task == "regression":
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse", metrics=["mae"], jit_compile=jit_compile)
+        return
+    compile_classifier(model, learning_rate, jit_compile, from_logits=from_logits)
+
+
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, task: str) -> dict:
+    """{"accuracy"} for classification, {"mse", "mae"} for regression."""
+    if task == "classification":
+        return {"accuracy": accuracy(model, x, y)}
+    error = predict_logits(model, x).reshape(np.shape(y)) - y
+    return {"mse": float(np.mean(error ** 2)), "mae": float(np.mean(np.abs(error)))}
 
 
 def predict_logits(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -84,21 +111,21 @@ def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def train_float(model: keras.Model, data: Dataset, recipe: Recipe, seed: int = 0, verbose: int = 0,
-                callbacks=()) -> dict:
+                callbacks=(), task: str = "classification") -> dict:
     """Phase 1. Returns the Keras history dict."""
     keras.utils.set_random_seed(seed)
-    compile_classifier(model, recipe.learning_rate, recipe.jit_compile)
+    compile_for_task(model, recipe.learning_rate, task, recipe.jit_compile, from_logits=not ends_in_softmax(model))
     history = model.fit(data.x_train, data.y_train, epochs=recipe.float_epochs, batch_size=recipe.batch_size,
                         shuffle=True, verbose=verbose, callbacks=list(callbacks))
     return history.history
 
 
 def train_quantized(float_model: keras.Model, data: Dataset, scheme: QuantScheme, recipe: Recipe,
-                    seed: int = 0, verbose: int = 0, callbacks=()) -> tuple[keras.Model, dict]:
+                    seed: int = 0, verbose: int = 0, callbacks=(), task: str = "classification") -> tuple[keras.Model, dict]:
     """Phases 2-3. Returns (the smooth quantized model, its history dict with an "alpha" column)."""
     keras.utils.set_random_seed(seed)
     model = quantize(float_model, scheme, calibration_data=data.x_train[:1024])
-    compile_classifier(model, recipe.qat_learning_rate, recipe.jit_compile)
+    compile_for_task(model, recipe.qat_learning_rate, task, recipe.jit_compile, from_logits=not ends_in_softmax(float_model))
     steps = recipe.qat_epochs * math.ceil(len(data.x_train) / recipe.batch_size)
     schedule = AlphaSchedule("exponential", recipe.alpha_start, recipe.alpha_end, steps,
                              hold_steps=int(steps * recipe.hold_fraction))
