@@ -1,8 +1,9 @@
 """`quantize(model, scheme)`: rewrite a Keras 3 model into a trainable quantized one.
 
 The rewrite, in one visible pass over the layer graph:
-1. A Sequential becomes functional; BatchNormalization after a conv/dense is folded into it
-   (`batchnorm_folding`).
+1. A Sequential becomes functional; a SeparableConv2D is split into the DepthwiseConv2D and 1x1
+   Conv2D that TFLite runs (`separable`); BatchNormalization after a conv/dense is folded into
+   it (`batchnorm_folding`).
 2. Dense, Conv1D, Conv2D and DepthwiseConv2D become their `qat_layers` twins with the same
    config and weights and a `WeightQuantizer` from the scheme.
 3. `QuantizeActivation` layers go where the converted TFLite model holds an int8 tensor, so
@@ -42,6 +43,7 @@ from toolkit.qat_layers import (
 )
 from toolkit.quantizers import ActivationQuantizer, WeightQuantizer
 from toolkit.scheme import QuantScheme
+from toolkit.separable import split_separable_convs
 
 __all__ = ["calibrate", "is_quantized_model", "quantize", "quantized_layers"]
 
@@ -105,7 +107,7 @@ def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_
     scheme = scheme or QuantScheme()
     if not isinstance(scheme, QuantScheme):
         raise ConfigError(f"Expected a QuantScheme. Received: {type(scheme).__name__}")
-    source = fold_batch_norm(to_functional(model))
+    source = fold_batch_norm(split_separable_convs(to_functional(model)))
     consumed_by = consumers(source)
     float_names = _check_supported(source, scheme)
     quantized_tensors: dict[int, object] = {}

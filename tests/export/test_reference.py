@@ -255,3 +255,18 @@ def test_float_inputs_on_exact_ties_quantize_as_each_family_rounds():
     _assert_exact(comparisons)
     quantized = graph.ops[0].outputs[0]
     assert np.sum(values["reference"][quantized] != values["builtin"][quantized]) > 0
+
+
+@pytest.mark.parametrize("channels, multiplier", [(3, 1), (12, 1), (9, 2)])
+def test_builtin_depthwise_rounds_its_last_partial_block_of_channels_apart(channels, multiplier):
+    # LiteRT's builtin depthwise kernel: whole blocks of 8 output channels with ruy's rounding,
+    # the channels after the last whole block with TFLite's double rounding.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((9, 9, channels)), L.DepthwiseConv2D(3, padding="same", depth_multiplier=multiplier)])
+    x = np.random.default_rng(0).normal(size=(400, 9, 9, channels)).astype(np.float32)
+    tflite_bytes = _post_training_int8(model, x)
+    graph = Graph(tflite_bytes)
+    scale, zero_point = graph.tensors[graph.inputs[0]].grid()
+    inputs = np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
+    comparisons, _ = compare_families(tflite_bytes, inputs, graph=graph)
+    _assert_exact(comparisons)

@@ -170,3 +170,28 @@ def test_a_recurrent_layer_is_named_with_its_fix_or_converts_unrolled_in_float(u
     tflite_bytes = convert(hard, "int8")
     assert weight_mismatches(hard, tflite_bytes) == []  # embed and out keep their integers around the float LSTM
     assert any(row["op"] == "FULLY_CONNECTED" for row in float_ops(tflite_bytes))  # the LSTM's own float kernels
+
+
+def test_a_separable_conv_trains_as_the_depthwise_and_pointwise_pair_tflite_runs():
+    from toolkit.separable import split_separable_convs
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10, 10, 3), name="image")
+    x = L.SeparableConv2D(8, 3, padding="same", depth_multiplier=2, name="sep")(inputs)
+    x = L.ReLU(name="relu")(L.BatchNormalization(name="bn")(x))
+    model = keras.Model(inputs, L.Dense(4, name="logits")(L.GlobalAveragePooling2D(name="gap")(x)))
+    data = np.random.default_rng(0).normal(size=(128, 10, 10, 3)).astype(np.float32)
+    split = split_separable_convs(model)
+    np.testing.assert_allclose(split.predict(data, verbose=0), model.predict(data, verbose=0), rtol=1e-5, atol=1e-5)
+    quantized = quantize(model, QuantScheme(weight_bits=4), calibration_data=data)
+    names = {layer.name: type(layer).__name__ for layer in quantized.layers}
+    assert names["sep_depthwise"] == "QuantDepthwiseConv2D" and names["sep_pointwise"] == "QuantConv2D"
+    assert "sep_depthwise_quant" in names and "bn" not in names  # the int8 tensor between; BN folded
+    hard = harden(quantized)
+    tflite_bytes = convert(hard, "int4-weights")
+    assert weight_mismatches(hard, tflite_bytes) == []  # both kernels at their bit width, packed
+    graph = Graph(tflite_bytes)
+    assert [op.name for op in graph.ops][:2] == ["DEPTHWISE_CONV_2D", "CONV_2D"]
+    device_inputs = quantize_input(data, {"dtype": np.int8, "quantization": graph.tensors[graph.inputs[0]].grid()})
+    comparisons, _ = compare_families(tflite_bytes, device_inputs, graph=graph, families=("builtin", "xnnpack"))
+    assert all(row["mismatched_elements"] == 0 for row in comparisons.values())
