@@ -208,6 +208,18 @@ def test_an_op_the_reference_lacks_is_named_with_its_tensor():
         graph.run(np.zeros((2, 6), np.int8), "gpu")
 
 
+def _exact_post_training_int8(model: keras.Model, x: np.ndarray):
+    """Post-training int8 of `model`, run on `x` by LiteRT and the reference: asserts every family
+    exact; returns (graph, the reference's values per family)."""
+    tflite_bytes = _post_training_int8(model, x)
+    graph = Graph(tflite_bytes)
+    scale, zero_point = graph.tensors[graph.inputs[0]].grid()
+    inputs = np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
+    comparisons, values = compare_families(tflite_bytes, inputs, graph=graph)
+    _assert_exact(comparisons)
+    return graph, values
+
+
 @pytest.mark.parametrize("gain, classes", [(1.0, 10), (40.0, 37), (3.0, 1000)])
 def test_softmax_equals_litert_in_every_family(gain, classes):
     # gain 40: logit differences beyond the fixed-point kernel's diff_min (those give exactly -128);
@@ -216,12 +228,7 @@ def test_softmax_equals_litert_in_every_family(gain, classes):
     model = keras.Sequential([keras.Input((6,)), L.Dense(classes, kernel_initializer=keras.initializers.RandomNormal(stddev=gain)),
                               L.Softmax()])
     x = np.random.default_rng(0).normal(size=(1000, 6)).astype(np.float32)
-    tflite_bytes = _post_training_int8(model, x)
-    graph = Graph(tflite_bytes)
-    scale, zero_point = graph.tensors[graph.inputs[0]].grid()
-    inputs = np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
-    comparisons, values = compare_families(tflite_bytes, inputs, graph=graph)
-    _assert_exact(comparisons)
+    graph, values = _exact_post_training_int8(model, x)
     softmax = graph.ops[-1]
     assert softmax.name == "SOFTMAX"
     # fixed point (reference) and float table (builtin) round differently: the families are told apart
@@ -264,9 +271,4 @@ def test_builtin_depthwise_rounds_its_last_partial_block_of_channels_apart(chann
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((9, 9, channels)), L.DepthwiseConv2D(3, padding="same", depth_multiplier=multiplier)])
     x = np.random.default_rng(0).normal(size=(400, 9, 9, channels)).astype(np.float32)
-    tflite_bytes = _post_training_int8(model, x)
-    graph = Graph(tflite_bytes)
-    scale, zero_point = graph.tensors[graph.inputs[0]].grid()
-    inputs = np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
-    comparisons, _ = compare_families(tflite_bytes, inputs, graph=graph)
-    _assert_exact(comparisons)
+    _exact_post_training_int8(model, x)
