@@ -40,9 +40,22 @@ except ImportError:  # pragma: no cover - exercised by the bundle's own check
     import fixed_point as fp
     import gemmlowp
 
-__all__ = ["KERNEL_FAMILIES", "Graph", "TensorInfo", "UnsupportedOpError"]
+__all__ = ["KERNEL_FAMILIES", "PROBED_MACHINES", "Graph", "TensorInfo", "UnsupportedOpError", "probed_families"]
 
 KERNEL_FAMILIES = ("reference", "builtin", "xnnpack")
+# Where the builtin and XNNPACK rules were read off LiteRT by probing. TFLite's reference
+# kernels are portable C; LiteRT's optimized kernels differ by ISA (an ARM64 build has its own
+# uint16-table SOFTMAX and NEON depthwise paths), which no probe here has seen.
+PROBED_MACHINES = ("x86_64", "amd64")
+
+
+def probed_families(machine: str | None = None) -> tuple[str, ...]:
+    """The kernel families whose rules were probed on `machine` (default: this one)."""
+    if machine is None:
+        import platform
+
+        machine = platform.machine()
+    return KERNEL_FAMILIES if machine.lower() in PROBED_MACHINES else ("reference",)
 
 
 class UnsupportedOpError(Exception):
