@@ -54,7 +54,7 @@ def mobilenet() -> keras.Model:
     return keras.Model(base.inputs, L.Dense(3, activation="softmax")(base.outputs[0]), name="mobilenet_025")
 
 
-def _with_trained_looking_batch_norms(model: keras.Model, seed: int = 0) -> keras.Model:
+def with_trained_looking_batch_norms(model: keras.Model, seed: int = 0) -> keras.Model:
     """Default BN statistics make an untrained MobileNet's activations vanish (logits ~1e-17)."""
     rng = np.random.default_rng(seed)
     for layer in model.layers:
@@ -66,7 +66,7 @@ def _with_trained_looking_batch_norms(model: keras.Model, seed: int = 0) -> kera
 
 def measure(build, bits: int, target: str, seed: int = 0) -> dict:
     keras.utils.set_random_seed(seed)
-    model = _with_trained_looking_batch_norms(build(), seed)
+    model = with_trained_looking_batch_norms(build(), seed)
     data = np.random.default_rng(seed).normal(size=(SAMPLES, *model.inputs[0].shape[1:])).astype(np.float32)
     hard = harden(quantize(model, QuantScheme(weight_bits=bits), calibration_data=data[:256]))
     tflite_bytes = convert(hard, target)

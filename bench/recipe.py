@@ -34,7 +34,7 @@ from export.harden import harden  # noqa: E402
 from export.tflite import convert  # noqa: E402
 from export.validate import agreement  # noqa: E402
 from models import datasets, registry  # noqa: E402
-from models.training import Recipe, accuracy, compile_classifier, train_float, train_quantized  # noqa: E402
+from models.training import Recipe, accuracy, compile_classifier, train_float, train_quantized, use_xla  # noqa: E402
 from toolkit import QuantScheme  # noqa: E402
 from toolkit.schedules import set_alpha  # noqa: E402
 
@@ -83,7 +83,7 @@ def run(seed: int = 0) -> list[dict]:
             for layer in quantized.layers:
                 if hasattr(layer, "weight_quantizer"):
                     layer.weight_quantizer.rounding = "ste"
-            compile_classifier(quantized, recipe.qat_learning_rate, recipe.jit_compile)
+            compile_classifier(quantized, recipe.qat_learning_rate, use_xla(quantized, recipe.jit_compile))
             quantized.fit(data.x_train, data.y_train, epochs=3, batch_size=recipe.batch_size, verbose=0)
             rows.append({"ablation": "final_ste_phase", "setting": "3 epochs after annealing", "weight_bits": 2,
                          "hard_acc_before": hard, "hard_acc": accuracy(quantized, data.x_test, data.y_test)})

@@ -29,7 +29,7 @@ from export.device.reference import KERNEL_FAMILIES, Graph, UnsupportedOpError
 
 __all__ = ["DEFAULT_TOLERANCE", "reference_outputs", "write_bundle"]
 
-DEFAULT_TOLERANCE = {"accuracy": 0.005, "min_agreement": 0.99}
+DEFAULT_TOLERANCE = {"accuracy": 0.005, "auc": 0.005, "min_agreement": 0.99}
 
 
 def _quantization(detail: dict) -> dict:
@@ -39,23 +39,29 @@ def _quantization(detail: dict) -> dict:
 
 
 def write_bundle(directory, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, kernels: str = "xnnpack",
-                 tolerance: dict | None = None, extra: dict | None = None) -> dict:
-    """Writes the bundle; returns its manifest."""
+                 tolerance: dict | None = None, extra: dict | None = None, task: str | None = None) -> dict:
+    """Writes the bundle; returns its manifest. `task`: classification, regression or anomaly
+    (default: classification for integer labels, else regression)."""
     interpreter = device_check.load_interpreter(tflite_bytes, kernels)
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
     device_inputs = device_check.quantize_input(x, input_detail)
     outputs = device_check.run(interpreter, device_inputs)
     expected, reference_error = reference_outputs(tflite_bytes, device_inputs)
-    classification = np.issubdtype(np.asarray(y).dtype, np.integer)
+    task = task or ("classification" if np.issubdtype(np.asarray(y).dtype, np.integer) else "regression")
+    classification = task == "classification"
+    input_quantization, output_quantization = _quantization(input_detail), _quantization(output_detail)
     manifest = {
         "model_sha256": hashlib.sha256(tflite_bytes).hexdigest(),
         "model_bytes": len(tflite_bytes),
-        "input_quantization": _quantization(input_detail),
-        "output_quantization": _quantization(output_detail),
+        "input_quantization": input_quantization,
+        "output_quantization": output_quantization,
         "samples": int(len(y)),
-        "task": "classification" if classification else "regression",
+        "task": task,
         "expected_accuracy": float(np.mean(np.argmax(outputs, -1) == y)) if classification else None,
+        "expected_auc": device_check.roc_auc(device_check.anomaly_scores(outputs, device_inputs, input_quantization,
+                                                                         output_quantization), y)
+        if task == "anomaly" else None,
         "reference_families": sorted(expected),
         "reference_error": reference_error,
         "tolerance": dict(tolerance or DEFAULT_TOLERANCE),
@@ -66,7 +72,7 @@ def write_bundle(directory, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, k
     with atomic_directory(directory) as tmp:
         Path(tmp, "model.tflite").write_bytes(tflite_bytes)
         with open(Path(tmp, "eval.npz"), "wb") as handle:
-            labels = np.asarray(y, np.int64 if classification else np.float32)
+            labels = np.asarray(y, np.float32 if task == "regression" else np.int64)
             np.savez(handle, inputs=device_inputs, labels=labels, expected_outputs=outputs,
                      **{f"expected_{family}": values for family, values in expected.items()})
         write_json(Path(tmp, "manifest.json"), manifest)

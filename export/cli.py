@@ -130,7 +130,8 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @main.command()
 @click.option("--model", "model_name", default="digits_cnn", show_default=True,
               help="Zoo model name, or a path to your trained float Keras 3 .keras model (float training skipped).")
-@click.option("--data", default="digits", show_default=True, help="digits, mnist1d or a path to an .npz.")
+@click.option("--data", default="digits", show_default=True,
+              help="digits, mnist1d, synthetic (generated for the zoo model) or a path to an .npz.")
 @click.option("--weight-bits", default=8, show_default=True, type=int, help="Kernel bits, 2..8.")
 @click.option("--activation-bits", default=8, show_default=True, type=int, help="Activation bits, 2..8.")
 @click.option("--rounding", default="soft", show_default=True, help="ste, soft or sigmoid.")
@@ -140,8 +141,9 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @click.option("--qat-epochs", default=10, show_default=True, type=int)
 @click.option("--alpha-end", default=1e4, show_default=True, type=float, help="Final rounding sharpness.")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
-@click.option("--task", type=click.Choice(["classification", "regression"]), default=None,
-              help="Default: from the labels (1-D integers: classification; floats: regression).")
+@click.option("--task", type=click.Choice(["classification", "regression", "anomaly"]), default=None,
+              help="Default: the zoo model's, else from the labels (1-D integers: classification; floats: "
+                   "regression). anomaly: an autoencoder, scored by reconstruction error (ROC AUC).")
 @seed_option
 @json_option
 @handles_errors
@@ -170,7 +172,7 @@ def train(model_name, data, weight_bits, activation_bits, rounding, step, float_
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
-        metric = "accuracy" if summary["task"] == "classification" else "mse"
+        metric = {"classification": "accuracy", "anomaly": "auc"}.get(summary["task"], "mse")
         click.echo(f"float {metric} {summary[f'float_{metric}']:.4f}; quantized (smooth, alpha "
                    f"{summary['final_alpha']:g}) {summary[f'smooth_{metric}']:.4f}; run in {run_dir}")
 
@@ -261,8 +263,9 @@ def convert_command(model_path, output, target, io, data, seed, as_json):
 @click.option("--kernels", type=KERNEL_CHOICE, default="xnnpack", show_default=True)
 @click.option("--max-drift", type=float, default=None, help="Fail if a layer drifts more steps than this.")
 @click.option("--min-agreement", type=float, default=None, help="Fail below this hard/TFLite agreement.")
-@click.option("--task", type=click.Choice(["classification", "regression"]), default=None,
-              help="Default: from the labels (1-D integers: classification; floats: regression).")
+@click.option("--task", type=click.Choice(["classification", "regression", "anomaly"]), default=None,
+              help="Default: the zoo model's, else from the labels (1-D integers: classification; floats: "
+                   "regression). anomaly: an autoencoder, scored by reconstruction error (ROC AUC).")
 @seed_option
 @json_option
 @handles_errors
@@ -313,6 +316,9 @@ def format_drift_summary(report: dict) -> str:
         lines += ["| | smooth Keras | hard Keras | TFLite |", "|---|---|---|---|",
                   f"| accuracy | {acc.get('smooth', float('nan')):.4f} | {acc['hard']:.4f} | {acc['tflite']:.4f} |", "",
                   "agreement: " + ", ".join(f"{k.replace('_', ' vs ')} {v:.4f}" for k, v in agr.items())]
+    elif report["task"] == "anomaly":
+        lines.append("anomaly detection, ROC AUC: " + ", ".join(f"{name} {row['auc']:.4f}"
+                                                                for name, row in report["error"].items()))
     else:
         lines.append("regression: " + ", ".join(f"{name} MSE {row['mse']:.6g} MAE {row['mae']:.6g}"
                                                 for name, row in report["error"].items()))
@@ -338,6 +344,7 @@ def format_drift_summary(report: dict) -> str:
     if device and "matches" in device:
         lines.append(f"device check ({device['runtime']}, {device['kernels']}): matches {', '.join(device['matches']) or 'no family'}"
                      + (f", accuracy {device['accuracy']:.4f}" if device.get("accuracy") is not None else "")
+                     + (f", ROC AUC {device['auc']:.4f}" if device.get("auc") is not None else "")
                      + f", p50 {device['latency_us']['p50']:.1f} us -> {'OK' if device['ok'] else 'FAILED'}")
     return "\n".join(lines)
 

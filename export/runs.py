@@ -13,6 +13,7 @@ Every file is written atomically.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from export.harden import harden
 from export.tflite import convert
 from export.validate import agreement, check, validate, write_report
 from models import datasets, registry
-from models.training import Recipe, accuracy, evaluate, train_float, train_quantized
+from models.training import Recipe, evaluate, train_float, train_quantized
 from toolkit.errors import ArtifactError, ConfigError
 from toolkit.schedules import set_alpha
 from toolkit.scheme import QuantScheme
@@ -40,7 +41,8 @@ __all__ = ["RunConfig", "check_inputs_fit", "export_run", "read_config", "train_
 @dataclass
 class RunConfig:
     """`model`: a zoo name, or a path to a user's trained float .keras (float training skipped).
-    `task`: classification or regression; None takes it from the labels."""
+    `task`: classification, regression or anomaly; None takes it from the data set (a zoo
+    model's synthetic data says it) or the labels."""
 
     model: str = "digits_cnn"
     data: str = "digits"
@@ -61,6 +63,18 @@ class RunConfig:
     @property
     def user_model(self) -> bool:
         return self.model.endswith(".keras")
+
+    def dataset(self, name: str | None = None) -> datasets.Dataset:
+        """The run's data set (or `name`); "synthetic" is generated for the run's zoo model."""
+        return datasets.load(name or self.data, model=None if self.user_model else self.model)
+
+    def resolve_task(self, data: datasets.Dataset) -> str:
+        """The given task, else the data set's, else the zoo model's, else from the labels."""
+        if self.task or data.task:
+            return datasets.infer_task(data.y_train, self.task or data.task)
+        if not self.user_model and registry.entry(self.model).task != "classification":
+            return registry.entry(self.model).task
+        return datasets.infer_task(data.y_train)
 
 
 def read_config(run_dir) -> RunConfig:
@@ -88,22 +102,25 @@ def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=()) -> d
     `float_callbacks` / `callbacks`: extra Keras callbacks for the float and QAT phases.
     """
     run_dir = Path(run_dir)
-    data = datasets.load(config.data)
-    task = datasets.infer_task(data.y_train, config.task)
+    data = config.dataset()
+    task = config.resolve_task(data)
     keras.utils.set_random_seed(config.seed)  # before building: the initial weights come from it
     if config.user_model:  # a trained float model: quantize and fine-tune it, no float training
         model = load_keras_model(config.model)
         check_inputs_fit(model, data.x_train, f"dataset {data.name!r}")
         float_history = {}
     else:
-        if task != "classification":
-            raise ConfigError(f"Zoo model {config.model!r} is a classifier; dataset {data.name!r} has {task} targets.")
+        zoo_model = registry.entry(config.model)
+        if task != zoo_model.task:
+            raise ConfigError(f"Zoo model {config.model!r} is made for {zoo_model.task}; dataset {data.name!r} has "
+                              f"{task} targets.")
         model = registry.build(config.model, data.input_shape, data.num_classes)
         float_history = train_float(model, data, config.recipe, seed=config.seed, callbacks=float_callbacks)
     float_metrics = evaluate(model, data.x_test, data.y_test, task)
     smooth, qat_history = train_quantized(model, data, config.scheme, config.recipe, seed=config.seed,
                                           callbacks=callbacks, task=task)
     smooth_metrics = evaluate(smooth, data.x_test, data.y_test, task)
+    config = dataclasses.replace(config, task=task)  # the resolved task, so export need not guess it
     write_json(run_dir / "config.json", config.to_dict())
     write_json(run_dir / "versions.json", versions())
     save_keras_model(model, run_dir / "float.keras")
@@ -124,24 +141,25 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
     config = read_config(run_dir)
     output = Path(output) if output is not None else run_dir / "export"
     smooth = load_keras_model(run_dir / "smooth.keras")
-    dataset = datasets.load(data or config.data)
+    dataset = config.dataset(data)
     check_inputs_fit(smooth, dataset.x_test, f"dataset {dataset.name!r}")
     hard = harden(smooth)
     tflite_bytes = convert(hard, target, io)
     report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels,
-                      task=config.task)
+                      task=config.resolve_task(dataset))
     float_model = load_keras_model(run_dir / "float.keras")
     report["float_tflite_bytes"] = len(convert(float_model, "float32"))
     report["target"] = target
     report["scheme"] = config.scheme.to_dict()
+    report["float"] = evaluate(float_model, dataset.x_test, dataset.y_test, report["task"])
     if report["task"] == "classification":
-        report["float_accuracy"] = accuracy(float_model, dataset.x_test, dataset.y_test)
+        report["float_accuracy"] = report["float"]["accuracy"]
         set_alpha(smooth, 1e9)  # the smooth model judged as hard rounding: a check of harden itself
         report["harden_agreement_with_alpha_inf"] = agreement(smooth.predict(dataset.x_test, verbose=0),
                                                               hard.predict(dataset.x_test, verbose=0))
     save_keras_model(hard, output / "hard.keras")
     write_bytes(output / "model.tflite", tflite_bytes)
-    write_bundle(output / "bundle", tflite_bytes, dataset.x_test, dataset.y_test, kernels=kernels,
+    write_bundle(output / "bundle", tflite_bytes, dataset.x_test, dataset.y_test, kernels=kernels, task=report["task"],
                  extra={"run": str(run_dir), "target": target})
     failures = check(report, max_drift, min_agreement)
     if device_check:

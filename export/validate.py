@@ -3,7 +3,9 @@
 Over an evaluation set:
 - the task, from the labels (1-D integers: classification; floats: regression) or given;
 - classification: accuracy of each model and pairwise top-1 agreement; regression: MSE and MAE
-  against the targets; both: output error between hard Keras and TFLite in output steps;
+  against the targets; anomaly detection (an autoencoder): the ROC AUC of the reconstruction
+  errors against the labels (1 = anomalous); all: output error between hard Keras and TFLite in
+  output steps;
 - `reference`: for each kernel family (reference, builtin, xnnpack), whether LiteRT computes
   exactly the integers of the integer reference (`export.device.reference`): every tensor for
   reference/builtin, the outputs for xnnpack. This link must be exact;
@@ -33,6 +35,7 @@ from export.hard_layers import FakeQuant
 from export.plots import new_figure, png_bytes
 from export.tflite import float_ops, weight_mismatches
 from models.datasets import TASKS, infer_task
+from models.training import task_metrics
 from toolkit.graph import producers
 
 __all__ = ["TASKS", "agreement", "check", "infer_task", "pair_layers", "per_layer_drift", "validate", "write_report"]
@@ -144,14 +147,6 @@ def per_layer_drift(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray,
     return rows
 
 
-def _task_metrics(outputs, y, task: str) -> dict:
-    outputs = np.asarray(outputs, np.float64)
-    if task == "classification":
-        return {"accuracy": float(np.mean(_top1(outputs) == y))}
-    error = outputs.reshape(len(y), -1) - np.asarray(y, np.float64).reshape(len(y), -1)
-    return {"mse": float(np.mean(error ** 2)), "mae": float(np.mean(np.abs(error)))}
-
-
 def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, smooth_model=None,
              kernels: str = "xnnpack", task: str | None = None, layer_samples: int = 256) -> dict:
     """The drift report (a JSON-serializable dict); see the module docstring."""
@@ -195,17 +190,17 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
     if smooth_model is not None:
         models = {"smooth": smooth_model.predict(x, verbose=0, batch_size=256), **models}
     if task == "classification":
-        report["accuracy"] = {name: _task_metrics(out, y, task)["accuracy"] for name, out in models.items()}
+        report["accuracy"] = {name: task_metrics(out, x, y, task)["accuracy"] for name, out in models.items()}
         report["agreement"] = {"hard_tflite": agreement(hard, tflite)}
         if "smooth" in models:
             report["agreement"]["smooth_hard"] = agreement(models["smooth"], hard)
             report["agreement"]["smooth_tflite"] = agreement(models["smooth"], tflite)
     else:
-        report["error"] = {name: _task_metrics(out, y, task) for name, out in models.items()}
+        report["error"] = {name: task_metrics(out, x, y, task) for name, out in models.items()}
     report["by_kernels"] = {}
     for name, other in outputs.items():
         steps = np.abs(other.astype(np.float64) - hard.astype(np.float64)) / output_step
-        row = {"max_error_steps": float(steps.max()), "mean_error_steps": float(steps.mean()), **_task_metrics(other, y, task)}
+        row = {"max_error_steps": float(steps.max()), "mean_error_steps": float(steps.mean()), **task_metrics(other, x, y, task)}
         if task == "classification":
             row["agreement_hard"] = agreement(hard, other)
         report["by_kernels"][name] = row
@@ -274,6 +269,12 @@ def _markdown(report: dict) -> str:
                   "|---|---|---|---|"]
         lines += [f"| {name} | {row['accuracy']:.4f} | {row['agreement_hard']:.4f} | "
                   f"{row['max_error_steps']:.2f} / {row['mean_error_steps']:.4f} |" for name, row in report["by_kernels"].items()]
+    elif report["task"] == "anomaly":
+        lines += ["| | ROC AUC | mean score of normal samples |", "|---|---|---|"]
+        lines += [f"| {name} | {row['auc']:.4f} | {row['normal_mse']:.6g} |" for name, row in report["error"].items()]
+        lines += ["", "| TFLite kernels | ROC AUC | max / mean output error vs hard Keras (steps) |", "|---|---|---|"]
+        lines += [f"| {name} | {row['auc']:.4f} | {row['max_error_steps']:.2f} / {row['mean_error_steps']:.4f} |"
+                  for name, row in report["by_kernels"].items()]
     else:
         lines += ["| | MSE | MAE |", "|---|---|---|"]
         lines += [f"| {name} | {row['mse']:.6g} | {row['mae']:.6g} |" for name, row in report["error"].items()]

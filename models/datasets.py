@@ -4,8 +4,11 @@
   0..16 scaled to [0, 1]), shape (8, 8, 1); a fixed stratified 80/20 split.
 - "mnist1d": MNIST-1D generated procedurally by the `mnist1d` package (its default arguments:
   4000 train / 1000 test sequences of length 40), shape (40, 1).
+- "synthetic" (with a zoo model) or "synthetic:MODEL": a learnable stand-in of MODEL's real data
+  set, generated locally (`models.synthetic`; the README's zoo table says which real set).
 - any path to an `.npz` with `x_train`, `y_train`, `x_test`, `y_test` (integer labels: classification;
-  float targets: regression).
+  float targets: regression; for anomaly detection, `--task anomaly`: y 1 marks an anomalous
+  sample, and training uses the rows of x_train whose y_train is 0).
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import numpy as np
 
 from toolkit.errors import ArtifactError, ConfigError
 
-__all__ = ["NAMES", "TASKS", "Dataset", "infer_task", "load"]
+__all__ = ["NAMES", "TASKS", "Dataset", "infer_task", "load", "training_pairs"]
 
-NAMES = ("digits", "mnist1d")
+NAMES = ("digits", "mnist1d", "synthetic")
 _SPLIT_SEED = 0  # the train/test split is part of the dataset, not of a run's seed
 
 
@@ -31,6 +34,7 @@ class Dataset:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    task: str | None = None  # set where the data set says it (synthetic anomaly data); else from the labels
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -92,11 +96,12 @@ def _npz(path: Path) -> Dataset:
                    arrays["x_test"].astype(np.float32), _targets(arrays["y_test"]))
 
 
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "anomaly")
 
 
 def infer_task(y: np.ndarray, task: str | None = None) -> str:
-    """`task` if given, else classification for 1-D integer labels and regression otherwise."""
+    """`task` if given, else classification for 1-D integer labels and regression otherwise.
+    (Anomaly detection is never inferred: its labels look like classes.)"""
     if task is not None:
         if task not in TASKS:
             raise ConfigError(f"Unknown task {task!r}. Expected one of: {', '.join(TASKS)}.")
@@ -110,12 +115,39 @@ def _targets(y: np.ndarray) -> np.ndarray:
     return y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y.astype(np.float32)
 
 
-def load(name: str) -> Dataset:
-    """Loads a dataset by registry name or .npz path (see the module docstring)."""
+def _synthetic(model: str | None) -> Dataset:
+    from models import registry, synthetic
+
+    if model is None or str(model).endswith(".keras"):
+        raise ConfigError(f"--data synthetic generates the data of a zoo model; name one with --model or as "
+                          f"synthetic:MODEL (one of {', '.join(registry.names())}).")
+    zoo_model = registry.entry(model)
+    if zoo_model.task == "anomaly":
+        return Dataset(f"synthetic:{model}", *synthetic.machine_sounds(zoo_model.input_shape), task="anomaly")
+    images = len(zoo_model.input_shape) == 3 and zoo_model.input_shape[-1] == 3
+    return Dataset(f"synthetic:{model}", *synthetic.class_patterns(zoo_model.input_shape, zoo_model.num_classes, images),
+                   task="classification")
+
+
+def load(name: str, model: str | None = None) -> Dataset:
+    """Loads a dataset by registry name or .npz path (see the module docstring); `model` is the
+    zoo model that "synthetic" generates data for."""
     if name == "digits":
         return _digits()
     if name == "mnist1d":
         return _mnist1d()
+    if name == "synthetic" or str(name).startswith("synthetic:"):
+        return _synthetic(str(name).partition(":")[2] or model)
     if str(name).endswith(".npz"):
         return _npz(Path(name))
     raise ConfigError(f"Unknown dataset {name!r}. Expected one of {', '.join(NAMES)} or a path to an .npz file.")
+
+
+def training_pairs(data: Dataset, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, targets) to fit: the labels, or for anomaly detection the normal samples as their own targets."""
+    if task == "anomaly":
+        normal = data.x_train[np.asarray(data.y_train).reshape(len(data.y_train), -1)[:, 0] == 0]
+        if len(normal) == 0:
+            raise ConfigError(f"Dataset {data.name!r} has no normal training sample (y_train == 0) to train an autoencoder on.")
+        return normal, normal
+    return data.x_train, data.y_train

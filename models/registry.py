@@ -1,19 +1,42 @@
-"""The model zoo's one registry: name -> builder(input_shape, num_classes) -> keras.Model."""
+"""The model zoo's one registry: name -> what the model is and how to build it.
+
+Each architecture file registers a builder `builder(input_shape, num_classes, **options) ->
+keras.Model` with its default input shape, class count and task, and one line on the real data
+set it is made for (the README's data table is this registry). `--data synthetic` generates a
+learnable stand-in of that shape (`models.synthetic`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from toolkit.errors import ConfigError
 
-__all__ = ["build", "names", "register"]
-
-_BUILDERS: dict[str, Callable] = {}
+__all__ = ["ZooModel", "build", "entry", "names", "register"]
 
 
-def register(name: str):
+@dataclass(frozen=True)
+class ZooModel:
+    """`task`: classification (integer labels, `num_classes` outputs) or anomaly (an
+    autoencoder: outputs reconstruct the inputs; the anomaly score is the reconstruction error).
+    `real_data`: the data set the reference trains on and the .npz layout softedge expects."""
+
+    name: str
+    builder: Callable
+    input_shape: tuple[int, ...]
+    num_classes: int | None
+    task: str
+    real_data: str
+
+
+_ZOO: dict[str, ZooModel] = {}
+
+
+def register(name: str, input_shape: tuple[int, ...], num_classes: int | None = None, task: str = "classification",
+             real_data: str = ""):
     def decorate(builder):
-        _BUILDERS[name] = builder
+        _ZOO[name] = ZooModel(name, builder, tuple(input_shape), num_classes, task, real_data)
         return builder
 
     return decorate
@@ -21,23 +44,29 @@ def register(name: str):
 
 def names() -> tuple[str, ...]:
     _load_zoo()
-    return tuple(_BUILDERS)
+    return tuple(_ZOO)
+
+
+def entry(name: str) -> ZooModel:
+    _load_zoo()
+    if name not in _ZOO:
+        raise ConfigError(f"Unknown model {name!r}. Expected one of: {', '.join(_ZOO)}.")
+    return _ZOO[name]
 
 
 def build(name: str, input_shape=None, num_classes=None, **options):
-    """Builds the zoo model `name` (default shapes if None); `options` go to its builder
-    (`keras_module`, `batch_norm`)."""
-    _load_zoo()
-    if name not in _BUILDERS:
-        raise ConfigError(f"Unknown model {name!r}. Expected one of: {', '.join(_BUILDERS)}.")
+    """Builds the zoo model `name` (its default shapes where None); `options` go to its builder
+    (`keras_module`, `batch_norm` for the models that take them). An autoencoder takes no
+    `num_classes`: its output has its input's shape."""
+    zoo_model = entry(name)
     kwargs = {}
     if input_shape is not None:
         kwargs["input_shape"] = tuple(input_shape)
-    if num_classes is not None:
+    if num_classes is not None and zoo_model.task == "classification":
         kwargs["num_classes"] = int(num_classes)
-    return _BUILDERS[name](**kwargs, **options)
+    return zoo_model.builder(**kwargs, **options)
 
 
 def _load_zoo():
     # Importing the architecture modules registers them (one file per architecture).
-    from models import digits_cnn, mnist1d_cnn  # noqa: F401
+    from models import digits_cnn, ds_cnn, fc_autoencoder, mnist1d_cnn, mobilenet_v1_025, mobilenet_v2_035, resnet8  # noqa: F401

@@ -185,16 +185,25 @@ class QuantAveragePooling(QuantizeActivation):
     same grid the same way, y = s (round_half_away(mean q_i) - z); the gradient of that last
     rounding is straight-through. `export.harden` expands it into FakeQuant (input grid) ->
     pooling -> FakeQuant (the same grid): AVERAGE_POOL_2D with no QUANTIZE after it.
+
+    `between`: layers that stood between the input's producer and the pooling and are the
+    identity at inference (Dropout, SpatialDropout, Identity; serialized). They run after the
+    input quantizer, so its range sees the tensor as inference does (not scaled by dropout's
+    1 / (1 - rate)), and are left out of the hard model.
     """
 
-    def __init__(self, pool: dict, input_quant_name: str, quantizer=None, **kwargs):
+    def __init__(self, pool: dict, input_quant_name: str, quantizer=None, between=(), **kwargs):
         super().__init__(quantizer, **kwargs)
         self.pool_config = dict(pool)
         self.input_quant_name = str(input_quant_name)
         self.pool = keras.layers.deserialize(self.pool_config)
+        self.between_configs = [dict(config) for config in between]
+        self.between = [keras.layers.deserialize(config) for config in self.between_configs]
 
     def call(self, inputs, training=False):
         quantized = self.quantizer(inputs, training=bool(training))
+        for layer in self.between:
+            quantized = layer(quantized, training=bool(training))
         grid = self.quantizer.grid()
         scale = ops.stop_gradient(ops.cast(grid.scale, quantized.dtype))
         zero_point = ops.stop_gradient(ops.cast(grid.zero_point, quantized.dtype))
@@ -209,7 +218,8 @@ class QuantAveragePooling(QuantizeActivation):
         return self.pool.compute_output_shape(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "pool": self.pool_config, "input_quant_name": self.input_quant_name}
+        return {**super().get_config(), "pool": self.pool_config, "input_quant_name": self.input_quant_name,
+                "between": self.between_configs}
 
 
 # Keras float layer class -> its quantization-aware replacement, from the layer descriptions.

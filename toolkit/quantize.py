@@ -18,7 +18,8 @@ The rewrite, in one visible pass over the layer graph:
    Max pooling, Flatten, Reshape, Dropout, padding and Identity keep their input's grid.
    AveragePooling1D/2D keeps it too, as TFLite's int8 AVERAGE_POOL_2D does: where the pooling is
    the only reader of a layer's output, that layer's quantizer and the pooling become one
-   `QuantAveragePooling`, which rounds the average back onto the input grid as the kernel does.
+   `QuantAveragePooling`, which rounds the average back onto the input grid as the kernel does
+   (a Dropout between them moves into it, after the quantizer).
    (An average pooling of the model input, or of a tensor other layers also read, gets its own
    grid, and the converter adds a QUANTIZE after the pooling.)
 4. Any other layer raises `UnsupportedLayerError` naming it, unless the scheme says
@@ -54,6 +55,7 @@ PASS_THROUGH = (L.InputLayer, L.Flatten, L.Reshape, L.Dropout, L.SpatialDropout1
 RESCALING = (L.Add, L.Concatenate, L.AveragePooling1D, L.AveragePooling2D,
              L.GlobalAveragePooling1D, L.GlobalAveragePooling2D)
 AVERAGE_POOLING = (L.AveragePooling1D, L.AveragePooling2D)
+IDENTITY_AT_INFERENCE = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.Identity)
 FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
 # TFLite int8 kernels fix these output ranges (scale 1/256 zp -128; tanh 1/128 zp 0).
 FIXED_RANGE_ACTIVATIONS = {"softmax": (0.0, 255 / 256), "sigmoid": (0.0, 255 / 256), "tanh": (-1.0, 127 / 128)}
@@ -111,7 +113,7 @@ def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_
     consumed_by = consumers(source)
     float_names = _check_supported(source, scheme)
     quantized_tensors: dict[int, object] = {}
-    pooled_by = _average_pooled_outputs(source, float_names)
+    pooled_by, between_pools = _average_pooled_outputs(source, float_names)
     deferred: dict[str, QuantizeActivation] = {}  # average pooling name -> its input's quantizer
 
     def finish(layer_name, quantizer, tensor):
@@ -157,8 +159,11 @@ def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_
         args, kwargs = keras.tree.map_structure(quantize_input, (args, kwargs))
         if layer.name in deferred:  # an average pooling on its input's grid
             quantizer = deferred.pop(layer.name)
+            between = [keras.layers.serialize(source.get_layer(name)) for name in between_pools.get(layer.name, [])]
             return QuantAveragePooling(keras.layers.serialize(layer), quantizer.name, quantizer.quantizer,
-                                       name=layer.name)(args[0])
+                                       between=between, name=layer.name)(args[0])
+        if any(layer.name in names for names in between_pools.values()):
+            return args[0]  # moved into the QuantAveragePooling after it
         outputs = layer(*args, **kwargs)
         original = source.get_layer(layer.name)
         bits = scheme.for_layer(layer.name).activation_bits
@@ -207,23 +212,35 @@ def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_
     return quantized
 
 
-def _average_pooled_outputs(model: keras.Model, float_names: set[str]) -> dict[str, str]:
-    """layer name -> the AveragePooling1D/2D that is the only reader of its output (a quantized
-    layer that gives its output a quantizer; not the model input, not a float layer)."""
+def _average_pooled_outputs(model: keras.Model, float_names: set[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """({layer name -> the AveragePooling1D/2D that is the only reader of its output},
+    {pooling name -> the layers between them}).
+
+    The layer is a quantized one that gives its output a quantizer (not the model input, not a
+    float layer); between it and the pooling there may be a chain of layers that are the
+    identity at inference (Dropout, as in the MLPerf Tiny DS-CNN), each read only by the next.
+    """
     produced_by, consumed_by = producers(model), consumers(model)
-    pooled = {}
+    pooled, between = {}, {}
     for pool in model.layers:
         if not isinstance(pool, AVERAGE_POOLING) or pool.name in float_names:
             continue
+        chain, reader = [], pool
         sources = produced_by.get(pool.name, [])
+        while len(sources) == 1 and isinstance(sources[0], IDENTITY_AT_INFERENCE) and sources[0].name not in float_names \
+                and [layer.name for layer in consumed_by.get(sources[0].name, [])] == [reader.name]:
+            reader = sources[0]
+            chain.insert(0, reader.name)
+            sources = produced_by.get(reader.name, [])
         if len(sources) != 1:
             continue
         source = sources[0]
         if isinstance(source, PASS_THROUGH) or source.name in float_names:
             continue
-        if [layer.name for layer in consumed_by.get(source.name, [])] == [pool.name]:
+        if [layer.name for layer in consumed_by.get(source.name, [])] == [reader.name]:
             pooled[source.name] = pool.name
-    return pooled
+            between[pool.name] = chain
+    return pooled, between
 
 
 def _check_supported(model: keras.Model, scheme: QuantScheme) -> set[str]:

@@ -8,7 +8,8 @@ eval.npz (exactly as the device receives them) through the interpreter with the 
 manifest names, and prints, for each kernel family the bundle carries integer-reference
 outputs for (reference, builtin, xnnpack), how many output elements differ from them (0 for
 the family the device runs), which family the device matches (or none, with the first
-differing output), accuracy (classification), top-1 agreement with the exporter's outputs,
+differing output), accuracy (classification) or the ROC AUC of the reconstruction errors
+(anomaly detection), top-1 agreement with the exporter's outputs,
 and batch-1 latency p50/p95.
 
 Exit codes: 0 the device matches a family's integers exactly and accuracy is within the
@@ -165,6 +166,37 @@ def _read_bundle(bundle: str):
     return manifest, model_path, data
 
 
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` for binary `labels` (1 positive): the Mann-Whitney
+    statistic, P(score of a positive > score of a negative) + P(equal) / 2, from average ranks."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), np.float64)
+    sorted_scores = scores[order]
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    for start, end in zip(starts, ends):  # tied scores share their average rank (1-based)
+        ranks[order[start:end]] = (start + end + 1) / 2
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def anomaly_scores(outputs: np.ndarray, inputs: np.ndarray, input_quantization: dict,
+                   output_quantization: dict) -> np.ndarray:
+    """An autoencoder's anomaly score per sample on the device: the mean squared difference of
+    its dequantized output and its (quantized) input."""
+    def real(values, quantization):
+        values = np.asarray(values, np.float64)
+        if np.dtype(quantization["dtype"]).kind in "iu" and quantization.get("scale"):
+            values = quantization["scale"] * (values - quantization["zero_point"])
+        return values.reshape(len(values), -1)
+
+    error = real(outputs, output_quantization) - real(inputs, input_quantization)
+    return np.mean(error ** 2, axis=1)
+
+
 def compare_families(outputs: np.ndarray, families: dict) -> tuple[dict, list, dict | None]:
     """({family: differing output elements}, [families matched exactly], first difference or None)."""
     differing, first = {}, None
@@ -189,8 +221,13 @@ def check_bundle(bundle: str, latency_runs: int = 200) -> dict:
     interpreter = load_interpreter(model_path, kernels)
     outputs = run(interpreter, data["inputs"])
     output_detail = interpreter.get_output_details()[0]
-    classification = np.issubdtype(data["labels"].dtype, np.integer)
+    task = manifest.get("task") or ("classification" if np.issubdtype(data["labels"].dtype, np.integer) else "regression")
+    classification = task == "classification"
     accuracy = float(np.mean(np.argmax(outputs, -1) == data["labels"])) if classification else None
+    auc = None
+    if task == "anomaly":
+        auc = roc_auc(anomaly_scores(outputs, data["inputs"], manifest["input_quantization"],
+                                     manifest["output_quantization"]), data["labels"])
     agreement = float(np.mean(np.argmax(outputs, -1) == np.argmax(data["expected_outputs"], -1)))
     difference = np.abs(outputs.astype(np.float64) - data["expected_outputs"].astype(np.float64))
     if output_detail["dtype"] != np.int8:
@@ -204,6 +241,8 @@ def check_bundle(bundle: str, latency_runs: int = 200) -> dict:
                         f"first difference {first}")
     if classification and accuracy < manifest["expected_accuracy"] - tolerance["accuracy"]:
         failures.append(f"accuracy {accuracy:.4f} < expected {manifest['expected_accuracy']:.4f} - {tolerance['accuracy']}")
+    if auc is not None and auc < manifest["expected_auc"] - tolerance.get("auc", tolerance["accuracy"]):
+        failures.append(f"ROC AUC {auc:.4f} < expected {manifest['expected_auc']:.4f} - {tolerance.get('auc', tolerance['accuracy'])}")
     if classification and agreement < tolerance["min_agreement"]:
         failures.append(f"agreement {agreement:.4f} < {tolerance['min_agreement']}")
     return {
@@ -212,6 +251,8 @@ def check_bundle(bundle: str, latency_runs: int = 200) -> dict:
         "samples": int(len(data["labels"])),
         "accuracy": accuracy,
         "expected_accuracy": manifest.get("expected_accuracy"),
+        "auc": auc,
+        "expected_auc": manifest.get("expected_auc"),
         "agreement": agreement,
         "max_output_error_steps": float(difference.max()) if difference.size else 0.0,
         "families": differing,
@@ -244,6 +285,8 @@ def main(argv=None) -> int:
               + (f" (first difference {result['first_difference']})" if result["first_difference"] else ""))
         if result["accuracy"] is not None:
             print(f"accuracy  {result['accuracy']:.4f} (expected {result['expected_accuracy']:.4f})")
+        if result["auc"] is not None:
+            print(f"ROC AUC   {result['auc']:.4f} (expected {result['expected_auc']:.4f}; anomaly score = reconstruction error)")
         print(f"agreement {result['agreement']:.4f} with expected outputs; max output error "
               f"{result['max_output_error_steps']:.0f} step(s)")
         print(f"latency   p50 {result['latency_us']['p50']:.1f} us, p95 {result['latency_us']['p95']:.1f} us (batch 1)")

@@ -1,0 +1,59 @@
+"""The training recipe's pieces: precise BatchNorm statistics, the XLA choice, anomaly metrics."""
+
+import keras
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from export.device.check import roc_auc
+from models import registry
+from models.datasets import Dataset, training_pairs
+from models.training import recalibrate_batch_norm, task_metrics, use_xla
+
+L = keras.layers
+
+
+def test_recalibrated_batch_norm_holds_the_mean_of_its_batch_statistics():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5,))
+    dense = L.Dense(3, name="dense")
+    model = keras.Model(inputs, L.BatchNormalization(momentum=0.99, name="bn")(dense(inputs)))
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(256, 5)).astype(np.float32)
+    recalibrate_batch_norm(model, x, batch_size=64)
+    features = keras.Model(inputs, dense.output)(x).numpy().reshape(4, 64, 3)
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), features.mean(axis=1).mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), features.var(axis=1).mean(axis=0), rtol=1e-4)
+    assert bn.momentum == 0.99  # restored
+
+
+def test_xla_is_off_for_depthwise_models_unless_asked():
+    assert use_xla(registry.build("mnist1d_cnn")) is True
+    assert use_xla(registry.build("ds_cnn")) is False
+    assert use_xla(registry.build("ds_cnn"), jit_compile=True) is True
+    assert use_xla(registry.build("mobilenet_v2_035")) is False
+
+
+def test_device_roc_auc_equals_scikit_learns_with_ties():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 20, size=500).astype(np.float64)  # many ties
+    labels = (rng.random(500) < 0.3 + 0.02 * scores).astype(int)
+    assert roc_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert np.isnan(roc_auc(scores, np.zeros(500)))
+
+
+def test_anomaly_metrics_score_reconstruction_error():
+    x = np.zeros((4, 3), np.float32)
+    outputs = np.array([[0, 0, 0], [0.1, 0, 0], [1, 1, 1], [2, 0, 0]], np.float32)  # errors 0, 1/300, 1, 4/3
+    metrics = task_metrics(outputs, x, np.array([0, 0, 1, 1]), "anomaly")
+    assert metrics["auc"] == 1.0 and metrics["normal_mse"] == pytest.approx(0.01 / 6)
+    metrics = task_metrics(outputs, x, np.array([1, 0, 0, 1]), "anomaly")
+    assert metrics["auc"] == 0.5
+
+
+def test_an_autoencoder_trains_on_its_normal_samples_as_targets():
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    data = Dataset("d", x, np.array([0, 1, 0, 0]), x, np.array([0, 1, 0, 0]), task="anomaly")
+    inputs, targets = training_pairs(data, "anomaly")
+    assert np.array_equal(inputs, x[[0, 2, 3]]) and inputs is targets
+    assert training_pairs(data, "classification")[1] is data.y_train
