@@ -34,7 +34,14 @@ from export.harden import harden  # noqa: E402
 from export.tflite import convert  # noqa: E402
 from export.validate import agreement  # noqa: E402
 from models import datasets, registry  # noqa: E402
-from models.training import Recipe, accuracy, compile_classifier, train_float, train_quantized, use_xla  # noqa: E402
+from models.training import (  # noqa: E402
+    Recipe,
+    accuracy,
+    compile_classifier,
+    train_float,
+    train_quantized,
+    use_xla,
+)
 from toolkit import QuantScheme  # noqa: E402
 from toolkit.schedules import set_alpha  # noqa: E402
 

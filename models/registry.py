@@ -69,4 +69,12 @@ def build(name: str, input_shape=None, num_classes=None, **options):
 
 def _load_zoo():
     # Importing the architecture modules registers them (one file per architecture).
-    from models import digits_cnn, ds_cnn, fc_autoencoder, mnist1d_cnn, mobilenet_v1_025, mobilenet_v2_035, resnet8  # noqa: F401
+    from models import (  # noqa: F401
+        digits_cnn,
+        ds_cnn,
+        fc_autoencoder,
+        mnist1d_cnn,
+        mobilenet_v1_025,
+        mobilenet_v2_035,
+        resnet8,
+    )

@@ -39,7 +39,7 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarra
     spatial = shape[:-1] if len(shape) > 1 else shape
     coarse_shape = tuple(max(2, -(-n // 4)) for n in spatial) + tuple(shape[len(spatial):])
     coarse = rng.normal(size=coarse_shape)
-    zoom = [n / c for n, c in zip(shape, coarse_shape)]
+    zoom = [n / c for n, c in zip(shape, coarse_shape, strict=True)]
     field = ndimage.zoom(coarse, zoom, order=1, mode="nearest")[tuple(slice(0, n) for n in shape)]
     return ((field - field.mean()) / (field.std() + 1e-12)).astype(np.float32)
 

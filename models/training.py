@@ -104,7 +104,7 @@ def recalibrate_batch_norm(model: keras.Model, x: np.ndarray, batch_size: int = 
                 layer.momentum = k / (k + 1)
             model(x[start:start + batch_size], training=True)
     finally:
-        for layer, momentum in zip(layers, momenta):
+        for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
 
 

@@ -178,7 +178,7 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     sorted_scores = scores[order]
     starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
     ends = np.r_[starts[1:], len(scores)]
-    for start, end in zip(starts, ends):  # tied scores share their average rank (1-based)
+    for start, end in zip(starts, ends, strict=True):  # tied scores share their average rank (1-based)
         ranks[order[start:end]] = (start + end + 1) / 2
     return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
