@@ -294,11 +294,21 @@ def _in_chunks(compute, x: np.ndarray, out_elements_per_row: int) -> np.ndarray:
 
 
 def _kernel_scales(context: _Context, weights_index: int = 1):
-    """(double real scales, float32 real scales) s_in s_w[c] / s_out of a conv/FC, per channel."""
+    """(double real scales, float32 real scales) s_in s_w[c] / s_out of a conv/FC, per channel.
+
+    TFLite computes the double one as double(s_in) double(s_w[c]) / double(s_out), except for a
+    FULLY_CONNECTED with per-tensor weights (GetQuantizedConvolutionMultipler): there the product
+    s_in s_w is taken in float32 first, double(float32(s_in s_w)) / double(s_out). The two
+    multipliers differ in their last bits, which moves outputs near a rounding boundary by one
+    step (probed on LiteRT's builtin kernels: 3 of 76,800 outputs of a 640 -> 128 layer)."""
     input_scale = context.tensor(0).scale[0]
     weight_scale = context.tensor(weights_index).scale
     output_scale = context.output().scale[0]
-    double = np.float64(input_scale) * weight_scale.astype(np.float64) / np.float64(output_scale)
+    if context.op.name == "FULLY_CONNECTED" and weight_scale.size == 1:
+        product = np.float64(np.float32(input_scale) * np.float32(weight_scale[0]))
+        double = np.atleast_1d(product / np.float64(output_scale))
+    else:
+        double = np.float64(input_scale) * weight_scale.astype(np.float64) / np.float64(output_scale)
     single = (np.float32(input_scale) * weight_scale.astype(np.float32)) / np.float32(output_scale)
     return double, single
 

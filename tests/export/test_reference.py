@@ -278,3 +278,25 @@ def test_builtin_depthwise_rounds_its_last_partial_block_of_channels_apart(chann
     model = keras.Sequential([keras.Input((9, 9, channels)), L.DepthwiseConv2D(3, padding="same", depth_multiplier=multiplier)])
     x = np.random.default_rng(0).normal(size=(400, 9, 9, channels)).astype(np.float32)
     _exact_post_training_int8(model, x)
+
+
+def test_per_tensor_fully_connected_takes_the_scale_product_in_float32():
+    """TFLite's multiplier of a per-tensor FULLY_CONNECTED is double(float32(s_in s_w)) / s_out,
+    not a double product: the last bits differ, and with them outputs on a rounding boundary."""
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((640,)), L.Dense(128, activation="relu")])
+    x = np.random.default_rng(3).normal(size=(2000, 640)).astype(np.float32)
+    graph, values = _exact_post_training_int8(model, x)
+    op = next(op for op in graph.ops if op.name == "FULLY_CONNECTED")
+    (s_in, z_in), (s_out, z_out) = graph.tensors[op.inputs[0]].grid(), graph.tensors[op.outputs[0]].grid()
+    s_w = float(graph.tensors[op.inputs[1]].scale[0])
+    float32_product = np.float64(np.float32(s_in) * np.float32(s_w)) / np.float64(s_out)
+    double_product = np.float64(s_in) * np.float64(s_w) / np.float64(s_out)
+    m32, e32 = fp.quantize_multiplier(float32_product)
+    m64, e64 = fp.quantize_multiplier(double_product)
+    assert (m32, e32) != (m64, e64)
+    weights = graph.tensors[op.inputs[1]].data.astype(np.int64)
+    bias = graph.tensors[op.inputs[2]].data if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+    acc = (values["builtin"][op.inputs[0]].astype(np.int64) - z_in) @ weights.T + (0 if bias is None else bias)
+    with_double = np.clip(fp.multiply_by_quantized_multiplier_upward(acc, m64, e64) + z_out, z_out, 127)
+    assert np.count_nonzero(with_double != values["builtin"][op.outputs[0]]) > 0  # the rule is observable here
