@@ -30,7 +30,7 @@ import tensorflow as tf
 from toolkit.layer_types import LAYER_TYPES, register_hard
 from toolkit.quantizers import storage_fake_quant
 
-__all__ = ["HARD_LAYERS", "FakeQuant", "HardConv1D", "HardConv2D", "HardDense", "HardDepthwiseConv2D"]
+__all__ = ["HARD_LAYERS", "FakeQuant", "HardConstantOp", "HardConv1D", "HardConv2D", "HardDense", "HardDepthwiseConv2D"]
 
 
 @keras.saving.register_keras_serializable(package="softedge")
@@ -60,6 +60,33 @@ class FakeQuant(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "min_value": self.min_value, "max_value": self.max_value,
                 "num_bits": self.num_bits}
+
+
+@keras.saving.register_keras_serializable(package="softedge")
+class HardConstantOp(keras.layers.Layer):
+    """y = x * c or x + c (`op` "mul" / "add"), c a per-channel constant on the int8 grid of
+    [min_value, max_value] and passed through fake_quant_with_min_max_vars on that range, so the
+    converter stores exactly its integers (the hard form of `QuantChannelAffine`)."""
+
+    def __init__(self, op: str, values, min_value: float, max_value: float, **kwargs):
+        super().__init__(**kwargs)
+        if op not in ("mul", "add"):
+            raise ValueError(f"HardConstantOp op must be 'mul' or 'add'; got {op!r}.")
+        self.op = op
+        self.values = [float(v) for v in np.asarray(values, np.float32).ravel()]
+        self.min_value, self.max_value = float(min_value), float(max_value)
+
+    def call(self, inputs):
+        constant = tf.quantization.fake_quant_with_min_max_vars(
+            tf.constant(self.values, inputs.dtype), self.min_value, self.max_value, num_bits=8, narrow_range=False)
+        return inputs * constant if self.op == "mul" else inputs + constant
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "op": self.op, "values": self.values, "min_value": self.min_value,
+                "max_value": self.max_value}
 
 
 class _HardKernel(keras.layers.Layer):

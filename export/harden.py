@@ -3,8 +3,9 @@
 For each quantized kernel layer, q = clip(round(W / s), -qmax, qmax) (ties to even, the
 straight-through forward the model trained against as alpha -> inf) is baked as W = q * s into
 the matching `hard_layers` layer; each `QuantizeActivation` becomes a `FakeQuant` on its nudged
-range, and a `QuantAveragePooling` becomes FakeQuant -> pooling -> FakeQuant, both on its
-input's grid (the pooled tensor keeps its input's scale, as in TFLite).
+range, a `QuantAveragePooling` becomes FakeQuant -> pooling -> FakeQuant, both on its
+input's grid (the pooled tensor keeps its input's scale, as in TFLite), and a
+`QuantChannelAffine` becomes MUL (constant on its int8 grid) -> FakeQuant -> ADD (likewise).
 
 Biases are baked onto the grid TFLite stores them on, int32 with step s_in * s_w (s_in the step
 of the layer's int8 input, s_w the kernel step of the channel): b = round(b / (s_in s_w)) s_in s_w.
@@ -18,13 +19,23 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from export.hard_layers import FakeQuant
+from export.hard_layers import FakeQuant, HardConstantOp
 from toolkit.errors import ConfigError
 from toolkit.graph import producers
 from toolkit.layer_types import layer_type_of
-from toolkit.qat_layers import QUANT_KERNEL_LAYERS, QuantAveragePooling, QuantizeActivation
+from toolkit.qat_layers import (
+    QUANT_KERNEL_LAYERS,
+    QuantAveragePooling,
+    QuantChannelAffine,
+    QuantizeActivation,
+)
 from toolkit.quantize import PASS_THROUGH, is_quantized_model
-from toolkit.quantizers import bias_on_accumulator_grid
+from toolkit.quantizers import (
+    bias_on_accumulator_grid,
+    constant_fake_quant,
+    constant_range,
+    nudged_grid,
+)
 
 __all__ = ["harden", "input_steps"]
 
@@ -78,6 +89,14 @@ def _hard_layer(layer, input_step: float | None = None):
     return hard, weights
 
 
+def _hard_constant(op: str, variable, name: str) -> HardConstantOp:
+    """The constant of a `QuantChannelAffine` on its int8 grid, with that grid's nudged range."""
+    values = constant_fake_quant(variable).numpy()
+    grid = nudged_grid(*constant_range(variable), 8)
+    lo, hi = ((grid.qmin - grid.zero_point) * grid.scale).numpy(), ((grid.qmax - grid.zero_point) * grid.scale).numpy()
+    return HardConstantOp(op, values, float(lo), float(hi), name=name)
+
+
 def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
     """A hard copy of a softedge quantized model (see the module docstring).
 
@@ -100,6 +119,7 @@ def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
     weights_by_name = {}
     steps = input_steps(model) if bake_bias else {}
     pools = {}  # hard FakeQuant name -> the QuantAveragePooling it opens
+    affines = {}  # name -> the QuantChannelAffine whose final ADD keeps its name
 
     def clone_layer(layer):
         if isinstance(layer, QUANT_KERNEL_LAYERS):
@@ -113,6 +133,9 @@ def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
         if isinstance(layer, QuantizeActivation):
             lo, hi = (float(v) for v in layer.quantizer.min_max())
             return FakeQuant(lo, hi, num_bits=layer.quantizer.bits, name=layer.name)
+        if isinstance(layer, QuantChannelAffine):  # MUL -> FakeQuant -> ADD, expanded by call_layer
+            affines[layer.name] = layer
+            return _hard_constant("add", layer.offset, layer.name)
         clone = layer.__class__.from_config(layer.get_config())
         if layer.weights:
             weights_by_name[layer.name] = layer.get_weights()
@@ -121,6 +144,12 @@ def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
     def call_layer(layer, *args, **kwargs):
         """A QuantAveragePooling becomes FakeQuant -> pooling -> FakeQuant on the same grid, which
         the converter turns into one AVERAGE_POOL_2D keeping its input's scale and zero point."""
+        affine = affines.get(layer.name)
+        if affine is not None:
+            product = _hard_constant("mul", affine.scale, f"{layer.name}_mul")(args[0])
+            lo, hi = (float(v) for v in affine.product_quantizer.min_max())
+            product = FakeQuant(lo, hi, num_bits=affine.product_quantizer.bits, name=f"{layer.name}_product_quant")(product)
+            return layer(product)
         outputs = layer(*args, **kwargs)
         pool = pools.get(layer.name)
         if pool is None:

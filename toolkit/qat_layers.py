@@ -3,7 +3,9 @@
 `QuantDense`, `QuantConv1D`, `QuantConv2D` and `QuantDepthwiseConv2D` subclass the Keras layer
 of the same name and change one thing: `call` uses `weight_quantizer(kernel)` instead of the
 float kernel (which stays the trained, latent weight). `QuantizeActivation` fake-quantizes a
-tensor where the converted TFLite model will hold an int8 tensor.
+tensor where the converted TFLite model will hold an int8 tensor. `QuantAveragePooling` and
+`QuantChannelAffine` (a BatchNormalization with nothing to fold into) train as TFLite's int8
+AVERAGE_POOL_2D and MUL/ADD run.
 
 Every layer saves all of its variables (kernel, bias, rounding alpha, ranges, learned steps)
 through the generic `Layer` variable store, and is registered for `safe_mode` loading.
@@ -12,15 +14,18 @@ through the generic `Layer` variable store, and is registered for `safe_mode` lo
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
+from toolkit.errors import ConfigError
 from toolkit.layer_types import LAYER_TYPES, register_qat
-from toolkit.quantizers import ActivationQuantizer, WeightQuantizer
+from toolkit.quantizers import ActivationQuantizer, WeightQuantizer, constant_fake_quant
 
 __all__ = [
     "QUANT_KERNEL_LAYERS",
     "QUANT_LAYERS",
     "QuantAveragePooling",
+    "QuantChannelAffine",
     "QuantConv1D",
     "QuantConv2D",
     "QuantDense",
@@ -220,6 +225,54 @@ class QuantAveragePooling(QuantizeActivation):
     def get_config(self):
         return {**super().get_config(), "pool": self.pool_config, "input_quant_name": self.input_quant_name,
                 "between": self.between_configs}
+
+
+@keras.saving.register_keras_serializable(package="softedge")
+class QuantChannelAffine(keras.layers.Layer):
+    """A BatchNormalization that no linear layer precedes, as TFLite's int8 graph runs it.
+
+    The converter turns the inference-time BatchNormalization y = a x + b (a = gamma /
+    sqrt(var + eps), b = beta - mean a, per channel on the last axis) into MUL by the constant
+    a, then ADD of the constant b, each constant stored as int8 per tensor on its own range
+    [min(0, min v), max(0, max v)] and the product held as an int8 tensor. This layer computes
+    exactly that: y = Q_p(x C(a)) + C(b), where C fake-quantizes a constant on that grid
+    (`constant_fake_quant`) and Q_p is the product's activation quantizer; the output's own
+    quantizer follows the layer, as after an Add. a and b are trainable (straight-through).
+    `export.harden` expands it into MUL -> FakeQuant -> ADD with the constants on their grids.
+    """
+
+    def __init__(self, channels: int, product_quantizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        if isinstance(product_quantizer, ActivationQuantizer):
+            product_quantizer = product_quantizer.get_config()
+        self.product_quantizer = ActivationQuantizer.from_config(product_quantizer or {})
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.channels:
+            raise ConfigError(f"Layer {self.name!r} expects {self.channels} channels on its last axis; got {input_shape}.")
+        self.scale = self.add_weight(name="scale", shape=(self.channels,), initializer="ones")
+        self.offset = self.add_weight(name="offset", shape=(self.channels,), initializer="zeros")
+        self.product_quantizer.build(self)
+
+    def set_from_batch_norm(self, batch_norm: keras.layers.BatchNormalization) -> None:
+        """a = gamma / sqrt(moving_variance + epsilon), b = beta - moving_mean a."""
+        variance = np.asarray(batch_norm.moving_variance, np.float64)
+        gamma = np.asarray(batch_norm.gamma, np.float64) if batch_norm.scale else 1.0
+        beta = np.asarray(batch_norm.beta, np.float64) if batch_norm.center else 0.0
+        a = gamma / np.sqrt(variance + batch_norm.epsilon)
+        self.scale.assign(a.astype(np.float32))
+        self.offset.assign((beta - np.asarray(batch_norm.moving_mean, np.float64) * a).astype(np.float32))
+
+    def call(self, inputs, training=False, mask=None):  # `mask`: BatchNormalization's signature
+        product = self.product_quantizer(inputs * constant_fake_quant(self.scale), training=bool(training))
+        return product + constant_fake_quant(self.offset)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "product_quantizer": self.product_quantizer.get_config()}
 
 
 # Keras float layer class -> its quantization-aware replacement, from the layer descriptions.

@@ -15,6 +15,9 @@ The rewrite, in one visible pass over the layer graph:
    - softmax / sigmoid / tanh outputs, on the fixed ranges TFLite's int8 kernels require
      (a kernel layer with such an activation is split: linear kernel, quantize, activation,
      quantize).
+   A BatchNormalization with no conv/dense before it becomes `QuantChannelAffine`: the MUL by
+   an int8 constant, requantize, ADD of an int8 constant that TFLite runs for it (its output
+   quantized as an Add's).
    Max pooling, Flatten, Reshape, Dropout, padding and Identity keep their input's grid.
    AveragePooling1D/2D keeps it too, as TFLite's int8 AVERAGE_POOL_2D does: where the pooling is
    the only reader of a layer's output, that layer's quantizer and the pooling become one
@@ -40,6 +43,7 @@ from toolkit.qat_layers import (
     QUANT_KERNEL_LAYERS,
     QUANT_LAYERS,
     QuantAveragePooling,
+    QuantChannelAffine,
     QuantizeActivation,
 )
 from toolkit.quantizers import ActivationQuantizer, WeightQuantizer
@@ -143,6 +147,12 @@ def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_
 
     def clone_layer(layer):
         config = layer.get_config()
+        if isinstance(layer, L.BatchNormalization) and layer.name not in float_names:  # nothing to fold into
+            bits = scheme.for_layer(layer.name).activation_bits
+            return QuantChannelAffine(
+                layer.moving_mean.shape[0], name=layer.name,
+                product_quantizer=ActivationQuantizer(bits=bits, symmetric=scheme.symmetric_activations,
+                                                      rounding=scheme.activation_rounding, ema_decay=scheme.ema_decay))
         replacement = QUANT_LAYERS.get(type(layer))
         if replacement is None or layer.name in float_names:
             return layer.__class__.from_config(config)
@@ -184,7 +194,7 @@ def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_
             if activation == "linear" and fused_next:
                 return outputs
             return finish(layer.name, activation_quantizer(bits, f"{layer.name}_quant"), outputs)
-        if isinstance(original, RESCALING):
+        if isinstance(original, (*RESCALING, L.BatchNormalization)):
             return outputs if fused_next else finish(layer.name, activation_quantizer(bits, f"{layer.name}_quant"), outputs)
         name = _activation_name(original)
         if name in FIXED_RANGE_ACTIVATIONS:
@@ -200,7 +210,9 @@ def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_
         if isinstance(layer, (L.InputLayer, QuantizeActivation)) or not layer.weights:
             continue
         original_weights = source.get_layer(layer.name).get_weights()
-        if hasattr(layer, "weight_quantizer"):
+        if isinstance(layer, QuantChannelAffine):
+            layer.set_from_batch_norm(source.get_layer(layer.name))
+        elif hasattr(layer, "weight_quantizer"):
             layer.float_kernel.assign(original_weights[0])
             if layer.use_bias:
                 layer.bias.assign(original_weights[1])
@@ -277,8 +289,12 @@ def _unsupported_reason(layer) -> str | None:
         if name in FUSED_ACTIVATIONS or name in FIXED_RANGE_ACTIVATIONS:
             return None
         return f"activation {name!r} is not supported"
-    if isinstance(layer, L.BatchNormalization):
-        return "a BatchNormalization that does not directly follow a linear Dense/Conv cannot be folded"
+    if isinstance(layer, L.BatchNormalization):  # folding left only those with nothing to fold into
+        axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
+        rank = len(layer.input.shape)
+        if axis is None or axis % rank != rank - 1:
+            return f"a BatchNormalization over axis {layer.axis} (TFLite's MUL/ADD form needs the last axis)"
+        return None
     if isinstance(layer, (L.RNN, L.Bidirectional)):
         return ("a recurrent layer has no int8 form in softedge (build it with unroll=True and a fixed sequence "
                 "length, or the TFLite converter cannot convert it)")

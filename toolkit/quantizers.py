@@ -243,6 +243,32 @@ class WeightQuantizer:
 
 
 @keras.saving.register_keras_serializable(package="softedge")
+def nudged_grid(lo, hi, bits: int = 8) -> Grid:
+    """The asymmetric grid TF's fake_quant_with_min_max_vars puts on [lo, hi] (lo <= 0 <= hi):
+    s = (hi - lo) / (2^b - 1) and, in the unsigned domain, z_u = floor(-lo / s + 1/2) clipped to
+    [0, 2^b - 1]; the signed zero point is z_u - 2^(b-1)."""
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    levels = qmax - qmin
+    s = tf.maximum(hi - lo, _TINY) / levels
+    zero_unsigned = tf.clip_by_value(tf.floor(-lo / s + 0.5), 0.0, float(levels))
+    return Grid(scale=s, zero_point=zero_unsigned + qmin, qmin=qmin, qmax=qmax)
+
+
+def constant_range(values) -> tuple[tf.Tensor, tf.Tensor]:
+    """[min(0, min v), max(0, max v)]: the range the converter quantizes a constant tensor on."""
+    values = tf.convert_to_tensor(values)
+    return tf.minimum(tf.reduce_min(values), 0.0), tf.maximum(tf.reduce_max(values), 0.0)
+
+
+def constant_fake_quant(values) -> tf.Tensor:
+    """A constant operand (of a MUL or ADD) on the int8 grid of its own range, per tensor,
+    nudged as TF's FakeQuant: the integers the converter stores for it. Straight-through."""
+    lo, hi = constant_range(values)
+    g = nudged_grid(lo, hi, 8)
+    scale, zero_point = tf.stop_gradient(g.scale), tf.stop_gradient(g.zero_point)
+    return fake_quant(values, scale, zero_point, g.qmin, g.qmax, "ste")
+
+
 class ActivationQuantizer:
     """Quantizer for an activation tensor with a moving-average range, frozen in inference.
 
@@ -324,10 +350,7 @@ class ActivationQuantizer:
         if self.symmetric:
             s = tf.maximum(tf.maximum(-lo, hi), _TINY) / self.qmax
             return Grid(scale=s, zero_point=tf.zeros_like(s), qmin=self.qmin, qmax=self.qmax)
-        levels = self.qmax - self.qmin
-        s = tf.maximum(hi - lo, _TINY) / levels
-        zero_unsigned = tf.clip_by_value(tf.floor(-lo / s + 0.5), 0.0, float(levels))
-        return Grid(scale=s, zero_point=zero_unsigned + self.qmin, qmin=self.qmin, qmax=self.qmax)
+        return nudged_grid(lo, hi, self.bits)
 
     def min_max(self) -> tuple[tf.Tensor, tf.Tensor]:
         """The nudged range ((qmin - z) s, (qmax - z) s) that reproduces the grid exactly."""

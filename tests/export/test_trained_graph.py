@@ -195,3 +195,63 @@ def test_a_separable_conv_trains_as_the_depthwise_and_pointwise_pair_tflite_runs
     device_inputs = quantize_input(data, {"dtype": np.int8, "quantization": graph.tensors[graph.inputs[0]].grid()})
     comparisons, _ = compare_families(tflite_bytes, device_inputs, graph=graph, families=("builtin", "xnnpack"))
     assert all(comparisons[family]["mismatched_elements"] == 0 for family in probed_families() if family in comparisons)
+
+
+def _standalone_batch_norm_model():
+    """A BatchNormalization with no conv/dense before it (after a ReLU, and on the input)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 4), name="image")
+    x = L.BatchNormalization(name="bn_in")(inputs)
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv")(x)
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.Conv2D(8, 3, padding="same", name="conv2")(x)
+    model = keras.Model(inputs, L.Dense(3, name="logits")(L.Flatten(name="flat")(x)))
+    rng = np.random.default_rng(0)
+    for name, channels in (("bn_in", 4), ("bn", 8)):
+        model.get_layer(name).set_weights([rng.uniform(0.5, 2, channels), rng.normal(0, 0.5, channels),
+                                           rng.normal(0, 0.5, channels), rng.uniform(0.2, 3, channels)])
+    return model, rng.normal(size=(300, 8, 8, 4)).astype(np.float32)
+
+
+def test_a_batch_norm_with_nothing_to_fold_into_trains_as_tflite_runs_it(tmp_path):
+    from export.hard_layers import HardConstantOp
+    from toolkit.qat_layers import QuantChannelAffine
+    from toolkit.schedules import set_alpha
+
+    model, data = _standalone_batch_norm_model()
+    quantized = quantize(model, QuantScheme(weight_bits=4), calibration_data=data)
+    assert isinstance(quantized.get_layer("bn"), QuantChannelAffine) and isinstance(quantized.get_layer("bn_in"), QuantChannelAffine)
+    quantized.save(tmp_path / "q.keras")
+    reloaded = keras.saving.load_model(tmp_path / "q.keras")
+    np.testing.assert_array_equal(reloaded.predict(data[:8], verbose=0), quantized.predict(data[:8], verbose=0))
+    hard = harden(quantized)
+    tflite_bytes = convert(hard, "int8")
+    assert weight_mismatches(hard, tflite_bytes) == []
+    graph = Graph(tflite_bytes)
+    names = [op.name for op in graph.ops]
+    assert names.count("MUL") == 2 and names.count("ADD") == 2 and "QUANTIZE" not in names
+    # The converter stores the MUL / ADD constants exactly as the hard model holds them.
+    constants = {layer.name: layer for layer in hard.layers if isinstance(layer, HardConstantOp)}
+    for op in graph.ops:
+        if op.name in ("MUL", "ADD"):
+            tensor = graph.tensors[op.inputs[1]]
+            name = next(n for n in constants if f"/{n}_1/" in graph.tensors[op.outputs[0]].name)
+            scale, zero_point = tensor.grid()
+            np.testing.assert_array_equal(tensor.data.astype(np.int64),
+                                          np.round(np.asarray(constants[name].values) / scale) + zero_point)
+    device_inputs = quantize_input(data, {"dtype": np.int8, "quantization": graph.tensors[graph.inputs[0]].grid()})
+    comparisons, values = compare_families(tflite_bytes, device_inputs, graph=graph)
+    assert all(comparisons[family]["mismatched_elements"] == 0 for family in probed_families())
+    # The trained layer at alpha -> inf computes the hard model's values (to float rounding).
+    set_alpha(quantized, 1e9)
+    step = graph.tensors[graph.outputs[0]].grid()[0]
+    assert np.abs(quantized.predict(data, verbose=0) - hard.predict(data, verbose=0)).max() <= 1.001 * step
+
+
+def test_a_batch_norm_over_another_axis_is_refused_by_name():
+    from toolkit.errors import UnsupportedLayerError
+
+    inputs = keras.Input((6, 4))
+    model = keras.Model(inputs, L.Dense(2)(L.Flatten()(L.BatchNormalization(axis=1, name="bn_time")(inputs))))
+    with pytest.raises(UnsupportedLayerError, match="bn_time.*axis"):
+        quantize(model, QuantScheme())
