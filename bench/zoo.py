@@ -13,6 +13,7 @@ after the first, same process); and the time of each stage. Writes bench/results
 
     python -m bench.zoo                     # float 10 epochs, QAT 4, W8 W4 W3, every model
     python -m bench.zoo --models ds_cnn --bits 4 --float-epochs 4 --qat-epochs 2
+    QUICK=1 python -m bench.zoo             # W4 only, 3 + 1 epochs
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def main(argv=None) -> None:
     parser.add_argument("--qat-epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if os.environ.get("QUICK", "") not in ("", "0"):  # make bench QUICK=1: a smoke run
+        args.bits, args.float_epochs, args.qat_epochs = [4], 3, 1
     recipe = dataclasses.replace(Recipe(), float_epochs=args.float_epochs, qat_epochs=args.qat_epochs)
     rows = []
     for name in args.models:  # written after each model, so a long run keeps what it measured

@@ -5,7 +5,7 @@ et al. 2017, "Hello Edge", arXiv:1711.07128): Conv2D 64 (10x4, stride 2, same) -
 Dropout 0.2; four depthwise-separable blocks (DepthwiseConv2D 3x3 - BN - ReLU - Conv2D 64 1x1 -
 BN - ReLU); Dropout 0.4; AveragePooling2D over (H/2, W/2) of the *input* = (24, 5) on the 25x5
 feature map (as the reference: the last row is not pooled); Flatten; Dense 12 softmax. L2 1e-4
-on every kernel. About 25k parameters (BatchNorm statistics included).
+on every kernel. 23,756 trainable parameters, as the reference model card.
 
 Keras 3: DepthwiseConv2D takes `depthwise_regularizer` (the reference passes Keras 2's
 `kernel_regularizer`, which Keras 3 rejects); everything else is as the reference.

@@ -4,7 +4,7 @@ After mlcommons/tiny, benchmark/training/anomaly_detection/keras_model.py (Hitac
 2020 task 2 baseline): Dense 128 - BN - ReLU x4, Dense 8 - BN - ReLU (the bottleneck),
 Dense 128 - BN - ReLU x4, Dense 640 (linear). The input is 5 consecutive 128-band log-mel
 frames; the anomaly score of a sample is its mean squared reconstruction error, judged by the
-area under the ROC curve. About 270k parameters.
+area under the ROC curve. 268k trainable parameters.
 """
 
 import keras

@@ -6,7 +6,7 @@ Silicon Labs' platform_ml_models, eembc/Person_detection): Conv2D 8 3x3 stride 2
 pointwise filters 16, 32, 32, 64, 64, 128 x6, 256, 256, depthwise strides 2 in blocks 2, 4, 6
 and 12; AveragePooling2D over the 3x3 map; Flatten; Dense 2 softmax. He-normal kernels, L2 1e-4.
 Plain ReLU and 'same' padding as the reference (keras.applications' MobileNet uses ReLU6 and
-ZeroPadding2D). About 222k parameters (BatchNorm statistics included).
+ZeroPadding2D). 216k trainable parameters.
 
 Keras 3: DepthwiseConv2D takes `depthwise_initializer` / `depthwise_regularizer` (the
 reference passes Keras 2's `kernel_*` names, which Keras 3 rejects).

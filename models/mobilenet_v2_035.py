@@ -5,7 +5,7 @@ The keras.applications definition itself (Sandler et al. 2018, arXiv:1801.04381)
 ReLU6 - DepthwiseConv2D 3x3 - BN - ReLU6 - 1x1 project - BN, added to the input where the shape
 allows), ZeroPadding2D before the strided depthwise convs, a final 1x1 conv to 1280 channels,
 GlobalAveragePooling2D and Dense softmax. A common alternative to MobileNetV1-0.25 for visual
-wake words; about 410k parameters at 2 classes.
+wake words; 399k trainable parameters at 2 classes.
 """
 
 import keras

@@ -5,7 +5,7 @@ After mlcommons/tiny, benchmark/training/image_classification/keras_model.py
 filters (Conv 3x3 - BN - ReLU - Conv 3x3 - BN, added to the identity, or to a strided 1x1 conv
 where the shape changes, then ReLU; stacks 2 and 3 stride 2), AveragePooling2D over the 8x8
 map, Flatten, Dense 10 softmax. He-normal kernels, L2 1e-4 on the convs. 16 filters, as the
-MLPerf Tiny v0.5-v1.x submissions (78k parameters); the current reference file's default is 26.
+MLPerf Tiny v0.5-v1.x submissions (78k trainable parameters); the current reference file's default is 26.
 """
 
 import keras
