@@ -334,8 +334,10 @@ def format_drift_summary(report: dict) -> str:
         lines.append(report["reference_error"])
     worst = report.get("worst_layer")
     if worst:
+        local = report.get("worst_local_layer") or {}
         lines.append(f"worst layer ({report['runtime']['layer_kernels']} kernels): {worst['name']} "
-                     f"{worst['error_steps']:.2f} steps; first over one step: {report['first_layer_over_one_step']}")
+                     f"{worst['error_steps']:.2f} steps accumulated; first over one step: {report['first_layer_over_one_step']}"
+                     + (f"; worst local (its own error): {local['name']} {local['error_steps']:.2f} steps" if local else ""))
     if "float_tflite_bytes" in report:
         lines.append(f".tflite {report['tflite_bytes']} bytes vs float {report['float_tflite_bytes']} bytes")
     if report.get("float_ops"):

@@ -16,7 +16,11 @@ Over an evaluation set:
   intermediate). A Keras layer is paired with the TFLite tensor its producing layer became (the
   converter names each tensor after the ops fused into it), never by scale; a layer with no such
   tensor is reported as unmatched. (tfmot bridge models keep their fake quants inside tfmot's
-  wrappers: `layers` is empty for them.)
+  wrappers: `layers` is empty for them.) That error is accumulated from the input; the local
+  error (`local_max_error_steps`, `worst_local_layer`) is the layer's own: its hard-Keras output
+  computed from the device's values of every paired tensor before it, against the device's. A
+  float simulation rounds where the integer kernel does up to one step apart, so the local
+  error is at most one step wherever the layer trains as TFLite runs it.
 """
 
 from __future__ import annotations
@@ -131,20 +135,55 @@ def per_layer_drift(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray,
     keras_values = probe.predict(x, verbose=0, batch_size=256)
     keras_values = keras_values if isinstance(keras_values, list) else [keras_values]
     pairs = pair_layers(hard_model, graph)
+
+    def device_value(layer, start, shape):
+        tensor = graph.tensors[pairs[layer.name]]
+        raw = values[pairs[layer.name]][start:start + shape[0]].astype(np.float64)
+        return ((raw - tensor.zero_point[0]) * float(tensor.scale[0])).reshape(shape)
+
+    local_values = _local_values(hard_model, x, {layer.name for layer in quant_layers if pairs[layer.name] is not None},
+                                 device_value)
     rows = []
     for layer, expected in zip(quant_layers, keras_values, strict=True):
         scale, zero_point = layer.grid()
         index = pairs[layer.name]
         row = {"name": layer.name, "scale": scale, "zero_point": zero_point, "tflite_tensor": None,
-               "max_error_steps": None, "mean_error_steps": None, "over_one_step": None}
+               "max_error_steps": None, "mean_error_steps": None, "over_one_step": None, "local_max_error_steps": None,
+               "local_over_one_step": None}
         if index is not None:
-            tensor = graph.tensors[index]
-            actual = (values[index][: len(expected)].astype(np.float64) - tensor.zero_point[0]) * float(tensor.scale[0])
-            error = np.abs(actual.reshape(expected.shape) - expected.astype(np.float64)) / scale
-            row.update(tflite_tensor=tensor.name[:200], max_error_steps=float(error.max()),
+            actual = device_value(layer, 0, expected.shape)
+            error = np.abs(actual - expected.astype(np.float64)) / scale
+            row.update(tflite_tensor=graph.tensors[index].name[:200], max_error_steps=float(error.max()),
                        mean_error_steps=float(error.mean()), over_one_step=float(np.mean(error > ONE_STEP)))
+            if layer.name in local_values:
+                local = np.abs(actual - local_values[layer.name]) / scale
+                row.update(local_max_error_steps=float(local.max()), local_over_one_step=float(np.mean(local > ONE_STEP)))
         rows.append(row)
     return rows
+
+
+def _local_values(hard_model: keras.Model, x: np.ndarray, paired: set[str], device_value,
+                  batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Each paired FakeQuant's hard-Keras output when every paired tensor before it holds the
+    device's values: the error a layer adds by itself, not the error it inherits from the layers
+    before it (which grows with depth; MobileNetV2-0.35 accumulates tens of steps out of
+    one-step roundings). `device_value(layer, first_row, shape)` gives the device's values."""
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in paired}
+    for start in range(0, len(x), batch_size):
+
+        def operation_fn(operation, start=start):
+            if operation.name not in paired:
+                return operation
+
+            def substitute(*args, **kwargs):
+                output = np.asarray(operation(*args, **kwargs), np.float64)
+                parts[operation.name].append(output)
+                return keras.ops.convert_to_tensor(device_value(operation, start, output.shape), "float32")
+
+            return substitute
+
+        hard_model._run_through_graph(keras.ops.convert_to_tensor(x[start:start + batch_size]), operation_fn=operation_fn)
+    return {name: np.concatenate(chunks) for name, chunks in parts.items() if chunks}
 
 
 def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, smooth_model=None,
@@ -166,6 +205,8 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
     measured = [row for row in layers if row["max_error_steps"] is not None]
     worst = max(measured, key=lambda row: row["max_error_steps"], default=None)
     first_over = next((row["name"] for row in measured if row["max_error_steps"] > ONE_STEP), None)
+    local = [row for row in measured if row["local_max_error_steps"] is not None]
+    worst_local = max(local, key=lambda row: row["local_max_error_steps"], default=None)
     report = {
         "task": task,
         "samples": int(len(y)),
@@ -175,6 +216,8 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
         "weight_mismatches": [],
         "worst_layer": {"name": worst["name"], "error_steps": worst["max_error_steps"]} if worst else None,
         "first_layer_over_one_step": first_over,
+        "worst_local_layer": {"name": worst_local["name"], "error_steps": worst_local["local_max_error_steps"]}
+        if worst_local else None,
         "layers": layers,
         "unmatched_layers": [row["name"] for row in layers if row["max_error_steps"] is None],
         "runtime": {"name": runtime_name(), "kernels": kernels, "layer_kernels": layer_kernels,
@@ -293,19 +336,25 @@ def _markdown(report: dict) -> str:
     out = report["output_error_steps"]
     lines += ["", f"Output error (hard Keras vs TFLite): max {out['max']:.2f}, mean {out['mean']:.4f} steps "
               f"of {out['step']:.4g}. Weights stored exactly: {report['weights_exact']}.", "",
-              "| layer | TFLite tensor | step | max error (steps) | mean error (steps) | share > 1 step |",
-              "|---|---|---|---|---|---|"]
+              "| layer | TFLite tensor | step | max error (steps) | mean error (steps) | share > 1 step | local max (steps) |",
+              "|---|---|---|---|---|---|---|"]
     for row in report["layers"]:
         tensor = (row["tflite_tensor"] or "").split(";")[0]
         if row["max_error_steps"] is None:
-            lines.append(f"| {row['name']} | unmatched | {row['scale']:.4g} | | | |")
+            lines.append(f"| {row['name']} | unmatched | {row['scale']:.4g} | | | | |")
         else:
+            local = row.get("local_max_error_steps")
             lines.append(f"| {row['name']} | {tensor} | {row['scale']:.4g} | {row['max_error_steps']:.2f} | "
-                         f"{row['mean_error_steps']:.4f} | {row['over_one_step']:.4f} |")
+                         f"{row['mean_error_steps']:.4f} | {row['over_one_step']:.4f} | "
+                         f"{'' if local is None else f'{local:.2f}'} |")
     worst = report.get("worst_layer")
     if worst:
         lines += ["", f"Worst layer: {worst['name']} ({worst['error_steps']:.2f} steps). "
                   f"First layer over one step: {report['first_layer_over_one_step']}."]
+    local = report.get("worst_local_layer")
+    if local:
+        lines += [f"Worst local error (the layer's own, from the device's inputs): {local['name']} "
+                  f"({local['error_steps']:.2f} steps)."]
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,7 @@ from export.device.reference import Graph, probed_families
 from export.exactness import compare_families
 from export.harden import harden
 from export.tflite import convert, weight_mismatches
+from export.validate import ONE_STEP, per_layer_drift
 from models import datasets, registry
 from toolkit import QuantScheme, quantize
 from toolkit.errors import ConfigError
@@ -108,9 +109,14 @@ def test_zoo_model_converts_with_its_trained_integers_and_the_trained_graph(name
     graph = Graph(tflite_bytes)
     assert "QUANTIZE" not in {op.name for op in graph.ops} and "DEQUANTIZE" not in {op.name for op in graph.ops}
     inputs = quantize_input(x[:16], {"dtype": np.int8, "quantization": graph.tensors[graph.inputs[0]].grid()})
-    comparisons, _ = compare_families(tflite_bytes, inputs, graph=graph)
+    comparisons, values = compare_families(tflite_bytes, inputs, graph=graph)
     for family in probed_families():
         assert comparisons[family]["mismatched_elements"] == 0, (family, comparisons[family].get("first_mismatch"))
+    # Every layer's own error (from the device's inputs) is within one step, however deep the
+    # model and however much error it inherits.
+    rows = per_layer_drift(hard, tflite_bytes, x[:16], "reference", values=values["reference"], graph=graph)
+    local = [row["local_max_error_steps"] for row in rows if row["local_max_error_steps"] is not None]
+    assert len(local) >= 0.9 * len(rows) and max(local) <= ONE_STEP
 
 
 def test_a_dropout_before_average_pooling_moves_into_it_after_the_quantizer():
