@@ -5,8 +5,8 @@ mobilenet_v2_035, on `--data synthetic`: float training once, then per weight wi
 W3) quantize + annealed QAT from the same float weights, harden, convert to int8 and validate
 on LiteRT (XNNPACK) and the integer reference. Columns: the task metric (accuracy, or ROC AUC
 for the autoencoder) of float / smooth / hard Keras / TFLite; hard-vs-TFLite and smooth-vs-hard
-top-1 agreement; the worst per-layer drift (hard Keras vs the device's integers, accumulated
-from the input); whether every weight is stored exactly and LiteRT equals the integer
+top-1 agreement; the worst per-layer drift, local (a layer's own, from the device's inputs)
+and accumulated from the input (hard Keras vs the device's integers); whether every weight is stored exactly and LiteRT equals the integer
 reference; .tflite bytes against post-training int8 of the float model, and the int4-weights
 file against int8 (W4/W3); the QAT epoch time against the float epoch (median of the epochs
 after the first, same process); and the time of each stage. Writes bench/results/zoo.json.
@@ -81,6 +81,7 @@ def measure_model(name: str, bits_list, recipe: Recipe, seed: int = 0) -> list[d
             "agreement_hard_tflite": report.get("agreement", {}).get("hard_tflite"),
             "agreement_smooth_hard": report.get("agreement", {}).get("smooth_hard"),
             "worst_layer_steps": (report.get("worst_layer") or {}).get("error_steps"),
+            "worst_local_steps": (report.get("worst_local_layer") or {}).get("error_steps"),
             "output_error_steps_max": report["output_error_steps"]["max"],
             "weights_exact": report["weights_exact"],
             "reference_mismatches": {family: row.get("runtime_error") or row["mismatched_elements"]
@@ -95,7 +96,7 @@ def measure_model(name: str, bits_list, recipe: Recipe, seed: int = 0) -> list[d
 
 
 def table(rows) -> str:
-    lines = ["| model | W | metric: float / smooth / hard / TFLite | hard=TFLite top-1 | smooth=hard top-1 | worst layer (steps) "
+    lines = ["| model | W | metric: float / smooth / hard / TFLite | hard=TFLite top-1 | smooth=hard top-1 | worst layer: local / accumulated (steps) "
              "| exact, ref == LiteRT | bytes / PTQ int8 | int4 / int8 | QAT / float epoch | quantize+QAT, harden, convert, validate (s) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     def agree(value):
@@ -112,7 +113,7 @@ def table(rows) -> str:
         lines.append(
             f"| {r['model']} | {r['weight_bits']} | {r['metric']} {pct(r['float'])} / {pct(r['smooth'])} / {pct(r['hard'])} / "
             f"{pct(r['tflite'])} | {agree(r['agreement_hard_tflite'])} | {agree(r['agreement_smooth_hard'])} | "
-            f"{r['worst_layer_steps']:.0f} | {r['weights_exact']}, {reference} | {r['tflite_bytes'] / r['ptq_int8_bytes']:.3f} | "
+            f"{r['worst_local_steps']:.0f} / {r['worst_layer_steps']:.0f} | {r['weights_exact']}, {reference} | {r['tflite_bytes'] / r['ptq_int8_bytes']:.3f} | "
             f"{int4} | {r['qat_epoch_s'] / r['float_epoch_s']:.2f} | {stages['quantize_and_qat']:.0f}, {stages['harden']:.1f}, "
             f"{stages['convert']:.1f}, {stages['validate']:.0f} |")
     return "\n".join(lines)
