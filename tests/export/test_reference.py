@@ -1,5 +1,7 @@
 """The integer reference against LiteRT, tensor by tensor, for every kernel family."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -300,3 +302,25 @@ def test_per_tensor_fully_connected_takes_the_scale_product_in_float32():
     acc = (values["builtin"][op.inputs[0]].astype(np.int64) - z_in) @ weights.T + (0 if bias is None else bias)
     with_double = np.clip(fp.multiply_by_quantized_multiplier_upward(acc, m64, e64) + z_out, z_out, 127)
     assert np.count_nonzero(with_double != values["builtin"][op.outputs[0]]) > 0  # the rule is observable here
+
+
+def test_builtin_add_rounds_each_multiply_once():
+    """LiteRT's builtin int8 ADD rounds each fixed-point multiply once (ties up); TFLite's
+    reference kernel twice. They differ on sums within ~1e-6 of a half, which a trained ResNet-8
+    at W3 hits (tests/export/data: the model from `make bench-zoo`'s recipe, 4 test inputs)."""
+    data = Path(__file__).parent / "data"
+    tflite_bytes = (data / "resnet8_w3_trained.tflite").read_bytes()
+    inputs = np.load(data / "resnet8_w3_add_inputs.npy")
+    graph = Graph(tflite_bytes)
+    comparisons, values = compare_families(tflite_bytes, inputs, graph=graph)
+    _assert_exact(comparisons)
+    op = [op for op in graph.ops if op.name == "ADD"][1]
+    (sa, za), (sb, zb), (so, zo) = (graph.tensors[op.inputs[0]].grid(), graph.tensors[op.inputs[1]].grid(),
+                                    graph.tensors[op.outputs[0]].grid())
+    a, b = (values["builtin"][i].astype(np.int64) for i in op.inputs[:2])
+    twice_max = 2.0 * max(float(sa), float(sb))
+    (m_a, e_a), (m_b, e_b) = fp.quantize_multiplier(float(sa) / twice_max), fp.quantize_multiplier(float(sb) / twice_max)
+    m_o, e_o = fp.quantize_multiplier(twice_max / ((1 << 20) * float(so)))
+    twice = fp.multiply_by_quantized_multiplier
+    double_rounded = np.clip(twice(twice((a - za) << 20, m_a, e_a) + twice((b - zb) << 20, m_b, e_b), m_o, e_o) + zo, zo, 127)
+    assert np.count_nonzero(double_rounded != values["builtin"][op.outputs[0]]) > 0  # the rule is observable here
