@@ -14,6 +14,7 @@ after the first, same process); and the time of each stage. Writes bench/results
     python -m bench.zoo                     # float 10 epochs, QAT 4, W8 W4 W3, every model
     python -m bench.zoo --models ds_cnn --bits 4 --float-epochs 4 --qat-epochs 2
     QUICK=1 python -m bench.zoo             # W4 only, 3 + 1 epochs
+    python -m bench.zoo --models resnet8    # re-measure one model, keep the other rows
 """
 
 from __future__ import annotations
@@ -130,11 +131,24 @@ def main(argv=None) -> None:
     if os.environ.get("QUICK", "") not in ("", "0"):  # make bench QUICK=1: a smoke run
         args.bits, args.float_epochs, args.qat_epochs = [4], 3, 1
     recipe = dataclasses.replace(Recipe(), float_epochs=args.float_epochs, qat_epochs=args.qat_epochs)
+    kept = _kept_rows(args.models, recipe, args.seed)
     rows = []
     for name in args.models:  # written after each model, so a long run keeps what it measured
         rows += measure_model(name, args.bits, recipe, args.seed)
-        write_json(RESULTS / "zoo.json", {"recipe": recipe.to_dict(), "seed": args.seed, "rows": rows})
-    print(table(rows))
+        write_json(RESULTS / "zoo.json", {"recipe": recipe.to_dict(), "seed": args.seed, "rows": kept + rows})
+    print(table(kept + rows))
+
+
+def _kept_rows(models, recipe: Recipe, seed: int) -> list[dict]:
+    """The rows of other models in bench/results/zoo.json when it was made with the same recipe
+    and seed: `--models M` re-measures M and keeps the rest of the table."""
+    path = RESULTS / "zoo.json"
+    if not path.is_file():
+        return []
+    previous = json.loads(path.read_text())
+    if previous.get("recipe") != json.loads(json.dumps(recipe.to_dict())) or previous.get("seed") != seed:
+        return []
+    return [row for row in previous["rows"] if row["model"] not in models]
 
 
 if __name__ == "__main__":
