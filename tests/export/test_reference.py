@@ -304,10 +304,11 @@ def test_per_tensor_fully_connected_takes_the_scale_product_in_float32():
     assert np.count_nonzero(with_double != values["builtin"][op.outputs[0]]) > 0  # the rule is observable here
 
 
-def test_builtin_add_rounds_each_multiply_once():
-    """LiteRT's builtin int8 ADD rounds each fixed-point multiply once (ties up); TFLite's
-    reference kernel twice. They differ on sums within ~1e-6 of a half, which a trained ResNet-8
-    at W3 hits (tests/export/data: the model from `make bench-zoo`'s recipe, 4 test inputs)."""
+def test_builtin_add_rounds_its_input_rescales_once():
+    """LiteRT's builtin int8 ADD rounds its two input rescales once (ties up), TFLite's reference
+    kernel twice. They differ on sums within ~1e-6 of a half, which a trained ResNet-8 at W3
+    hits (tests/export/data: the model from `make bench-zoo`'s recipe, 4 test inputs). (The
+    untrained ResNet-8 of tests/models/test_zoo.py hits the output rescale, rounded twice.)"""
     data = Path(__file__).parent / "data"
     tflite_bytes = (data / "resnet8_w3_trained.tflite").read_bytes()
     inputs = np.load(data / "resnet8_w3_add_inputs.npy")
