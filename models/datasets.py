@@ -146,7 +146,10 @@ def load(name: str, model: str | None = None) -> Dataset:
 def training_pairs(data: Dataset, task: str) -> tuple[np.ndarray, np.ndarray]:
     """(x, targets) to fit: the labels, or for anomaly detection the normal samples as their own targets."""
     if task == "anomaly":
-        normal = data.x_train[np.asarray(data.y_train).reshape(len(data.y_train), -1)[:, 0] == 0]
+        labels = np.asarray(data.y_train)
+        if labels.ndim != 1:
+            raise ConfigError(f"Dataset {data.name!r}: anomaly labels y_train must be 1-D (0 = normal); got shape {labels.shape}.")
+        normal = data.x_train[labels == 0]
         if len(normal) == 0:
             raise ConfigError(f"Dataset {data.name!r} has no normal training sample (y_train == 0) to train an autoencoder on.")
         return normal, normal
