@@ -24,10 +24,10 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,micro]'
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install softedge with its dev extras
+install: $(STAMP) ## Create .venv and install softedge with its dev and micro (TFLite Micro) extras
 
 train: $(STAMP) ## Train MODEL on DATA (quantized, ROUNDING annealed to hard) into RUN
 	$(VENV)/bin/softedge train --model $(MODEL) --data $(DATA) --weight-bits $(WEIGHT_BITS) \

@@ -10,6 +10,11 @@
       manifest.json   sha256 of the model, input/output quantization, expected accuracy and
                       tolerance, kernels, versions
       check.py        the standalone on-device check (numpy + LiteRT only)
+      micro/          for TFLite Micro (when the model is int8): model.tflite (the same model
+                      with a batch of 1), model_data.h / model_data.cc (its bytes as a C array,
+                      and the measured arena size), micro_ops.h (a resolver with exactly its
+                      ops) and check.py (numpy + tflite-micro only; compares with
+                      eval.npz's `expected_micro`)
 
 The directory is built under a temporary name and renamed into place.
 """
@@ -25,7 +30,8 @@ import numpy as np
 from export.artifacts import versions
 from export.atomic import atomic_directory, write_json
 from export.device import check as device_check
-from export.device.reference import KERNEL_FAMILIES, Graph, UnsupportedOpError
+from export.device import micro_check
+from export.device.reference import FAMILIES, Graph, UnsupportedOpError
 
 __all__ = ["DEFAULT_TOLERANCE", "reference_outputs", "write_bundle"]
 
@@ -39,9 +45,12 @@ def _quantization(detail: dict) -> dict:
 
 
 def write_bundle(directory, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, kernels: str = "xnnpack",
-                 tolerance: dict | None = None, extra: dict | None = None, task: str | None = None) -> dict:
+                 tolerance: dict | None = None, extra: dict | None = None, task: str | None = None,
+                 micro: dict | None = None) -> dict:
     """Writes the bundle; returns its manifest. `task`: classification, regression or anomaly
-    (default: classification for integer labels, else regression)."""
+    (default: classification for integer labels, else regression). `micro`: {"model": the
+    batch-1 .tflite bytes, "files": export.micro.micro_sources(...), "manifest": what to record}
+    writes micro/."""
     interpreter = device_check.load_interpreter(tflite_bytes, kernels)
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
@@ -69,6 +78,9 @@ def write_bundle(directory, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, k
         "versions": versions(),
         **(extra or {}),
     }
+    if micro:
+        manifest["micro"] = {"model_sha256": hashlib.sha256(micro["model"]).hexdigest(),
+                             "model_bytes": len(micro["model"]), **micro["manifest"]}
     with atomic_directory(directory) as tmp:
         Path(tmp, "model.tflite").write_bytes(tflite_bytes)
         with open(Path(tmp, "eval.npz"), "wb") as handle:
@@ -77,6 +89,12 @@ def write_bundle(directory, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, k
                      **{f"expected_{family}": values for family, values in expected.items()})
         write_json(Path(tmp, "manifest.json"), manifest)
         shutil.copyfile(device_check.__file__, Path(tmp, "check.py"))
+        if micro:
+            Path(tmp, "micro").mkdir()
+            Path(tmp, "micro", "model.tflite").write_bytes(micro["model"])
+            for name, text in micro["files"].items():
+                Path(tmp, "micro", name).write_text(text)
+            shutil.copyfile(micro_check.__file__, Path(tmp, "micro", "check.py"))
     return manifest
 
 
@@ -84,6 +102,6 @@ def reference_outputs(tflite_bytes: bytes, device_inputs: np.ndarray) -> tuple[d
     """({family: the integer reference's first output}, None), or ({}, why it cannot run)."""
     try:
         graph = Graph(tflite_bytes)
-        return {family: graph.run(device_inputs, family)[graph.outputs[0]] for family in KERNEL_FAMILIES}, None
+        return {family: graph.run(device_inputs, family)[graph.outputs[0]] for family in FAMILIES}, None
     except UnsupportedOpError as error:
         return {}, str(error)

@@ -184,31 +184,41 @@ KERNEL_CHOICE = click.Choice(["xnnpack", "builtin", "reference"])
 @main.command(name="export")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory (softedge train).")
 @click.option("--output", type=click.Path(file_okay=False), default=None, help="Default: RUN/export.")
-@click.option("--target", type=TARGET_CHOICE, default="int8", show_default=True)
+@click.option("--target", type=click.Choice([*TARGET_CHOICE.choices, "micro"]), default="int8", show_default=True,
+              help="micro: int8 for TFLite Micro; an op it lacks is an error (exit 4) naming the op.")
 @click.option("--io", type=click.Choice(["int8", "float"]), default="int8", show_default=True, help="Input/output type.")
 @click.option("--kernels", type=KERNEL_CHOICE, default="xnnpack", show_default=True, help="LiteRT kernels to validate on.")
 @click.option("--max-drift", type=float, default=None, help="Fail if a layer drifts more steps than this.")
 @click.option("--min-agreement", type=float, default=None, help="Fail below this hard/TFLite agreement.")
 @click.option("--data", default=None, help="Evaluation data (default: the run's dataset).")
 @click.option("--device-check/--no-device-check", default=True, show_default=True)
+@click.option("--max-arena-kb", type=click.FloatRange(min=0), default=None,
+              help="Fail (exit 1) if TFLite Micro's tensor arena exceeds this many KB (1 KB = 1024 bytes).")
+@click.option("--max-flash-kb", type=click.FloatRange(min=0), default=None,
+              help="Fail (exit 1) if the model data exceeds this many KB of flash.")
 @seed_option
 @json_option
 @handles_errors
-def export_command(run_dir, output, target, io, kernels, max_drift, min_agreement, data, device_check, seed, as_json):
-    """Harden, convert, validate, bundle and device-check a trained run.
+def export_command(run_dir, output, target, io, kernels, max_drift, min_agreement, data, device_check, max_arena_kb,
+                   max_flash_kb, seed, as_json):
+    """Harden, convert, validate, bundle and device-check a trained run (LiteRT and, for int8,
+    TFLite Micro).
 
-    Writes OUTPUT/hard.keras, model.tflite, report.json, report.md, drift.png and bundle/.
-    Exits 1 when a threshold or the device check fails.
+    Writes OUTPUT/hard.keras, model.tflite, report.json, report.md, drift.png and bundle/
+    (bundle/micro/: the C sources for TFLite Micro and its check). Exits 1 when a threshold, a
+    budget or a device check fails; 4 when --target micro meets an op TFLite Micro lacks.
 
     \b
     Example: softedge export --run runs/digits_cnn-w8-soft --max-drift 3 --min-agreement 0.999
+             softedge export --run runs/ds_cnn-w4 --target micro --max-arena-kb 64 --max-flash-kb 256
     """
     from export.runs import export_run
 
     set_seed(seed)
     if not as_json:
         click.echo(f"exporting {run_dir} to {target} ...", err=True)
-    report, failures = export_run(run_dir, output, target, io, kernels, max_drift, min_agreement, data, device_check)
+    report, failures = export_run(run_dir, output, target, io, kernels, max_drift, min_agreement, data, device_check,
+                                  max_arena_kb, max_flash_kb)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=float))
     else:
@@ -348,7 +358,28 @@ def format_drift_summary(report: dict) -> str:
                      + (f", accuracy {device['accuracy']:.4f}" if device.get("accuracy") is not None else "")
                      + (f", ROC AUC {device['auc']:.4f}" if device.get("auc") is not None else "")
                      + f", p50 {device['latency_us']['p50']:.1f} us -> {'OK' if device['ok'] else 'FAILED'}")
+    if "micro" in report:
+        lines.append(format_micro_summary(report["micro"]))
     return "\n".join(lines)
+
+
+def format_micro_summary(micro: dict) -> str:
+    """One line: TFLite Micro runs or not, arena, flash, integers, accuracy."""
+    if micro.get("skipped"):
+        return f"TFLite Micro: not checked ({micro['skipped']})"
+    if not micro.get("runs"):
+        return f"TFLite Micro: does not run ({micro.get('error')})"
+    parts = [f"arena {micro['arena_bytes']} bytes", f"flash {micro['flash_bytes']} bytes (model data)"]
+    if micro.get("mismatched_elements") is not None:
+        parts.append("outputs == integer reference" if micro["outputs_equal"]
+                     else f"{micro['mismatched_elements']} output elements differ from the integer reference")
+    for metric, label in (("accuracy", "accuracy"), ("auc", "ROC AUC")):
+        if micro.get(metric) is not None:
+            parts.append(f"{label} {micro[metric]:.4f}")
+    if micro.get("us_per_inference"):
+        parts.append(f"{micro['us_per_inference']['mean']:.0f} us per inference here")
+    status = "" if "ok" not in micro else (" -> OK" if micro["ok"] else " -> FAILED")
+    return f"TFLite Micro ({len(micro['ops'])} ops): " + ", ".join(parts) + status
 
 
 def format_gradcheck_table(results) -> str:

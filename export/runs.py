@@ -26,7 +26,9 @@ import numpy as np
 from export.artifacts import load_keras_model, save_keras_model, versions
 from export.atomic import write_bytes, write_json
 from export.bundle import write_bundle
+from export.device.check import load_interpreter, quantize_input
 from export.harden import harden
+from export.micro import budget_failures, micro_stage, require_micro_ops
 from export.tflite import convert
 from export.validate import agreement, check, validate, write_report
 from models import datasets, registry
@@ -35,7 +37,9 @@ from toolkit.errors import ArtifactError, ConfigError
 from toolkit.schedules import set_alpha
 from toolkit.scheme import QuantScheme
 
-__all__ = ["RunConfig", "check_inputs_fit", "export_run", "read_config", "train_run"]
+MICRO_TARGET = "micro"  # int8 for TFLite Micro: an op it lacks is an error
+
+__all__ = ["MICRO_TARGET", "RunConfig", "check_inputs_fit", "export_run", "read_config", "train_run"]
 
 
 @dataclass
@@ -135,8 +139,14 @@ def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=()) -> d
 
 def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", kernels: str = "xnnpack",
                max_drift: float | None = None, min_agreement: float | None = None, data: str | None = None,
-               device_check: bool = True) -> tuple[dict, list[str]]:
-    """harden + convert + validate + bundle (+ device check) of a run; returns (report, failures)."""
+               device_check: bool = True, max_arena_kb: float | None = None,
+               max_flash_kb: float | None = None) -> tuple[dict, list[str]]:
+    """harden + convert + validate + bundle (+ device checks: LiteRT, TFLite Micro) of a run;
+    returns (report, failures).
+
+    `target` "micro": int8, and an op TFLite Micro lacks is an error (UnsupportedOnMicroError)
+    rather than a report line. `max_arena_kb` / `max_flash_kb`: budgets for TFLite Micro's
+    tensor arena and the model data (failures when exceeded)."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     output = Path(output) if output is not None else run_dir / "export"
@@ -144,7 +154,16 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
     dataset = config.dataset(data)
     check_inputs_fit(smooth, dataset.x_test, f"dataset {dataset.name!r}")
     hard = harden(smooth)
-    tflite_bytes = convert(hard, target, io)
+    conversion_target = "int8" if target == MICRO_TARGET else target
+    micro_bytes = None
+    if conversion_target in ("int8", "int4-weights"):  # the batch-1 form a microcontroller runs
+        micro_bytes = convert(hard, conversion_target, io, batch_size=1)
+        if target == MICRO_TARGET:
+            require_micro_ops(micro_bytes, f"model {hard.name!r}")
+    elif max_arena_kb is not None or max_flash_kb is not None:
+        raise ConfigError(f"--max-arena-kb / --max-flash-kb apply to TFLite Micro, which runs int8 models; "
+                          f"target {target!r} is not one.")
+    tflite_bytes = convert(hard, conversion_target, io)
     report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels,
                       task=config.resolve_task(dataset))
     float_model = load_keras_model(run_dir / "float.keras")
@@ -157,25 +176,40 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
         set_alpha(smooth, 1e9)  # the smooth model judged as hard rounding: a check of harden itself
         report["harden_agreement_with_alpha_inf"] = agreement(smooth.predict(dataset.x_test, verbose=0),
                                                               hard.predict(dataset.x_test, verbose=0))
+    micro_part = None
+    if micro_bytes is not None:
+        sample = quantize_input(dataset.x_test[:1], load_interpreter(tflite_bytes, "builtin").get_input_details()[0])[0]
+        report["micro"], micro_part = micro_stage(micro_bytes, hard.name, sample)
     save_keras_model(hard, output / "hard.keras")
     write_bytes(output / "model.tflite", tflite_bytes)
     write_bundle(output / "bundle", tflite_bytes, dataset.x_test, dataset.y_test, kernels=kernels, task=report["task"],
-                 extra={"run": str(run_dir), "target": target})
+                 extra={"run": str(run_dir), "target": target}, micro=micro_part)
     failures = check(report, max_drift, min_agreement)
     if device_check:
         report["device"] = run_device_check(output / "bundle")
         failures += [f"device check: {message}" for message in report["device"].get("failures", [])]
+        if micro_part is not None and report["micro"].get("runs"):
+            report["micro"].update(run_micro_check(output / "bundle"))
+            failures += [f"TFLite Micro check: {message}" for message in report["micro"].get("failures", [])]
+    if "micro" in report:
+        failures += budget_failures(report["micro"], max_arena_kb, max_flash_kb)
     report["failures"] = failures
     write_report(report, output)
     return report, failures
 
 
-def run_device_check(bundle) -> dict:
-    """Runs the bundle's own check.py in a fresh interpreter, as a device would."""
+def run_device_check(bundle, script: str = "check.py") -> dict:
+    """Runs one of the bundle's own checks (check.py: LiteRT; micro/check.py: TFLite Micro) in a
+    fresh interpreter, as a device would."""
     bundle = Path(bundle)
-    result = subprocess.run([sys.executable, str(bundle / "check.py"), str(bundle), "--json"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, str(bundle / script), str(bundle), "--json"],
+                            capture_output=True, text=True, timeout=1800)
     if result.returncode not in (0, 1):
         return {"ok": False, "failures": [result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "crashed"]}
     return json.loads(result.stdout)
+
+
+def run_micro_check(bundle) -> dict:
+    """The bundle's TFLite Micro check (micro/check.py), run as a device user runs it."""
+    return run_device_check(bundle, str(Path("micro") / "check.py"))
 

@@ -53,15 +53,28 @@ def expected_weights(model) -> list[tuple[str, np.ndarray, np.ndarray]]:
             for layer in model.layers if isinstance(layer, HARD_LAYERS)]
 
 
-def _with_weight_storage(model: keras.Model, storage_bits: int) -> keras.Model:
+def _rebuilt(model: keras.Model, storage_bits: int | None = None, batch_size: int | None = None) -> keras.Model:
+    """The model rebuilt layer by layer with its weights: the hard kernels of <= 4 bits stored in
+    `storage_bits`, and/or the input fixed at `batch_size` samples (a static shape: no
+    SHAPE / STRIDED_SLICE / PACK ops for a dynamic batch, which a microcontroller does not need)."""
     def clone_layer(layer):
         config = layer.get_config()
-        if isinstance(layer, HARD_LAYERS) and layer.weight_bits <= 4:
+        if storage_bits and isinstance(layer, HARD_LAYERS) and layer.weight_bits <= 4:
             config["storage_bits"] = storage_bits
         return layer.__class__.from_config(config)
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer)
-    for source, target in zip(model.layers, clone.layers, strict=True):
+    inputs = {}
+    if batch_size is not None:
+        if len(model.inputs) != 1:
+            raise ConfigError(f"Model {model.name!r} has {len(model.inputs)} inputs; a fixed batch size needs one.")
+        inputs["input_tensors"] = keras.Input(batch_shape=(batch_size, *model.inputs[0].shape[1:]))
+    try:
+        clone = keras.models.clone_model(model, clone_function=clone_layer, **inputs)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"Model {model.name!r} cannot be rebuilt for conversion: {error}") from error
+    sources = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    targets = [layer for layer in clone.layers if not isinstance(layer, keras.layers.InputLayer)]
+    for source, target in zip(sources, targets, strict=True):
         if source.weights:
             target.set_weights(source.get_weights())
     return clone
@@ -117,15 +130,19 @@ def _check_recurrent_layers(model: keras.Model) -> None:
                 "and copy its weights; it then converts (in float, between int8 tensors).")
 
 
-def convert(model: keras.Model, target: str = "int8", io: str = "int8", representative_data=None) -> bytes:
-    """Converts a hard softedge model (or a plain float Keras 3 model) to TFLite bytes."""
+def convert(model: keras.Model, target: str = "int8", io: str = "int8", representative_data=None,
+            batch_size: int | None = None) -> bytes:
+    """Converts a hard softedge model (or a plain float Keras 3 model) to TFLite bytes.
+
+    `batch_size`: None keeps the batch dimension dynamic (LiteRT resizes it); 1 fixes it, as a
+    microcontroller runs it (TFLite Micro does not resize tensors)."""
     _check_target(target, io)
     _check_recurrent_layers(model)
     hard = is_hard_model(model)
-    if target == "int4-weights":
-        if not hard:
-            raise ConfigError("Target 'int4-weights' needs a hard softedge model (export.harden).")
-        model = _with_weight_storage(model, 4)
+    if target == "int4-weights" and not hard:
+        raise ConfigError("Target 'int4-weights' needs a hard softedge model (export.harden).")
+    if target == "int4-weights" or batch_size is not None:
+        model = _rebuilt(model, 4 if target == "int4-weights" else None, batch_size)
     with quiet_converter():  # from_keras_model exports a SavedModel and prints about it
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
     _configure(converter, target, io, hard, representative_data, f"Model {model.name!r}")

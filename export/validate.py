@@ -333,6 +333,8 @@ def _markdown(report: dict) -> str:
     if report.get("float_ops"):
         lines += ["", "| op running in float on the device | tensor | float weight bytes |", "|---|---|---|"]
         lines += [f"| {row['op']} | {row['tensor'].split(';')[0]} | {row['weight_bytes']} |" for row in report["float_ops"]]
+    if "micro" in report:
+        lines += ["", *_micro_markdown(report["micro"])]
     out = report["output_error_steps"]
     lines += ["", f"Output error (hard Keras vs TFLite): max {out['max']:.2f}, mean {out['mean']:.4f} steps "
               f"of {out['step']:.4g}. Weights stored exactly: {report['weights_exact']}.", "",
@@ -371,6 +373,28 @@ def _plot(report: dict) -> bytes:
                    f"{min(report['samples'], report.get('layer_samples', report['samples']))} inputs)")
     axis.legend()
     return png_bytes(figure)
+
+
+def _micro_markdown(micro: dict) -> list[str]:
+    lines = ["## TFLite Micro", ""]
+    if micro.get("skipped"):
+        return lines + [f"Not checked: {micro['skipped']}"]
+    lines.append(f"Ops: {', '.join(micro['ops'])}.")
+    if not micro.get("runs"):
+        return lines + ["", f"Does not run: {micro.get('error')}"]
+    peak = micro.get("peak") or {}
+    rows = [("tensor arena (bytes, bisection)", micro["arena_bytes"]),
+            ("tensor arena (bytes, recording allocator)", micro.get("arena_recorded_bytes")),
+            ("flash: model data (bytes)", micro["flash_bytes"]),
+            ("activations peak at", f"{peak.get('layer')} ({peak.get('op')}, {peak.get('live_bytes')} bytes live)"),
+            ("outputs == integer reference (micro)", micro.get("outputs_equal")),
+            ("mismatched output elements", micro.get("mismatched_elements")),
+            ("accuracy", micro.get("accuracy")), ("ROC AUC", micro.get("auc")), ("MSE", micro.get("mse")),
+            ("time per inference on this host (us)", (micro.get("us_per_inference") or {}).get("mean"))]
+    lines += ["", "| | TFLite Micro |", "|---|---|"]
+    lines += [f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |"
+              for name, value in rows if value is not None]
+    return lines
 
 
 def write_report(report: dict, directory) -> None:

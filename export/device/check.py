@@ -159,8 +159,8 @@ def _read_bundle(bundle: str):
     try:
         with np.load(eval_path, allow_pickle=False) as archive:
             data = {k: archive[k] for k in ("inputs", "labels", "expected_outputs")}
-            data["families"] = {k[len(FAMILY_PREFIX):]: archive[k] for k in archive.files
-                                if k.startswith(FAMILY_PREFIX) and k != "expected_outputs"}
+            data["families"] = {k[len(FAMILY_PREFIX):]: archive[k] for k in archive.files  # LiteRT's, not micro
+                                if k.startswith(FAMILY_PREFIX) and k[len(FAMILY_PREFIX):] in KERNELS}
     except (OSError, ValueError, KeyError) as error:
         raise BundleError(f"Bundle file {eval_path} is not a valid eval archive: {error}") from error
     return manifest, model_path, data

@@ -40,9 +40,14 @@ except ImportError:  # pragma: no cover - exercised by the bundle's own check
     import fixed_point as fp
     import gemmlowp
 
-__all__ = ["KERNEL_FAMILIES", "PROBED_MACHINES", "Graph", "TensorInfo", "UnsupportedOpError", "probed_families"]
+__all__ = ["FAMILIES", "KERNEL_FAMILIES", "PROBED_MACHINES", "Graph", "TensorInfo", "UnsupportedOpError",
+           "probed_families"]
 
-KERNEL_FAMILIES = ("reference", "builtin", "xnnpack")
+KERNEL_FAMILIES = ("reference", "builtin", "xnnpack")   # LiteRT's: what a phone or a PC runs
+# TFLite Micro's reference kernels: LiteRT's BUILTIN_REF ones, except FULLY_CONNECTED, which
+# requantizes in fixed point (double rounding) where BUILTIN_REF rounds a float64 product.
+MICRO_FAMILY = "micro"
+FAMILIES = (*KERNEL_FAMILIES, MICRO_FAMILY)
 # Where the builtin and XNNPACK rules were read off LiteRT by probing. TFLite's reference
 # kernels are portable C; LiteRT's optimized kernels differ by ISA (an ARM64 build has its own
 # uint16-table SOFTMAX and NEON depthwise paths), which no probe here has seen.
@@ -178,8 +183,8 @@ class Graph:
         `device_inputs`: one array, or one per graph input, exactly as the device receives them
         (int8 for an int8 input); the leading dimension is the batch.
         """
-        if kernels not in KERNEL_FAMILIES:
-            raise ValueError(f"Unknown kernel family {kernels!r}; expected one of {', '.join(KERNEL_FAMILIES)}.")
+        if kernels not in FAMILIES:
+            raise ValueError(f"Unknown kernel family {kernels!r}; expected one of {', '.join(FAMILIES)}.")
         arrays = [device_inputs] if isinstance(device_inputs, np.ndarray) else list(device_inputs)
         if len(arrays) != len(self.inputs):
             raise ValueError(f"The model has {len(self.inputs)} input(s); got {len(arrays)} array(s).")
@@ -205,10 +210,13 @@ class Graph:
 
 
 class _Context:
-    """What an op kernel sees: its inputs' values and tensors, its options, the kernel family."""
+    """What an op kernel sees: its inputs' values and tensors, its options, the kernel family.
+    TFLite Micro computes as the reference family except where `micro` says otherwise."""
 
     def __init__(self, graph: Graph, op: OpInfo, values: dict, family: str):
-        self.graph, self.op, self.values, self.family = graph, op, values, family
+        self.graph, self.op, self.values = graph, op, values
+        self.micro = family == MICRO_FAMILY
+        self.family = "reference" if self.micro else family
         self.options = op.options
 
     def has_input(self, i: int) -> bool:
@@ -506,6 +514,10 @@ def _fully_connected(context: _Context):
 
 
 def _fc_rounding(context: _Context) -> str:
+    """TFLite Micro's FULLY_CONNECTED is MultiplyByQuantizedMultiplier (double rounding), with the
+    same multipliers; LiteRT's BUILTIN_REF rounds round((double) acc * multiplier) instead."""
+    if context.micro:
+        return "double"
     return {"reference": "float64", "builtin": "upward", "xnnpack": "float32"}[_delegated_family(context)]
 
 
