@@ -16,7 +16,7 @@ ROUNDING ?= soft
 SEED ?= 0
 RUN ?= runs/$(MODEL)-w$(WEIGHT_BITS)-$(ROUNDING)
 
-.PHONY: help install train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo gradcheck clean
+.PHONY: help install train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo bench-micro gradcheck clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,7 @@ bench: $(STAMP) ## Run the benchmarks (QUICK=1: one seed, fewer epochs); tables,
 	$(PY) -m bench.reference
 	$(PY) -m bench.architectures
 	$(PY) -m bench.zoo
+	$(PY) -m bench.micro
 	$(PY) -m bench.qat
 	$(PY) -m bench.report
 
@@ -58,6 +59,9 @@ bench-architectures: $(STAMP) ## DS-CNN / ResNet block / MobileNet(0.25) shapes:
 
 bench-zoo: $(STAMP) ## MLPerf Tiny zoo + MobileNetV2-0.35 on synthetic data, W8/W4/W3: accuracy, agreement, exactness, bytes, times (~1 h)
 	$(PY) -m bench.zoo
+
+bench-micro: $(STAMP) ## Every zoo model on TFLite Micro, int8 and int4 weights: runs, integers, arena, flash, time (~20 min)
+	$(PY) -m bench.micro
 
 bench-reference: $(STAMP) ## Integer reference vs LiteRT: mismatches per kernel family and speed, every zoo model
 	$(PY) -m bench.reference

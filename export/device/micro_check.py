@@ -14,8 +14,10 @@ with TFLite Micro's interpreter (its reference kernels, as on a Cortex-M without
 - accuracy (classification), ROC AUC (anomaly detection) or MSE (regression), and top-1
   agreement with the exporter's LiteRT outputs;
 - arena: the smallest tensor arena with which the model allocates and runs, by bisection,
-  cross-checked with the recording allocator's total (they agree to within the arena start's
-  16-byte alignment);
+  cross-checked with the recording allocator's total: what stays allocated after
+  AllocateTensors, which cannot exceed it (beyond the arena start's 16-byte alignment); the
+  bisection also covers the memory planner's temporary allocations during AllocateTensors, so
+  it can be larger;
 - flash: the model data's bytes (the runtime's own code is not counted: see the README);
 - time per inference on this host (TFLite Micro's portable kernels, not a device's).
 
@@ -239,9 +241,9 @@ def check_bundle(bundle: str, samples: int | None = None) -> dict:
         return result
     result.update(runs=True, arena_bytes=arena, arena_recorded_bytes=recorded,
                   us_per_inference={"mean": 1e6 * float(np.mean(seconds)), "p50": 1e6 * float(np.median(seconds))})
-    if not arena <= recorded <= arena + ARENA_ALIGNMENT:
-        result["failures"].append(f"the arena found by bisection ({arena} bytes) and the recording allocator's "
-                                  f"total ({recorded} bytes) disagree by more than the {ARENA_ALIGNMENT}-byte alignment")
+    if recorded > arena + ARENA_ALIGNMENT:
+        result["failures"].append(f"the recording allocator counts {recorded} bytes, more than the smallest arena "
+                                  f"that worked ({arena} bytes) plus its {ARENA_ALIGNMENT}-byte alignment")
     expected = data["expected_micro"]
     if expected is None:
         # A model the integer reference cannot run (a float layer): nothing to compare the integers with.

@@ -103,7 +103,7 @@ def test_c_name():
 
 def test_micro_sources_hold_the_model_bytes_and_exactly_its_ops(tmp_path):
     tflite_bytes = _zoo_micro_model("resnet8", 4, "int4-weights")
-    files = micro_sources(tflite_bytes, "resnet8", 56432)
+    files = micro_sources(tflite_bytes, "resnet8", 56425)
     assert micro_check.c_array_bytes(files["model_data.cc"]) == tflite_bytes
     assert "alignas(16) const unsigned char g_resnet8_model_data[]" in files["model_data.cc"]
     assert f"g_resnet8_model_data_len = {len(tflite_bytes)};" in files["model_data.cc"]
@@ -207,8 +207,8 @@ def test_export_writes_the_micro_section_and_bundle(exported_run):
     assert micro["outputs_equal"] is True and micro["mismatched_elements"] == 0
     assert micro["samples"] == report["samples"] and 0.0 <= micro["accuracy"] <= 1.0
     assert micro["flash_bytes"] == len(model)
-    # Bisection and the recording allocator agree to within the arena start's alignment.
-    assert micro["arena_bytes"] <= micro["arena_recorded_bytes"] <= micro["arena_bytes"] + 16
+    # What stays allocated cannot exceed the smallest arena that worked (beyond its alignment).
+    assert 0 < micro["arena_recorded_bytes"] <= micro["arena_bytes"] + 16
     assert sorted(p.name for p in (bundle / "micro").iterdir()) == ["check.py", "micro_ops.h", "model.tflite",
                                                                      "model_data.cc", "model_data.h"]
     assert "## TFLite Micro" in (run_dir / "export" / "report.md").read_text()

@@ -37,3 +37,23 @@ def test_device_check_runs_in_a_fresh_virtualenv_without_tensorflow(exported_run
     result = subprocess.run([str(python), str(bundle / "check.py"), str(bundle), "--json"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ok"] is True
+
+
+def test_micro_check_runs_in_a_fresh_virtualenv_with_only_numpy_and_tflite_micro(exported_run, tmp_path):
+    """The issue's done-when: `python bundle/micro/check.py bundle/` in a virtualenv with only
+    numpy and tflite-micro (and what tflite-micro itself requires)."""
+    pytest.importorskip("tflite_micro", reason="tflite-micro has no wheel for this platform")
+    run_dir, _, _ = exported_run
+    venv = tmp_path / "micro-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--pre", "tflite-micro", "numpy"], check=True,
+                   timeout=600)
+    for absent in ("tensorflow", "ai_edge_litert"):
+        assert subprocess.run([str(python), "-c", f"import {absent}"], capture_output=True).returncode != 0
+    bundle = run_dir / "export" / "bundle"
+    result = subprocess.run([str(python), str(bundle / "micro" / "check.py"), str(bundle), "--json"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    checked = json.loads(result.stdout)
+    assert checked["ok"] is True and checked["outputs_equal"] is True and checked["mismatched_elements"] == 0
