@@ -10,14 +10,48 @@ Exit codes (every command):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
+from export.console import routed_output
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+LOG_NAME = "softedge.log"  # in the run directory: what TensorFlow and the converter printed
+_console = None            # the terminal while a command routes library output away
+
+
+def echo(message: str = "", err: bool = False) -> None:
+    """Prints on the terminal, never into the log, also while library output is routed away."""
+    if _console is None:
+        click.echo(message, err=err)
+    else:
+        click.echo(message, file=_console.err if err else _console.out)
+
+
+@contextlib.contextmanager
+def quiet(log_path=None, verbose: bool = False):
+    """Library output (TensorFlow's C++ and Python logs, the converter's) goes to `log_path` and,
+    with `verbose`, to the terminal; `echo` still reaches the terminal."""
+    global _console
+    with routed_output(log_path, verbose) as console:
+        previous, _console = _console, console
+        try:
+            yield console
+        finally:
+            _console = previous
+
+
+def verbose_option(command):
+    return click.option("--verbose", is_flag=True,
+                        help=f"Also print TensorFlow's and the converter's output (train and export always keep it "
+                             f"in RUN/{LOG_NAME}).")(command)
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_ARTIFACT, EXIT_UNSUPPORTED = 0, 1, 2, 3, 4
 
@@ -37,12 +71,16 @@ def handles_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from toolkit.errors import SoftedgeError
-
         try:
             return command(*args, **kwargs)
-        except SoftedgeError as error:
-            click.echo(f"Error: {error}", err=True)
+        except Exception as error:
+            # Imported here, not before the command: toolkit imports TensorFlow, whose start-up
+            # lines belong in the command's log, not on the terminal.
+            from toolkit.errors import SoftedgeError
+
+            if not isinstance(error, SoftedgeError):
+                raise
+            echo(f"Error: {error}", err=True)
             sys.exit(_exit_code(error))
 
     return wrapper
@@ -79,8 +117,9 @@ def main():
 @click.option("--tolerance", default=1e-5, show_default=True, type=float, help="Max scaled error.")
 @seed_option
 @json_option
+@verbose_option
 @handles_errors
-def gradcheck(alphas, eps, tolerance, seed, as_json):
+def gradcheck(alphas, eps, tolerance, seed, as_json, verbose):
     """Check every rounding method's analytic gradient against finite differences.
 
     Differentiates each method's smooth surrogate numerically (identity for ste, the curve for
@@ -89,20 +128,21 @@ def gradcheck(alphas, eps, tolerance, seed, as_json):
     \b
     Example: softedge gradcheck --alphas 0,1,5 --json
     """
-    from toolkit.errors import ConfigError
-    from toolkit.gradcheck import gradcheck_table
+    with quiet(verbose=verbose):
+        from toolkit.errors import ConfigError
+        from toolkit.gradcheck import gradcheck_table
 
-    set_seed(seed)
-    try:
-        alpha_values = tuple(float(a) for a in alphas.split(",") if a.strip())
-    except ValueError:
-        raise ConfigError(f"Expected comma-separated numbers for --alphas. Received: {alphas!r}") from None
-    results = gradcheck_table(alpha_values, eps=eps)
-    worst = max(max(r.max_error_x, r.max_error_alpha or 0.0) for r in results)
-    if as_json:
-        click.echo(json.dumps({"results": [r.to_dict() for r in results], "max_error": worst}, indent=2))
-    else:
-        click.echo(format_gradcheck_table(results))
+        try:
+            alpha_values = tuple(float(a) for a in alphas.split(",") if a.strip())
+        except ValueError:
+            raise ConfigError(f"Expected comma-separated numbers for --alphas. Received: {alphas!r}") from None
+        set_seed(seed)
+        results = gradcheck_table(alpha_values, eps=eps)
+        worst = max(max(r.max_error_x, r.max_error_alpha or 0.0) for r in results)
+        if as_json:
+            echo(json.dumps({"results": [r.to_dict() for r in results], "max_error": worst}, indent=2))
+        else:
+            echo(format_gradcheck_table(results))
     sys.exit(EXIT_OK if worst <= tolerance else EXIT_CHECK_FAILED)
 
 
@@ -112,7 +152,8 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 
     class _Progress(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.bar = click.progressbar(length=epochs, label=label, file=sys.stderr) if enabled else None
+            stream = _console.err if _console is not None else sys.stderr
+            self.bar = click.progressbar(length=epochs, label=label, file=stream) if enabled else None
             if self.bar:
                 self.bar.__enter__()
 
@@ -146,35 +187,38 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
                    "regression). anomaly: an autoencoder, scored by reconstruction error (ROC AUC).")
 @seed_option
 @json_option
+@verbose_option
 @handles_errors
 def train(model_name, data, weight_bits, activation_bits, rounding, step, float_epochs, qat_epochs,
-          alpha_end, run_dir, task, seed, as_json):
+          alpha_end, run_dir, task, seed, as_json, verbose):
     """Train a zoo model in float (or take your trained .keras model), quantize it, and fine-tune
     with the rounding annealed to hard.
 
-    Writes RUN/config.json, versions.json, float.keras, smooth.keras, history.json, summary.json.
+    Writes RUN/config.json, versions.json, float.keras, smooth.keras, history.json, summary.json,
+    and appends what TensorFlow printed to RUN/softedge.log.
 
     \b
     Example: softedge train --model mnist1d_cnn --data mnist1d --weight-bits 3 --run runs/m1d-w3
              softedge train --model my_float.keras --data my.npz --weight-bits 4 --run runs/mine
     """
-    from export.runs import RunConfig, train_run
-    from models.training import Recipe, learned_step_for
-    from toolkit.scheme import QuantScheme
+    with quiet(Path(run_dir) / LOG_NAME, verbose):
+        from export.runs import RunConfig, train_run
+        from models.training import Recipe, learned_step_for
+        from toolkit.scheme import QuantScheme
 
-    set_seed(seed)
-    scheme = QuantScheme(weight_bits=weight_bits, activation_bits=activation_bits, rounding=rounding,
-                         learned_step=learned_step_for(weight_bits, step))
-    recipe = Recipe(float_epochs=float_epochs, qat_epochs=qat_epochs, alpha_end=alpha_end)
-    summary = train_run(RunConfig(model_name, data, scheme, recipe, seed, task), run_dir,
-                        callbacks=[epoch_progress("fine-tuning (QAT)", qat_epochs, enabled=not as_json)],
-                        float_callbacks=[epoch_progress("float training", float_epochs, enabled=not as_json)])
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
-    else:
-        metric = {"classification": "accuracy", "anomaly": "auc"}.get(summary["task"], "mse")
-        click.echo(f"float {metric} {summary[f'float_{metric}']:.4f}; quantized (smooth, alpha "
-                   f"{summary['final_alpha']:g}) {summary[f'smooth_{metric}']:.4f}; run in {run_dir}")
+        set_seed(seed)
+        scheme = QuantScheme(weight_bits=weight_bits, activation_bits=activation_bits, rounding=rounding,
+                             learned_step=learned_step_for(weight_bits, step))
+        recipe = Recipe(float_epochs=float_epochs, qat_epochs=qat_epochs, alpha_end=alpha_end)
+        summary = train_run(RunConfig(model_name, data, scheme, recipe, seed, task), run_dir,
+                            callbacks=[epoch_progress("fine-tuning (QAT)", qat_epochs, enabled=not as_json)],
+                            float_callbacks=[epoch_progress("float training", float_epochs, enabled=not as_json)])
+        if as_json:
+            echo(json.dumps(summary, indent=2))
+        else:
+            metric = {"classification": "accuracy", "anomaly": "auc"}.get(summary["task"], "mse")
+            echo(f"float {metric} {summary[f'float_{metric}']:.4f}; quantized (smooth, alpha "
+                 f"{summary['final_alpha']:g}) {summary[f'smooth_{metric}']:.4f}; run in {run_dir}")
 
 
 TARGET_CHOICE = click.Choice(["int8", "int4-weights", "dynamic", "float16", "float32"])
@@ -198,33 +242,37 @@ KERNEL_CHOICE = click.Choice(["xnnpack", "builtin", "reference"])
               help="Fail (exit 1) if the model data exceeds this many KB of flash.")
 @seed_option
 @json_option
+@verbose_option
 @handles_errors
 def export_command(run_dir, output, target, io, kernels, max_drift, min_agreement, data, device_check, max_arena_kb,
-                   max_flash_kb, seed, as_json):
+                   max_flash_kb, seed, as_json, verbose):
     """Harden, convert, validate, bundle and device-check a trained run (LiteRT and, for int8,
     TFLite Micro).
 
     Writes OUTPUT/hard.keras, model.tflite, report.json, report.md, drift.png and bundle/
-    (bundle/micro/: the C sources for TFLite Micro and its check). Exits 1 when a threshold, a
+    (bundle/micro/: the C sources for TFLite Micro and its check), and appends what TensorFlow
+    and the converter printed to RUN/softedge.log. Exits 1 when a threshold, a
     budget or a device check fails; 4 when --target micro meets an op TFLite Micro lacks.
 
     \b
     Example: softedge export --run runs/digits_cnn-w8-soft --max-drift 3 --min-agreement 0.999
              softedge export --run runs/ds_cnn-w4 --target micro --max-arena-kb 64 --max-flash-kb 256
     """
-    from export.runs import export_run
+    with quiet(Path(run_dir) / LOG_NAME, verbose):
+        from export.runs import export_run
 
-    set_seed(seed)
-    if not as_json:
-        click.echo(f"exporting {run_dir} to {target} ...", err=True)
-    report, failures = export_run(run_dir, output, target, io, kernels, max_drift, min_agreement, data, device_check,
-                                  max_arena_kb, max_flash_kb)
-    if as_json:
-        click.echo(json.dumps(report, indent=2, default=float))
-    else:
-        click.echo(format_drift_summary(report))
-        for failure in failures:
-            click.echo(f"FAILED: {failure}", err=True)
+        set_seed(seed)
+        if not as_json:
+            echo(f"exporting {run_dir} to {target}", err=True)
+        report, failures = export_run(run_dir, output, target, io, kernels, max_drift, min_agreement, data,
+                                      device_check, max_arena_kb, max_flash_kb,
+                                      progress=None if as_json else (lambda stage: echo(f"  {stage} ...", err=True)))
+        if as_json:
+            echo(json.dumps(report, indent=2, default=float))
+        else:
+            echo(format_drift_summary(report))
+            for failure in failures:
+                echo(f"FAILED: {failure}", err=True)
     sys.exit(EXIT_CHECK_FAILED if failures else EXIT_OK)
 
 
@@ -236,8 +284,9 @@ def export_command(run_dir, output, target, io, kernels, max_drift, min_agreemen
 @click.option("--data", default=None, help="Representative data for post-training quantization of a float model.")
 @seed_option
 @json_option
+@verbose_option
 @handles_errors
-def convert_command(model_path, output, target, io, data, seed, as_json):
+def convert_command(model_path, output, target, io, data, seed, as_json, verbose):
     """Convert a saved Keras model to TFLite.
 
     A softedge quantized model is hardened first; a hard model converts as is; any other Keras
@@ -246,22 +295,22 @@ def convert_command(model_path, output, target, io, data, seed, as_json):
     \b
     Example: softedge convert runs/x/float.keras --data digits --output float-ptq.tflite
     """
-    from export.atomic import write_bytes
-    from export.convert_any import convert_path
+    with quiet(verbose=verbose):
+        from export.atomic import write_bytes
+        from export.convert_any import convert_path
+        from export.tflite import float_ops
 
-    set_seed(seed)
-    from export.tflite import float_ops
-
-    tflite_bytes, kind = convert_path(model_path, target, io, data)
-    write_bytes(output, tflite_bytes)
-    floats = float_ops(tflite_bytes) if target in ("int8", "int4-weights") else []
-    result = {"output": output, "bytes": len(tflite_bytes), "target": target, "model_kind": kind, "float_ops": floats}
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    else:
-        click.echo(f"wrote {output} ({len(tflite_bytes)} bytes, {kind} model, {target})")
-        if floats:
-            click.echo(format_float_ops(floats))
+        set_seed(seed)
+        tflite_bytes, kind = convert_path(model_path, target, io, data)
+        write_bytes(output, tflite_bytes)
+        floats = float_ops(tflite_bytes) if target in ("int8", "int4-weights") else []
+        result = {"output": output, "bytes": len(tflite_bytes), "target": target, "model_kind": kind, "float_ops": floats}
+        if as_json:
+            echo(json.dumps(result, indent=2))
+        else:
+            echo(f"wrote {output} ({len(tflite_bytes)} bytes, {kind} model, {target})")
+            if floats:
+                echo(format_float_ops(floats))
 
 
 @main.command(name="validate")
@@ -278,8 +327,10 @@ def convert_command(model_path, output, target, io, data, seed, as_json):
                    "regression). anomaly: an autoencoder, scored by reconstruction error (ROC AUC).")
 @seed_option
 @json_option
+@verbose_option
 @handles_errors
-def validate_command(hard_path, tflite_path, data, smooth_path, output, kernels, max_drift, min_agreement, task, seed, as_json):
+def validate_command(hard_path, tflite_path, data, smooth_path, output, kernels, max_drift, min_agreement, task, seed,
+                     as_json, verbose):
     """Measure the drift smooth Keras -> hard Keras -> integer reference -> TFLite on a test split.
 
     Checks that LiteRT computes exactly the integer reference's integers (every kernel family;
@@ -289,25 +340,27 @@ def validate_command(hard_path, tflite_path, data, smooth_path, output, kernels,
     \b
     Example: softedge validate --hard runs/x/export/hard.keras --tflite runs/x/export/model.tflite --data digits
     """
-    from export.artifacts import load_keras_model, read_tflite
-    from export.runs import check_inputs_fit
-    from export.validate import check, validate, write_report
-    from models import datasets
+    with quiet(verbose=verbose):
+        from export.artifacts import load_keras_model, read_tflite
+        from export.runs import check_inputs_fit
+        from export.validate import check, validate, write_report
+        from models import datasets
 
-    set_seed(seed)
-    hard = load_keras_model(hard_path)
-    tflite_bytes = read_tflite(tflite_path)
-    smooth = load_keras_model(smooth_path) if smooth_path else None
-    dataset = datasets.load(data)
-    check_inputs_fit(hard, dataset.x_test, f"dataset {dataset.name!r}")
-    report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels, task=task)
-    failures = check(report, max_drift, min_agreement)
-    report["failures"] = failures
-    if output:
-        write_report(report, output)
-    click.echo(json.dumps(report, indent=2, default=float) if as_json else format_drift_summary(report))
-    for failure in failures:
-        click.echo(f"FAILED: {failure}", err=True)
+        set_seed(seed)
+        hard = load_keras_model(hard_path)
+        tflite_bytes = read_tflite(tflite_path)
+        smooth = load_keras_model(smooth_path) if smooth_path else None
+        dataset = datasets.load(data)
+        check_inputs_fit(hard, dataset.x_test, f"dataset {dataset.name!r}")
+        report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels,
+                          task=task)
+        failures = check(report, max_drift, min_agreement)
+        report["failures"] = failures
+        if output:
+            write_report(report, output)
+        echo(json.dumps(report, indent=2, default=float) if as_json else format_drift_summary(report))
+        for failure in failures:
+            echo(f"FAILED: {failure}", err=True)
     sys.exit(EXIT_CHECK_FAILED if failures else EXIT_OK)
 
 

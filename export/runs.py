@@ -140,21 +140,25 @@ def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=()) -> d
 def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", kernels: str = "xnnpack",
                max_drift: float | None = None, min_agreement: float | None = None, data: str | None = None,
                device_check: bool = True, max_arena_kb: float | None = None,
-               max_flash_kb: float | None = None) -> tuple[dict, list[str]]:
+               max_flash_kb: float | None = None, progress=None) -> tuple[dict, list[str]]:
     """harden + convert + validate + bundle (+ device checks: LiteRT, TFLite Micro) of a run;
     returns (report, failures).
 
     `target` "micro": int8, and an op TFLite Micro lacks is an error (UnsupportedOnMicroError)
     rather than a report line. `max_arena_kb` / `max_flash_kb`: budgets for TFLite Micro's
-    tensor arena and the model data (failures when exceeded)."""
+    tensor arena and the model data (failures when exceeded). `progress(stage)`: called as each
+    stage starts."""
+    stage = progress or (lambda _: None)
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     output = Path(output) if output is not None else run_dir / "export"
     smooth = load_keras_model(run_dir / "smooth.keras")
     dataset = config.dataset(data)
     check_inputs_fit(smooth, dataset.x_test, f"dataset {dataset.name!r}")
+    stage("hardening")
     hard = harden(smooth)
     conversion_target = "int8" if target == MICRO_TARGET else target
+    stage(f"converting to {conversion_target} TFLite")
     micro_bytes = None
     if conversion_target in ("int8", "int4-weights"):  # the batch-1 form a microcontroller runs
         micro_bytes = convert(hard, conversion_target, io, batch_size=1)
@@ -164,6 +168,7 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
         raise ConfigError(f"--max-arena-kb / --max-flash-kb apply to TFLite Micro, which runs int8 models; "
                           f"target {target!r} is not one.")
     tflite_bytes = convert(hard, conversion_target, io)
+    stage(f"validating on {dataset.name}'s {len(dataset.x_test)} test samples (LiteRT and the integer reference)")
     report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels,
                       task=config.resolve_task(dataset))
     float_model = load_keras_model(run_dir / "float.keras")
@@ -178,17 +183,21 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
                                                               hard.predict(dataset.x_test, verbose=0))
     micro_part = None
     if micro_bytes is not None:
+        stage("TFLite Micro: ops and arena")
         sample = quantize_input(dataset.x_test[:1], load_interpreter(tflite_bytes, "builtin").get_input_details()[0])[0]
         report["micro"], micro_part = micro_stage(micro_bytes, hard.name, sample)
+    stage(f"writing {output}")
     save_keras_model(hard, output / "hard.keras")
     write_bytes(output / "model.tflite", tflite_bytes)
     write_bundle(output / "bundle", tflite_bytes, dataset.x_test, dataset.y_test, kernels=kernels, task=report["task"],
                  extra={"run": str(run_dir), "target": target}, micro=micro_part)
     failures = check(report, max_drift, min_agreement)
     if device_check:
+        stage("device check (bundle/check.py, LiteRT)")
         report["device"] = run_device_check(output / "bundle")
         failures += [f"device check: {message}" for message in report["device"].get("failures", [])]
         if micro_part is not None and report["micro"].get("runs"):
+            stage("device check (bundle/micro/check.py, TFLite Micro)")
             report["micro"].update(run_micro_check(output / "bundle"))
             failures += [f"TFLite Micro check: {message}" for message in report["micro"].get("failures", [])]
     if "micro" in report:
