@@ -23,7 +23,8 @@ import keras
 from toolkit.errors import ConfigError
 from toolkit.quantizers import ALPHA_WEIGHT_NAME
 
-__all__ = ["KINDS", "AlphaSchedule", "AnnealRounding", "AnnealingSteps", "alpha_variables", "set_alpha"]
+__all__ = ["KINDS", "AlphaSchedule", "AnnealRounding", "AnnealingSteps", "alpha_tensor", "alpha_variables",
+           "set_alpha"]
 
 KINDS = ("constant", "linear", "exponential", "cosine")
 
@@ -66,6 +67,24 @@ class AlphaSchedule:
     @classmethod
     def from_dict(cls, data: dict) -> AlphaSchedule:
         return cls(**data)
+
+
+def alpha_tensor(schedule: AlphaSchedule, step):
+    """`schedule(step)` for a step tensor, as float32: the same formulas, computed in float64 so
+    that the value matches the Python schedule's (also rounded to the float32 variable)."""
+    step = keras.ops.cast(step, "float64")
+    ramp = schedule.steps - schedule.hold_steps
+    t = keras.ops.ones_like(step) if ramp == 0 else keras.ops.clip(step / ramp, 0.0, 1.0)
+    a0, a1 = schedule.alpha_start, schedule.alpha_end
+    if schedule.kind == "constant":
+        alpha = a0 + 0.0 * t
+    elif schedule.kind == "linear":
+        alpha = a0 + (a1 - a0) * t
+    elif schedule.kind == "exponential":
+        alpha = a0 * keras.ops.power(keras.ops.cast(a1 / a0, "float64"), t)
+    else:
+        alpha = a1 + (a0 - a1) * (1.0 + keras.ops.cos(math.pi * t)) / 2.0
+    return keras.ops.cast(alpha, "float32")
 
 
 def alpha_variables(model) -> list:
@@ -113,6 +132,44 @@ class AnnealingSteps:
 class AnnealRounding(AnnealingSteps, keras.callbacks.Callback):
     """Sets every quantizer's alpha from `schedule` before each training batch.
 
-    The alpha in force at the end of each epoch is added to the epoch logs (so `history`
-    has an "alpha" column). `initial_step` resumes a schedule part-way.
+    The alpha is set inside the compiled train step, from the optimizer's iteration count
+    (`alpha_tensor`), so it follows the schedule step by step also when a call runs several
+    steps (`compile(steps_per_execution=k)`, where batch callbacks run once per k steps). The
+    alpha in force at the end of each epoch is added to the epoch logs (so `history` has an
+    "alpha" column). `initial_step` resumes a schedule part-way.
     """
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        model, schedule, variables = self.model, self.schedule, self._variables
+        self._first_iteration = int(model.optimizer.iterations.numpy())
+        self._own_train_step = model.__dict__.get("train_step")   # an instance-level override, if any
+        offset = self.step - self._first_iteration
+        original = model.train_step
+
+        def annealed_train_step(data):
+            alpha = alpha_tensor(schedule, model.optimizer.iterations + offset)
+            for variable in variables:
+                variable.assign(alpha)
+            return original(data)
+
+        model.train_step = annealed_train_step
+        model.make_train_function(force=True)   # fit built it before calling this callback
+
+    def on_train_batch_begin(self, batch, logs=None):
+        pass  # the compiled step sets alpha
+
+    def _steps_done(self) -> int:
+        return self.step + int(self.model.optimizer.iterations.numpy()) - self._first_iteration
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.alpha = self.schedule(max(self._steps_done() - 1, 0))
+        super().on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        self.step = self._steps_done()
+        if self._own_train_step is None:
+            del self.model.__dict__["train_step"]   # the class's method again
+        else:
+            self.model.__dict__["train_step"] = self._own_train_step
+        self.model.make_train_function(force=True)

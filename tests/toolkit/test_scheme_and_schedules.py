@@ -89,3 +89,32 @@ def test_large_final_alpha_makes_the_smooth_model_the_hard_one():
     assert np.mean(np.argmax(smooth, -1) == np.argmax(hard, -1)) >= 0.99
     set_alpha(q, 1.0)  # ... whereas a smooth alpha is a different model
     assert np.max(np.abs(q.predict(x, verbose=0) - hard)) > 10 * np.max(np.abs(smooth - hard))
+
+
+def test_annealing_follows_the_schedule_step_by_step_with_several_steps_per_call():
+    """With steps_per_execution=k Keras runs batch callbacks once per k steps; alpha is set
+    inside the compiled step, so the trajectory and the trained weights are those of k = 1."""
+    schedule = AlphaSchedule("exponential", 1.0, 100.0, steps=12, hold_steps=2)
+    results = []
+    for steps_per_execution in (1, 3):
+        q, x, y = compiled_quantized_conv1d(4, 96)
+        q.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=steps_per_execution)
+        history = q.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[AnnealRounding(schedule)])
+        results.append((history.history["alpha"], [v.numpy() for v in q.trainable_variables],
+                        [float(v.numpy()) for v in alpha_variables(q)]))
+    (alpha_1, weights_1, final_1), (alpha_3, weights_3, final_3) = results
+    assert alpha_1 == pytest.approx([schedule(5), schedule(11)]) and alpha_3 == pytest.approx(alpha_1)
+    assert final_1 == final_3 == [pytest.approx(schedule(11), rel=1e-6)] * 3
+    for a, b in zip(weights_1, weights_3, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_alpha_tensor_matches_the_python_schedule():
+    from toolkit.schedules import alpha_tensor
+
+    for kind in ("constant", "linear", "exponential", "cosine"):
+        schedule = AlphaSchedule(kind, 1.0, 1e4, steps=50, hold_steps=10)
+        steps = np.arange(-2, 60)
+        np.testing.assert_allclose(np.asarray(alpha_tensor(schedule, steps)),
+                                   np.array([schedule(int(s)) for s in steps], np.float32), rtol=1e-6)
