@@ -181,6 +181,8 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @click.option("--float-epochs", default=30, show_default=True, type=int)
 @click.option("--qat-epochs", default=10, show_default=True, type=int)
 @click.option("--alpha-end", default=1e4, show_default=True, type=float, help="Final rounding sharpness.")
+@click.option("--steps-per-execution", type=click.IntRange(min=1), default=None,
+              help="Training steps per compiled call (default: up to 16, one epoch at most).")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--task", type=click.Choice(["classification", "regression", "anomaly"]), default=None,
               help="Default: the zoo model's, else from the labels (1-D integers: classification; floats: "
@@ -190,7 +192,7 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @verbose_option
 @handles_errors
 def train(model_name, data, weight_bits, activation_bits, rounding, step, float_epochs, qat_epochs,
-          alpha_end, run_dir, task, seed, as_json, verbose):
+          alpha_end, steps_per_execution, run_dir, task, seed, as_json, verbose):
     """Train a zoo model in float (or take your trained .keras model), quantize it, and fine-tune
     with the rounding annealed to hard.
 
@@ -209,7 +211,8 @@ def train(model_name, data, weight_bits, activation_bits, rounding, step, float_
         set_seed(seed)
         scheme = QuantScheme(weight_bits=weight_bits, activation_bits=activation_bits, rounding=rounding,
                              learned_step=learned_step_for(weight_bits, step))
-        recipe = Recipe(float_epochs=float_epochs, qat_epochs=qat_epochs, alpha_end=alpha_end)
+        recipe = Recipe(float_epochs=float_epochs, qat_epochs=qat_epochs, alpha_end=alpha_end,
+                        steps_per_execution=steps_per_execution)
         summary = train_run(RunConfig(model_name, data, scheme, recipe, seed, task), run_dir,
                             callbacks=[epoch_progress("fine-tuning (QAT)", qat_epochs, enabled=not as_json)],
                             float_callbacks=[epoch_progress("float training", float_epochs, enabled=not as_json)])

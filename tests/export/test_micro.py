@@ -263,6 +263,19 @@ def test_the_micro_check_runs_with_only_numpy_and_tflite_micro_and_catches_tampe
     assert result.returncode == micro_check.EXIT_FAILED
     assert json.loads(result.stdout)["mismatched_elements"] == 1
 
+    # LiteRT's kernels round differently: its accuracy is not TFLite Micro's yardstick when the
+    # bundle has TFLite Micro's own integers (here LiteRT's outputs are made perfect).
+    better = tmp_path / "better"
+    shutil.copytree(bundle, better)
+    arrays["expected_micro"][0, 0] ^= 1   # undo
+    perfect = np.full_like(arrays["expected_outputs"], -128)
+    perfect[np.arange(len(perfect)), arrays["labels"]] = 127
+    np.savez(better / "eval.npz", **{**arrays, "expected_outputs": perfect})
+    result = _run_micro_check(better, "--json")
+    assert result.returncode == micro_check.EXIT_OK, result.stdout[-2000:]
+    checked = json.loads(result.stdout)
+    assert checked["expected_accuracy"] == checked["accuracy"] < 1.0
+
 
 def test_budget_flags_over_and_under(exported_run, tmp_path):
     run_dir, _, _ = exported_run

@@ -1,0 +1,102 @@
+"""Training speed: steps per compiled call, with and without XLA, against tfmot (python -m bench.speed).
+
+For digits_cnn and mnist1d_cnn at W3 (soft rounding): the median warm epoch (all but the first)
+of float training and of QAT, with 1 step per compiled call and with the recipe's automatic
+choice (`models.training.steps_per_call`), each with XLA on and off; and tfmot's own QAT epoch
+(tf_keras, W3A8) on the same data and batch size. Every configuration runs `--repeats` times
+in alternation, so machine noise falls on all of them alike; the table shows the median of the
+repeats. Writes bench/results/speed.json and the README table.
+
+    python -m bench.speed                 # 3 repeats, 5 epochs each
+    python -m bench.speed --repeats 1     # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.qat import EpochTimer, bench_tfmot  # noqa: E402
+from bench.readme import replace_section  # noqa: E402
+from export.atomic import write_json  # noqa: E402
+from models import datasets, registry  # noqa: E402
+from models.training import Recipe, steps_per_call, train_float, train_quantized, use_xla  # noqa: E402
+from toolkit import QuantScheme  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+MODELS = {"digits_cnn": "digits", "mnist1d_cnn": "mnist1d"}
+BITS = 3
+
+
+def _epoch_seconds(phase: str, model, data, recipe: Recipe, seed: int) -> float:
+    timer = EpochTimer()
+    if phase == "float":
+        keras.utils.set_random_seed(seed)
+        fresh = registry.build(model.name, data.input_shape, data.num_classes)
+        train_float(fresh, data, recipe, seed=seed, callbacks=[timer])
+    else:
+        train_quantized(model, data, QuantScheme(weight_bits=BITS), recipe, seed=seed, callbacks=[timer])
+    return timer.seconds
+
+
+def measure_model(name: str, epochs: int, repeats: int, seed: int) -> dict:
+    data = datasets.load(MODELS[name])
+    keras.utils.set_random_seed(seed)
+    model = registry.build(name, data.input_shape, data.num_classes)
+    base = Recipe(float_epochs=epochs, qat_epochs=epochs)
+    train_float(model, data, dataclasses.replace(base, float_epochs=3), seed=seed)
+    auto = steps_per_call(base, len(data.x_train))
+    configs = [(phase, xla, spe) for phase in ("float", "qat") for xla in (False, True) for spe in (1, auto)]
+    times: dict = {}
+    for _ in range(repeats):
+        for phase, xla, spe in configs:
+            recipe = dataclasses.replace(base, jit_compile=xla, steps_per_execution=spe)
+            times.setdefault(f"{phase} xla={xla} spe={spe}", []).append(_epoch_seconds(phase, model, data, recipe, seed))
+        tfmot = bench_tfmot(model, data, BITS, seed, dataclasses.replace(base, qat_epochs=epochs))
+        times.setdefault("tfmot", []).append(tfmot.get("epoch_seconds", float("nan")))
+    return {"model": name, "auto_steps_per_execution": auto, "recipe_xla": use_xla(model),
+            "steps_per_epoch": int(np.ceil(len(data.x_train) / base.batch_size)),
+            "seconds": {key: float(np.median(values)) for key, values in times.items()}, "repeats": times}
+
+
+def table(rows) -> str:
+    lines = ["| model | phase | XLA | 1 step per call (s/epoch) | auto steps per call (s/epoch) | speed-up | "
+             "vs tfmot QAT (1 step / auto) |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        seconds, auto, tfmot = row["seconds"], row["auto_steps_per_execution"], row["seconds"]["tfmot"]
+        for phase in ("float", "qat"):
+            for xla in (False, True):
+                one, many = seconds[f"{phase} xla={xla} spe=1"], seconds[f"{phase} xla={xla} spe={auto}"]
+                mark = " (recipe)" if xla == row["recipe_xla"] else ""
+                versus = f"{one / tfmot:.2f}x / {many / tfmot:.2f}x" if phase == "qat" else ""
+                lines.append(f"| {row['model']} | {phase} | {'on' if xla else 'off'}{mark} | {one:.3f} | "
+                             f"{many:.3f} ({auto}) | {one / many:.2f}x | {versus} |")
+        lines.append(f"| {row['model']} | tfmot QAT (tf_keras) | | {tfmot:.3f} | | | 1.00x |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    rows = [measure_model(name, args.epochs, args.repeats, args.seed) for name in args.models]
+    write_json(RESULTS / "speed.json", {"epochs": args.epochs, "repeats": args.repeats, "seed": args.seed, "rows": rows})
+    print(table(rows))
+    replace_section("speed", "\n".join([
+        f"Generated by `make bench-speed` (bench/speed.py; W{BITS} soft rounding, batch 64, median warm epoch of "
+        f"{args.epochs}, median of {args.repeats} alternating repeats; 2 shared cores, so compare within a row):", "",
+        table(rows)]))
+
+
+if __name__ == "__main__":
+    main()
