@@ -159,9 +159,14 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
     hard = harden(smooth)
     conversion_target = "int8" if target == MICRO_TARGET else target
     stage(f"converting to {conversion_target} TFLite")
-    micro_bytes = None
+    micro_bytes, micro_error = None, None
     if conversion_target in ("int8", "int4-weights"):  # the batch-1 form a microcontroller runs
-        micro_bytes = convert(hard, conversion_target, io, batch_size=1)
+        try:
+            micro_bytes = convert(hard, conversion_target, io, batch_size=1)
+        except ConfigError as error:
+            if target == MICRO_TARGET or max_arena_kb is not None or max_flash_kb is not None:
+                raise
+            micro_error = f"no batch-1 model for TFLite Micro: {error}"  # LiteRT's export goes on
         if target == MICRO_TARGET:
             require_micro_ops(micro_bytes, f"model {hard.name!r}")
     elif max_arena_kb is not None or max_flash_kb is not None:
@@ -182,6 +187,8 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
         report["harden_agreement_with_alpha_inf"] = agreement(smooth.predict(dataset.x_test, verbose=0),
                                                               hard.predict(dataset.x_test, verbose=0))
     micro_part = None
+    if micro_error is not None:
+        report["micro"] = {"runs": False, "ops": [], "error": micro_error}
     if micro_bytes is not None:
         stage("TFLite Micro: ops and arena")
         sample = quantize_input(dataset.x_test[:1], load_interpreter(tflite_bytes, "builtin").get_input_details()[0])[0]

@@ -304,3 +304,12 @@ def test_target_micro_exits_4_naming_the_op_tflite_micro_lacks(tmp_path):
     assert result.exit_code == cli.EXIT_UNSUPPORTED, result.output
     assert "GELU" in result.output and "hidden" in result.output
     assert not (run_dir / "export").exists()   # refused before anything was written
+
+
+def test_a_model_with_two_inputs_gets_no_batch_one_form_by_name():
+    from toolkit.errors import ConfigError
+
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    model = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])), name="two_inputs")
+    with pytest.raises(ConfigError, match="'two_inputs' has 2 inputs"):
+        convert(model, "float32", batch_size=1)
