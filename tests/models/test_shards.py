@@ -1,0 +1,73 @@
+"""Shards: memory-mapped .npz members, one array across shards, a seeded streamed epoch."""
+
+import numpy as np
+import pytest
+
+from models.shards import ShardedArray, Shards, member_memmap
+from toolkit.errors import ArtifactError, ConfigError
+
+
+def _write_shards(directory, sizes, seed=0):
+    directory.mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    start = 0
+    for i, size in enumerate(sizes):
+        x = rng.normal(size=(size, 3, 2)).astype(np.float32)
+        x[:, 0, 0] = np.arange(start, start + size)   # each sample's id
+        np.savez(directory / f"part-{i:02d}.npz", x_train=x, y_train=np.arange(start, start + size) % 5)
+        start += size
+    return directory
+
+
+def test_member_memmap_is_the_stored_array_and_refuses_what_it_cannot_map(tmp_path):
+    arrays = {"a": np.arange(24, dtype=np.int16).reshape(2, 3, 4), "b": np.asfortranarray(np.ones((5, 2))),
+              "c": np.array([1.5, -2.0], np.float32)}
+    np.savez(tmp_path / "plain.npz", **arrays)
+    for name, value in arrays.items():
+        mapped = member_memmap(tmp_path / "plain.npz", name)
+        assert isinstance(mapped, np.memmap) and mapped.dtype == value.dtype
+        np.testing.assert_array_equal(mapped, value)
+    np.savez_compressed(tmp_path / "packed.npz", a=arrays["a"])
+    with pytest.raises(ConfigError, match="np.savez, not np.savez_compressed"):
+        member_memmap(tmp_path / "packed.npz", "a")
+    with pytest.raises(ArtifactError, match="no array 'x_train'"):
+        member_memmap(tmp_path / "plain.npz", "x_train")
+
+
+def test_a_sharded_array_reads_rows_across_shard_boundaries(tmp_path):
+    shards = Shards.open(_write_shards(tmp_path / "s", [5, 3, 7]))
+    whole = np.concatenate([np.load(p)["x_train"] for p in shards.paths])
+    assert isinstance(shards.x, ShardedArray) and shards.x.shape == whole.shape and len(shards) == 15
+    np.testing.assert_array_equal(shards.x[3:11], whole[3:11])
+    np.testing.assert_array_equal(shards.x[[14, 0, 5, 7, -1]], whole[[14, 0, 5, 7, -1]])
+    with pytest.raises(IndexError):
+        shards.x[[15]]
+
+
+def test_open_accepts_a_glob_and_names_bad_shards(tmp_path):
+    _write_shards(tmp_path / "s", [4, 4])
+    assert len(Shards.open(str(tmp_path / "s" / "part-01.npz"))) == 4
+    with pytest.raises(ArtifactError, match="No .npz shards"):
+        Shards.open(tmp_path / "nothing-here")
+    np.savez(tmp_path / "s" / "part-02.npz", x_train=np.zeros((2, 4, 2), np.float32), y_train=np.zeros(2, np.int64))
+    with pytest.raises(ConfigError, match="part-02.npz"):
+        Shards.open(tmp_path / "s")
+
+
+def test_a_streamed_epoch_visits_every_sample_once_reshuffled_each_epoch(tmp_path):
+    shards = Shards.open(_write_shards(tmp_path / "s", [40, 25, 33, 50, 12]))
+
+    def epochs(seed, count=2):
+        dataset = shards.stream(batch_size=16, seed=seed, cycle=3, buffer=32)
+        return [np.concatenate([x[:, 0, 0] for x, _ in dataset.as_numpy_iterator()]).astype(int) for _ in range(count)]
+
+    first, second = epochs(seed=0)
+    for order in (first, second):
+        assert sorted(order) == list(range(160))
+    assert list(first) != list(second)                      # a new order each epoch
+    again = epochs(seed=0)
+    assert list(again[0]) == list(first) and list(again[1]) == list(second)   # the same seed, the same orders
+    assert list(epochs(seed=1, count=1)[0]) != list(first)
+    # Labels travel with their samples.
+    for x, y in shards.stream(batch_size=16, seed=0).as_numpy_iterator():
+        np.testing.assert_array_equal(y, x[:, 0, 0].astype(int) % 5)
