@@ -172,7 +172,8 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @click.option("--model", "model_name", default="digits_cnn", show_default=True,
               help="Zoo model name, or a path to your trained float Keras 3 .keras model (float training skipped).")
 @click.option("--data", default="digits", show_default=True,
-              help="digits, mnist1d, synthetic (generated for the zoo model) or a path to an .npz.")
+              help="digits, mnist1d, synthetic (generated for the zoo model), a path to an .npz, or a directory "
+                   "(or glob) of .npz shards with test.npz beside them, streamed from disk.")
 @click.option("--weight-bits", default=8, show_default=True, type=int, help="Kernel bits, 2..8.")
 @click.option("--activation-bits", default=8, show_default=True, type=int, help="Activation bits, 2..8.")
 @click.option("--rounding", default="soft", show_default=True, help="ste, soft or sigmoid.")

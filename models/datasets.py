@@ -9,10 +9,16 @@
 - any path to an `.npz` with `x_train`, `y_train`, `x_test`, `y_test` (integer labels: classification;
   float targets: regression; for anomaly detection, `--task anomaly`: y 1 marks an anomalous
   sample, and training uses the rows of x_train whose y_train is 0).
+- a directory of `.npz` shards (or a glob of them) for training data larger than memory: each
+  shard holds `x_train`, `y_train` (uncompressed, `np.savez`), and `test.npz` beside them holds
+  `x_test`, `y_test`. The shards are memory-mapped and streamed (`models.shards`); the labels
+  and the test split are read into memory.
 """
 
 from __future__ import annotations
 
+import glob
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +41,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     task: str | None = None  # set where the data set says it (synthetic anomaly data); else from the labels
+    shards: object | None = None  # models.shards.Shards where x_train is streamed from shards
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -129,6 +136,32 @@ def _synthetic(model: str | None) -> Dataset:
                    task="classification")
 
 
+TEST_SHARD = "test.npz"
+
+
+def _sharded(location: str) -> Dataset:
+    """Training shards at a directory or glob (every .npz but test.npz), the test split in the
+    test.npz beside them."""
+    from models.shards import Shards
+
+    directory = Path(location) if os.path.isdir(location) else Path(os.path.dirname(location) or ".")
+    test_path = directory / TEST_SHARD
+    if not test_path.is_file():
+        raise ArtifactError(f"Sharded dataset {location!r} needs its test split in {test_path} (x_test, y_test).")
+    shards = Shards.open(location, exclude=(TEST_SHARD,))
+    try:
+        with np.load(test_path, allow_pickle=False) as archive:
+            x_test, y_test = archive["x_test"], archive["y_test"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise ArtifactError(f"{test_path} is not an .npz with x_test and y_test: {error}") from error
+    if x_test.shape[1:] != shards.sample_shape:
+        raise ConfigError(f"{test_path}: x_test rows {x_test.shape[1:]} and the shards' x_train rows "
+                          f"{shards.sample_shape} differ.")
+    labels = np.concatenate([np.asarray(part) for part in shards.y.parts])
+    return Dataset(directory.name, shards.x, _targets(labels), x_test.astype(np.float32), _targets(y_test),
+                   shards=shards)
+
+
 def load(name: str, model: str | None = None) -> Dataset:
     """Loads a dataset by registry name or .npz path (see the module docstring); `model` is the
     zoo model that "synthetic" generates data for."""
@@ -138,6 +171,8 @@ def load(name: str, model: str | None = None) -> Dataset:
         return _mnist1d()
     if name == "synthetic" or str(name).startswith("synthetic:"):
         return _synthetic(str(name).partition(":")[2] or model)
+    if os.path.isdir(str(name)) or glob.has_magic(str(name)):
+        return _sharded(str(name))
     if str(name).endswith(".npz"):
         return _npz(Path(name))
     raise ConfigError(f"Unknown dataset {name!r}. Expected one of {', '.join(NAMES)} or a path to an .npz file.")
@@ -146,6 +181,9 @@ def load(name: str, model: str | None = None) -> Dataset:
 def training_pairs(data: Dataset, task: str) -> tuple[np.ndarray, np.ndarray]:
     """(x, targets) to fit: the labels, or for anomaly detection the normal samples as their own targets."""
     if task == "anomaly":
+        if data.shards is not None:
+            raise ConfigError(f"Dataset {data.name!r} is sharded; anomaly training selects the normal rows and needs "
+                              "them in memory: give it as one .npz.")
         labels = np.asarray(data.y_train)
         if labels.ndim != 1:
             raise ConfigError(f"Dataset {data.name!r}: anomaly labels y_train must be 1-D (0 = normal); got shape {labels.shape}.")

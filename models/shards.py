@@ -99,11 +99,12 @@ class Shards:
     y: ShardedArray
 
     @classmethod
-    def open(cls, location) -> Shards:
-        """A directory of .npz shards, or a glob pattern; at least one, in sorted name order."""
+    def open(cls, location, exclude: tuple[str, ...] = ()) -> Shards:
+        """A directory of .npz shards, or a glob pattern; at least one, in sorted name order;
+        files named in `exclude` are not shards."""
         location = os.fspath(location)
         paths = sorted(Path(p) for p in (glob.glob(os.path.join(location, "*.npz")) if os.path.isdir(location)
-                                          else glob.glob(location)))
+                                          else glob.glob(location)) if Path(p).name not in exclude)
         if not paths:
             raise ArtifactError(f"No .npz shards at {location!r} (a directory of .npz files, or a glob).")
         xs, ys = [member_memmap(p, "x_train") for p in paths], [member_memmap(p, "y_train") for p in paths]

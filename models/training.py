@@ -199,6 +199,16 @@ def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(predict_logits(model, x), axis=-1) == y))
 
 
+def _fit(model: keras.Model, data: Dataset, x, y, recipe: Recipe, epochs: int, seed: int, verbose: int, callbacks):
+    """model.fit on arrays, or on the shards' stream where the data set is sharded (the same
+    batch size; every sample once an epoch, reshuffled each epoch from `seed`)."""
+    if data.shards is not None and x is data.x_train:
+        return model.fit(data.shards.stream(recipe.batch_size, seed=seed), epochs=epochs, verbose=verbose,
+                         callbacks=callbacks, shuffle=False)  # the stream shuffles
+    return model.fit(x, y, epochs=epochs, batch_size=recipe.batch_size, shuffle=True, verbose=verbose,
+                     callbacks=callbacks)
+
+
 def train_float(model: keras.Model, data: Dataset, recipe: Recipe, seed: int = 0, verbose: int = 0,
                 callbacks=(), task: str = "classification") -> dict:
     """Phase 1. Returns the Keras history dict."""
@@ -206,8 +216,7 @@ def train_float(model: keras.Model, data: Dataset, recipe: Recipe, seed: int = 0
     x, y = training_pairs(data, task)
     compile_for_task(model, recipe.learning_rate, task, use_xla(model, recipe.jit_compile),
                      from_logits=not ends_in_softmax(model), steps_per_execution=steps_per_call(recipe, len(x)))
-    history = model.fit(x, y, epochs=recipe.float_epochs, batch_size=recipe.batch_size,
-                        shuffle=True, verbose=verbose, callbacks=list(callbacks))
+    history = _fit(model, data, x, y, recipe, recipe.float_epochs, seed, verbose, list(callbacks))
     recalibrate_batch_norm(model, x)
     return history.history
 
@@ -223,6 +232,5 @@ def train_quantized(float_model: keras.Model, data: Dataset, scheme: QuantScheme
     steps = recipe.qat_epochs * math.ceil(len(x) / recipe.batch_size)
     schedule = AlphaSchedule("exponential", recipe.alpha_start, recipe.alpha_end, steps,
                              hold_steps=int(steps * recipe.hold_fraction))
-    history = model.fit(x, y, epochs=recipe.qat_epochs, batch_size=recipe.batch_size,
-                        shuffle=True, verbose=verbose, callbacks=[AnnealRounding(schedule), *callbacks])
+    history = _fit(model, data, x, y, recipe, recipe.qat_epochs, seed, verbose, [AnnealRounding(schedule), *callbacks])
     return model, history.history

@@ -1,5 +1,7 @@
 """Shards: memory-mapped .npz members, one array across shards, a seeded streamed epoch."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,46 @@ def test_a_streamed_epoch_visits_every_sample_once_reshuffled_each_epoch(tmp_pat
     # Labels travel with their samples.
     for x, y in shards.stream(batch_size=16, seed=0).as_numpy_iterator():
         np.testing.assert_array_equal(y, x[:, 0, 0].astype(int) % 5)
+
+
+def _digits_as_shards(directory, parts=4):
+    from models import datasets
+
+    digits = datasets.load("digits")
+    directory.mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(len(digits.x_train)), parts)):
+        np.savez(directory / f"train-{i}.npz", x_train=digits.x_train[rows], y_train=digits.y_train[rows])
+    np.savez(directory / "test.npz", x_test=digits.x_test, y_test=digits.y_test)
+    return digits
+
+
+def test_a_directory_of_shards_is_a_dataset_that_trains_and_exports(tmp_path):
+    from export.runs import RunConfig, export_run, train_run
+    from models import datasets
+    from models.training import Recipe
+    from toolkit import QuantScheme
+
+    digits = _digits_as_shards(tmp_path / "shards")
+    data = datasets.load(str(tmp_path / "shards"))
+    assert data.shards is not None and len(data.x_train) == len(digits.x_train)
+    assert data.input_shape == digits.input_shape and data.num_classes == 10
+    np.testing.assert_array_equal(data.y_train, digits.y_train)
+    assert len(datasets.load(str(tmp_path / "shards" / "train-*.npz")).x_train) == len(digits.x_train)   # a glob
+    with pytest.raises(ConfigError, match="sharded"):
+        datasets.training_pairs(data, "anomaly")
+
+    summary = train_run(RunConfig("digits_cnn", str(tmp_path / "shards"), QuantScheme(weight_bits=4),
+                                  Recipe(float_epochs=2, qat_epochs=1)), tmp_path / "run")
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history["float"]["loss"]) == 2 and len(history["qat"]["alpha"]) == 1
+    assert 0.0 <= summary["smooth_accuracy"] <= 1.0
+    report, failures = export_run(tmp_path / "run", device_check=False)
+    assert report["weights_exact"] is True and report["samples"] == len(digits.x_test)
+
+
+def test_a_sharded_dataset_needs_its_test_split(tmp_path):
+    from models import datasets
+
+    _write_shards(tmp_path / "s", [4])
+    with pytest.raises(ArtifactError, match="test.npz"):
+        datasets.load(str(tmp_path / "s"))
