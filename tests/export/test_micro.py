@@ -66,6 +66,7 @@ def test_tflite_micro_computes_the_micro_family_of_small_models(kind, bits, targ
     np.testing.assert_array_equal(_tflm_outputs(tflite_bytes, inputs), graph.run(inputs, "micro")[graph.outputs[0]])
 
 
+@pytest.mark.slow  # about a minute; every zoo model is also checked by `make bench-micro`
 @pytest.mark.parametrize("name, bits, target", [("fc_autoencoder", 4, "int4-weights"), ("resnet8", 8, "int8"),
                                                 ("ds_cnn", 4, "int4-weights")])
 def test_tflite_micro_computes_the_micro_family_of_zoo_models(name, bits, target):
