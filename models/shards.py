@@ -1,7 +1,7 @@
 """Training data larger than memory: .npz shards, memory-mapped and streamed through tf.data.
 
     shards = Shards.open("data/kws/")          # a directory of .npz files, or a glob
-    len(shards), shards.sample_shape, shards.num_classes
+    len(shards), shards.sample_shape           # rows, and the shape of one sample
     shards.x[:1024]                             # rows read from disk as asked (calibration)
     dataset = shards.stream(batch_size=64, seed=0)   # one epoch per iteration, reshuffled
 
