@@ -16,7 +16,7 @@ ROUNDING ?= soft
 SEED ?= 0
 RUN ?= runs/$(MODEL)-w$(WEIGHT_BITS)-$(ROUNDING)
 
-.PHONY: help install train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo bench-micro bench-speed gradcheck clean
+.PHONY: help install train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo bench-micro bench-speed bench-streaming gradcheck clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,7 @@ bench: $(STAMP) ## Run the benchmarks (QUICK=1: one seed, fewer epochs); tables,
 	$(PY) -m bench.zoo
 	$(PY) -m bench.micro
 	$(PY) -m bench.speed
+	$(PY) -m bench.streaming
 	$(PY) -m bench.qat
 	$(PY) -m bench.report
 
@@ -66,6 +67,9 @@ bench-micro: $(STAMP) ## Every zoo model on TFLite Micro, int8 and int4 weights:
 
 bench-speed: $(STAMP) ## Training speed: steps per compiled call, XLA on/off, vs tfmot QAT (digits, MNIST-1D; ~15 min)
 	$(PY) -m bench.speed
+
+bench-streaming: $(STAMP) ## Training on .npz shards streamed from disk vs in memory, 1x and 10x the data: peak memory, time per sample (~10 min)
+	$(PY) -m bench.streaming
 
 bench-reference: $(STAMP) ## Integer reference vs LiteRT: mismatches per kernel family and speed, every zoo model
 	$(PY) -m bench.reference

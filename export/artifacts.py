@@ -18,6 +18,7 @@ __all__ = ["load_keras_model", "read_tflite", "save_keras_model", "versions"]
 def _register_custom_objects():
     # Importing these modules registers every softedge layer with Keras (safe_mode loading).
     import export.hard_layers  # noqa: F401
+    import toolkit.distribute  # noqa: F401  (GlobalBatchMean, the loss of a model trained on several replicas)
     import toolkit.qat_layers  # noqa: F401
 
 

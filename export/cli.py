@@ -154,8 +154,14 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
         def on_train_begin(self, logs=None):
             stream = _console.err if _console is not None else sys.stderr
             self.bar = click.progressbar(length=epochs, label=label, file=stream) if enabled else None
+            self.done = None
             if self.bar:
                 self.bar.__enter__()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.bar and self.done is None:   # a resumed run starts part-way
+                self.bar.update(epoch)
+            self.done = epoch
 
         def on_epoch_end(self, epoch, logs=None):
             if self.bar:
@@ -188,41 +194,144 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @click.option("--task", type=click.Choice(["classification", "regression", "anomaly"]), default=None,
               help="Default: the zoo model's, else from the labels (1-D integers: classification; floats: "
                    "regression). anomaly: an autoencoder, scored by reconstruction error (ROC AUC).")
+@click.option("--scheme", "scheme_path", default=None, type=click.Path(dir_okay=False),
+              help="A QuantScheme JSON (per-layer bit widths, e.g. from `softedge plan`); replaces --weight-bits, "
+                   "--activation-bits, --rounding and --step.")
+@click.option("--strategy", type=click.Choice(["none", "mirrored", "multi-worker"]), default="none", show_default=True,
+              help="mirrored: every local GPU (or the CPU); multi-worker: the cluster in TF_CONFIG, one command "
+                   "per worker (README: several hosts).")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run from its last checkpoint (RUN/checkpoint, saved every epoch), to "
+                   "the result the uninterrupted run has; give the options it was started with.")
 @seed_option
 @json_option
 @verbose_option
 @handles_errors
 def train(model_name, data, weight_bits, activation_bits, rounding, step, float_epochs, qat_epochs,
-          alpha_end, steps_per_execution, run_dir, task, seed, as_json, verbose):
+          alpha_end, steps_per_execution, run_dir, task, scheme_path, strategy, resume, seed, as_json, verbose):
     """Train a zoo model in float (or take your trained .keras model), quantize it, and fine-tune
     with the rounding annealed to hard.
 
     Writes RUN/config.json, versions.json, float.keras, smooth.keras, history.json, summary.json,
-    and appends what TensorFlow printed to RUN/softedge.log.
+    and appends what TensorFlow printed to RUN/softedge.log. Saves a checkpoint after every
+    epoch (RUN/checkpoint, deleted when the run finishes) that --resume continues from.
 
     \b
     Example: softedge train --model mnist1d_cnn --data mnist1d --weight-bits 3 --run runs/m1d-w3
              softedge train --model my_float.keras --data my.npz --weight-bits 4 --run runs/mine
+             softedge train --model mnist1d_cnn --data mnist1d --weight-bits 3 --run runs/m1d-w3 --resume
+             TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker",
+             "index": 0}}' softedge train ... --strategy multi-worker   (on each host, its own index)
     """
     with quiet(Path(run_dir) / LOG_NAME, verbose):
+        from toolkit.distribute import strategy_named
+
+        distribution = strategy_named(strategy)   # first: collective ops are configured before TensorFlow runs
+
         from export.runs import RunConfig, train_run
         from models.training import Recipe, learned_step_for
         from toolkit.scheme import QuantScheme
 
         set_seed(seed)
-        scheme = QuantScheme(weight_bits=weight_bits, activation_bits=activation_bits, rounding=rounding,
-                             learned_step=learned_step_for(weight_bits, step))
+        scheme = read_scheme(scheme_path) or QuantScheme(weight_bits=weight_bits, activation_bits=activation_bits,
+                                                         rounding=rounding, learned_step=learned_step_for(weight_bits, step))
         recipe = Recipe(float_epochs=float_epochs, qat_epochs=qat_epochs, alpha_end=alpha_end,
                         steps_per_execution=steps_per_execution)
         summary = train_run(RunConfig(model_name, data, scheme, recipe, seed, task), run_dir,
                             callbacks=[epoch_progress("fine-tuning (QAT)", qat_epochs, enabled=not as_json)],
-                            float_callbacks=[epoch_progress("float training", float_epochs, enabled=not as_json)])
+                            float_callbacks=[epoch_progress("float training", float_epochs, enabled=not as_json)],
+                            strategy=distribution, resume=resume)
         if as_json:
             echo(json.dumps(summary, indent=2))
         else:
             metric = {"classification": "accuracy", "anomaly": "auc"}.get(summary["task"], "mse")
             echo(f"float {metric} {summary[f'float_{metric}']:.4f}; quantized (smooth, alpha "
                  f"{summary['final_alpha']:g}) {summary[f'smooth_{metric}']:.4f}; run in {run_dir}")
+
+
+def read_scheme(path):
+    """A QuantScheme from a JSON file (as `softedge plan` writes), or None."""
+    if path is None:
+        return None
+    from toolkit.errors import ArtifactError, ConfigError
+    from toolkit.scheme import QuantScheme
+
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ArtifactError(f"Cannot read the scheme {path}: {error.strerror or error}") from error
+    try:
+        return QuantScheme.from_json(text)
+    except (ValueError, TypeError, KeyError) as error:
+        if isinstance(error, ConfigError):
+            raise ConfigError(f"Scheme {path}: {error}") from error
+        raise ArtifactError(f"{path} is not a QuantScheme JSON file: {error}") from error
+
+
+@main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
+              help="Your trained float Keras 3 model (.keras).")
+@click.option("--data", default="digits", show_default=True,
+              help="Calibration samples are drawn from its training split (labels unused): digits, mnist1d, an .npz, "
+                   "or a directory of .npz shards.")
+@click.option("--weight-bits", default=4, show_default=True, type=int, help="Kernel bits, 2..8.")
+@click.option("--activation-bits", default=8, show_default=True, type=int, help="Activation bits, 2..8.")
+@click.option("--rounding", type=click.Choice(["nearest", "adaround"]), default="adaround", show_default=True,
+              help="nearest: round each weight to its nearest level; adaround: learn up or down per weight.")
+@click.option("--samples", default=512, show_default=True, type=click.IntRange(min=1),
+              help="Calibration samples (activation ranges and AdaRound's reconstruction).")
+@click.option("--iterations", default=10_000, show_default=True, type=click.IntRange(min=1),
+              help="AdaRound iterations per layer.")
+@click.option("--scheme", "scheme_path", default=None, type=click.Path(dir_okay=False),
+              help="A QuantScheme JSON (per-layer bit widths, e.g. from `softedge plan`); replaces --weight-bits "
+                   "and --activation-bits.")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@click.option("--task", type=click.Choice(["classification", "regression", "anomaly"]), default=None,
+              help="Default: from the labels.")
+@seed_option
+@json_option
+@verbose_option
+@handles_errors
+def ptq(model_path, data, weight_bits, activation_bits, rounding, samples, iterations, scheme_path, run_dir, task, seed,
+        as_json, verbose):
+    """Quantize a trained float model without training: calibrate, choose steps, round each
+    layer's weights to nearest or learn the rounding (AdaRound), layer by layer.
+
+    Writes the same run directory as `softedge train` (float.keras, smooth.keras, config.json,
+    history.json with each layer's losses, summary.json); `softedge export --run RUN` exports it.
+
+    \b
+    Example: softedge ptq --model runs/m1d/float.keras --data mnist1d --weight-bits 3 --run runs/m1d-ptq3
+             softedge export --run runs/m1d-ptq3
+    """
+    with quiet(Path(run_dir) / LOG_NAME, verbose):
+        from export.runs import RunConfig, ptq_run
+        from toolkit.ptq import AdaRoundSettings
+        from toolkit.scheme import QuantScheme
+
+        set_seed(seed)
+        scheme = read_scheme(scheme_path) or QuantScheme(weight_bits=weight_bits, activation_bits=activation_bits)
+
+        def progress(record):
+            if as_json:
+                return
+            if "iteration" in record:
+                echo(f"    {record['layer']}: iteration {record['iteration']}/{iterations}, "
+                     f"reconstruction {record['loss']:.4g}", err=True)
+            else:
+                echo(f"  {record['layer']} ({record['position']}/{record['layers']}, {record['bits']} bits, "
+                     f"{record['weights']} weights): output error {record['error_nearest']:.3g} nearest, "
+                     f"{record['error']:.3g} {rounding}; {record['changed_from_nearest']:.1%} rounded otherwise; "
+                     f"{record['seconds']:.1f} s", err=True)
+
+        summary = ptq_run(RunConfig(model_path, data, scheme, seed=seed, task=task), run_dir, rounding, samples,
+                          AdaRoundSettings(iterations=iterations), progress=progress)
+        if as_json:
+            echo(json.dumps(summary, indent=2))
+        else:
+            metric = {"classification": "accuracy", "anomaly": "auc"}.get(summary["task"], "mse")
+            echo(f"float {metric} {summary[f'float_{metric}']:.4f}; quantized ({rounding}) "
+                 f"{summary[f'smooth_{metric}']:.4f}; {summary['seconds']:.0f} s; run in {run_dir}")
 
 
 TARGET_CHOICE = click.Choice(["int8", "int4-weights", "dynamic", "float16", "float32"])

@@ -1,4 +1,5 @@
-"""Run directories: `train_run` trains into one, `export_run` exports from one.
+"""Run directories: `train_run` trains into one (`ptq_run` quantizes a trained float model into
+one, post-training), `export_run` exports from one.
 
     RUN/
       config.json     model, data, scheme, recipe, seed
@@ -6,6 +7,10 @@
       float.keras     the float model after pre-training
       smooth.keras    the quantized model with its (annealed) soft rounding
       history.json    both training phases, with the alpha column
+      summary.json    test metrics, workers, seconds per epoch
+      softedge.log    what TensorFlow printed (the CLI)
+      checkpoint/     while training: the state after the last epoch (`export.checkpoints`)
+      worker-<i>/     with several workers: worker i's own copy of the run (the chief writes RUN)
       export/         hard.keras, model.tflite, report.json/.md, drift.png, bundle/, device.json
 
 Every file is written atomically.
@@ -17,6 +22,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +32,7 @@ import numpy as np
 from export.artifacts import load_keras_model, save_keras_model, versions
 from export.atomic import write_bytes, write_json
 from export.bundle import write_bundle
+from export.checkpoints import CHECKPOINT_DIR, EpochTimes, RunCheckpoints, merge_history
 from export.device.check import load_interpreter, quantize_input
 from export.harden import harden
 from export.micro import budget_failures, micro_stage, require_micro_ops
@@ -33,13 +40,16 @@ from export.tflite import convert
 from export.validate import agreement, check, validate, write_report
 from models import datasets, registry
 from models.training import Recipe, evaluate, train_float, train_quantized
+from toolkit.distribute import is_multi_worker, worker_role
 from toolkit.errors import ArtifactError, ConfigError
+from toolkit.ptq import AdaRoundSettings, post_training_rounding, ptq_scheme
+from toolkit.quantize import quantize
 from toolkit.schedules import set_alpha
 from toolkit.scheme import QuantScheme
 
 MICRO_TARGET = "micro"  # int8 for TFLite Micro: an op it lacks is an error
 
-__all__ = ["MICRO_TARGET", "RunConfig", "check_inputs_fit", "export_run", "read_config", "train_run"]
+__all__ = ["MICRO_TARGET", "RunConfig", "check_inputs_fit", "export_run", "ptq_run", "read_config", "train_run"]
 
 
 @dataclass
@@ -100,39 +110,121 @@ def check_inputs_fit(model: keras.Model, x: np.ndarray, where: str) -> None:
                           f"{model.name!r} expects {expected}.")
 
 
-def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=()) -> dict:
+def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=(), strategy=None, resume: bool = False) -> dict:
     """Float pre-training, quantization and annealed fine-tuning into `run_dir`; returns a summary.
 
     `float_callbacks` / `callbacks`: extra Keras callbacks for the float and QAT phases.
+    `strategy`: a tf.distribute strategy (`toolkit.distribute.strategy_named`) to train under;
+    with several workers, each runs this function, the chief writes `run_dir` and worker i its
+    own copy in `run_dir`/worker-i (every worker must save too: reading some distributed
+    variables is a collective step). The run saves a checkpoint after every epoch
+    (`export.checkpoints`); `resume` continues from it, to the result an uninterrupted run has.
     """
-    run_dir = Path(run_dir)
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    role = worker_role(strategy)
+    run_dir = Path(run_dir) if role.chief else Path(run_dir) / f"worker-{role.index}"
     data = config.dataset()
     task = config.resolve_task(data)
-    keras.utils.set_random_seed(config.seed)  # before building: the initial weights come from it
-    if config.user_model:  # a trained float model: quantize and fine-tune it, no float training
-        model = load_keras_model(config.model)
-        check_inputs_fit(model, data.x_train, f"dataset {data.name!r}")
-        float_history = {}
+    checkpoints = RunCheckpoints(run_dir / CHECKPOINT_DIR, config.to_dict())
+    if resume:
+        if checkpoints.load() is None:
+            raise ConfigError(f"--resume: {run_dir} has no checkpoint to resume from"
+                              + (" (the run finished; see summary.json)." if (run_dir / "summary.json").is_file() else "."))
     else:
-        zoo_model = registry.entry(config.model)
-        if task != zoo_model.task:
-            raise ConfigError(f"Zoo model {config.model!r} is made for {zoo_model.task}; dataset {data.name!r} has "
-                              f"{task} targets.")
-        model = registry.build(config.model, data.input_shape, data.num_classes)
-        float_history = train_float(model, data, config.recipe, seed=config.seed, callbacks=float_callbacks)
+        checkpoints.clear()
+    resumed_from = {key: checkpoints.state[key] for key in ("phase", "epochs_done")} if checkpoints.state else None
+    float_times, qat_times = EpochTimes(), EpochTimes()
+    keras.utils.set_random_seed(config.seed)  # before building: the initial weights come from it
+    with strategy.scope():
+        if checkpoints.phase_finished("float"):
+            model = load_keras_model(run_dir / "float.keras")
+            float_history = checkpoints.history("float")
+        elif config.user_model:  # a trained float model: quantize and fine-tune it, no float training
+            model = load_keras_model(config.model)
+            check_inputs_fit(model, data.x_train, f"dataset {data.name!r}")
+            float_history = {}
+        else:
+            zoo_model = registry.entry(config.model)
+            if task != zoo_model.task:
+                raise ConfigError(f"Zoo model {config.model!r} is made for {zoo_model.task}; dataset {data.name!r} has "
+                                  f"{task} targets.")
+            model = registry.build(config.model, data.input_shape, data.num_classes)
+            earlier = checkpoints.history("float")
+            later = train_float(model, data, config.recipe, seed=config.seed, task=task,
+                                callbacks=[*float_callbacks, float_times, checkpoints.saver("float", earlier)],
+                                initial_epoch=checkpoints.epochs_done("float"), restore=checkpoints.restorer("float"))
+            float_history = merge_history(earlier, later)
+        if not checkpoints.phase_finished("float"):
+            save_keras_model(model, run_dir / "float.keras")
+            checkpoints.save("qat", 0, {"float": float_history, "qat": {}})
+        earlier = checkpoints.history("qat")
+        smooth, later = train_quantized(model, data, config.scheme, config.recipe, seed=config.seed, task=task,
+                                        callbacks=[*callbacks, qat_times,
+                                                   checkpoints.saver("qat", earlier, {"float": float_history})],
+                                        initial_epoch=checkpoints.epochs_done("qat"), restore=checkpoints.restorer("qat"))
+        qat_history = merge_history(earlier, later)
+        save_keras_model(smooth, run_dir / "smooth.keras")
+    if is_multi_worker(strategy):  # predict would split the test set across the workers: evaluate local copies
+        model, smooth = load_keras_model(run_dir / "float.keras"), load_keras_model(run_dir / "smooth.keras")
     float_metrics = evaluate(model, data.x_test, data.y_test, task)
-    smooth, qat_history = train_quantized(model, data, config.scheme, config.recipe, seed=config.seed,
-                                          callbacks=callbacks, task=task)
     smooth_metrics = evaluate(smooth, data.x_test, data.y_test, task)
     config = dataclasses.replace(config, task=task)  # the resolved task, so export need not guess it
     write_json(run_dir / "config.json", config.to_dict())
     write_json(run_dir / "versions.json", versions())
-    save_keras_model(model, run_dir / "float.keras")
-    save_keras_model(smooth, run_dir / "smooth.keras")
     history = {"float": float_history, "qat": qat_history}
     write_json(run_dir / "history.json", json.loads(json.dumps(history, default=float)))
     summary = {"run": str(run_dir), "task": task, **{f"float_{k}": v for k, v in float_metrics.items()},
-               **{f"smooth_{k}": v for k, v in smooth_metrics.items()}, "final_alpha": qat_history["alpha"][-1]}
+               **{f"smooth_{k}": v for k, v in smooth_metrics.items()}, "final_alpha": qat_history["alpha"][-1],
+               "workers": role.count, "replicas": strategy.num_replicas_in_sync,
+               "seconds_per_epoch": {"float": float_times.median(), "qat": qat_times.median()},
+               "resumed_from": resumed_from}
+    write_json(run_dir / "summary.json", summary)
+    checkpoints.clear()
+    return summary
+
+
+def ptq_run(config: RunConfig, run_dir, rounding: str = "adaround", samples: int = 512,
+            settings: AdaRoundSettings | None = None, progress=None) -> dict:
+    """Post-training quantization of a trained float model (`config.model`, a .keras path) into
+    `run_dir`, the run directory `export_run` reads: activation ranges calibrated on `samples`
+    training samples (drawn with the seed), MSE steps, kernels rounded to nearest or learned
+    (AdaRound), layer by layer (`toolkit.ptq`). No labels are used. `progress(record)`: per
+    layer and every 1000 AdaRound iterations. Returns the summary."""
+    if not config.user_model:
+        raise ConfigError(f"softedge ptq quantizes a trained float model: --model must be a .keras file. Received: "
+                          f"{config.model!r}")
+    if samples < 1:
+        raise ConfigError(f"Expected --samples >= 1. Received: {samples}")
+    run_dir = Path(run_dir)
+    start = time.perf_counter()
+    data = config.dataset()
+    task = config.resolve_task(data)
+    float_model = load_keras_model(config.model)
+    check_inputs_fit(float_model, data.x_train, f"dataset {data.name!r}")
+    rows = np.sort(np.random.default_rng(config.seed).choice(len(data.x_train), min(samples, len(data.x_train)),
+                                                              replace=False))
+    x = np.asarray(data.x_train[rows], np.float32)
+    keras.utils.set_random_seed(config.seed)
+    scheme = ptq_scheme(config.scheme)
+    quantized = quantize(float_model, scheme, calibration_data=x)
+    records = post_training_rounding(float_model, quantized, x, rounding, settings, seed=config.seed, progress=progress)
+    float_metrics = evaluate(float_model, data.x_test, data.y_test, task)
+    quantized_metrics = evaluate(quantized, data.x_test, data.y_test, task)
+    config = dataclasses.replace(config, task=task, scheme=scheme)
+    ptq = {"rounding": rounding, "samples": len(x), "adaround": (settings or AdaRoundSettings()).to_dict()}
+    write_json(run_dir / "config.json", {**config.to_dict(), "ptq": ptq})
+    write_json(run_dir / "versions.json", versions())
+    save_keras_model(float_model, run_dir / "float.keras")
+    save_keras_model(quantized, run_dir / "smooth.keras")
+    write_json(run_dir / "history.json", json.loads(json.dumps({"ptq": records}, default=float)))
+    summary = {"run": str(run_dir), "task": task, "method": f"ptq-{rounding}",
+               **{f"float_{k}": v for k, v in float_metrics.items()},
+               **{f"smooth_{k}": v for k, v in quantized_metrics.items()},
+               "layers": [{key: record[key] for key in ("layer", "bits", "weights", "error_nearest", "error",
+                                                        "changed_from_nearest", "seconds")} for record in records],
+               "seconds": time.perf_counter() - start}
     write_json(run_dir / "summary.json", summary)
     return summary
 

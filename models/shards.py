@@ -3,17 +3,19 @@
     shards = Shards.open("data/kws/")          # a directory of .npz files, or a glob
     len(shards), shards.sample_shape           # rows, and the shape of one sample
     shards.x[:1024]                             # rows read from disk as asked (calibration)
-    dataset = shards.stream(batch_size=64, seed=0)   # one epoch per iteration, reshuffled
+    clock = EpochClock()                        # models.epochs: fit(..., callbacks=[clock.callback()])
+    dataset = shards.stream(batch_size=64, seed=0, clock=clock)   # the clock's epoch, in its order
 
 Each shard is an uncompressed .npz (`np.savez`, not `savez_compressed`) holding `x_train` and
 `y_train`. An uncompressed member of the zip is the .npy file's bytes at a known offset, so its
 array is memory-mapped straight out of the shard (`member_memmap`): nothing is read until rows
-are asked for, and the operating system may drop the pages again.
+are asked for. The stream reads a whole shard at a time with a plain file read (`read_whole`),
+into memory that is freed after it, rather than through the mapping.
 
-`stream` visits the shards in an order drawn anew each epoch (from `seed`), reads `cycle` of
-them at a time in a within-shard order drawn the same way, interleaves their samples and mixes
-them in a shuffle buffer; peak memory is `cycle` shards' index arrays, the buffer and the
-batches, whatever the number of shards.
+`stream` visits the shards in an order drawn anew each epoch, reads `cycle` of them at a time
+and permutes their samples together; peak memory is `cycle` shards' rows (twice, while they
+are permuted) and the batches, whatever the number of shards. Every draw of epoch e is keyed by (seed, e) alone (as `models.epochs`), so a
+resumed run sees the batches the uninterrupted run saw.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 
 from toolkit.errors import ArtifactError, ConfigError
 
-__all__ = ["ShardedArray", "Shards", "member_memmap"]
+__all__ = ["ShardedArray", "Shards", "member_memmap", "read_whole"]
 
 _LOCAL_HEADER = 30  # bytes of a zip local file header before its name and extra field
 
@@ -59,6 +61,16 @@ def member_memmap(path, name: str) -> np.memmap:
     if dtype.hasobject:
         raise ConfigError(f"Shard {path} stores {name} as Python objects; it must hold numbers.")
     return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran_order else "C")
+
+
+def read_whole(part: np.memmap) -> np.ndarray:
+    """A memory-mapped member's whole array, read with one plain file read into memory of its
+    own (freed with it). Reading through the mapping would leave its pages mapped into the
+    process, so that the resident size grew with every shard read, up to the data set's size."""
+    with open(part.filename, "rb") as handle:
+        handle.seek(part.offset)
+        flat = np.fromfile(handle, dtype=part.dtype, count=part.size)
+    return flat.reshape(part.shape, order="F" if part.flags.f_contiguous and not part.flags.c_contiguous else "C")
 
 
 class ShardedArray:
@@ -123,28 +135,34 @@ class Shards:
     def sample_shape(self) -> tuple:
         return self.x.shape[1:]
 
-    def stream(self, batch_size: int, seed: int = 0, cycle: int = 4, buffer: int = 1024):
-        """A tf.data.Dataset of (x, y) batches: one epoch per iteration, every sample once,
-        reshuffled each epoch (shard order, order within a shard, the shuffle buffer)."""
+    def stream(self, batch_size: int, seed: int = 0, clock=None, cycle: int = 4):
+        """A one-epoch tf.data.Dataset of (x, y) batches for the `clock`'s epoch (a
+        `models.epochs.EpochClock`; default: epoch 0): every sample once. The shards are taken
+        in an order drawn for the epoch, `cycle` at a time; each group's samples are read whole
+        and permuted together, then cut into batches (a batch may span two groups; only the
+        epoch's last batch is short). Every draw is keyed by (seed, epoch)."""
         import tensorflow as tf
 
-        sizes = [len(part) for part in self.x.parts]
+        from models.epochs import EpochClock, epoch_steps, keyed_epoch
+
+        count = len(self.x.parts)
         x_parts, y_parts = self.x.parts, self.y.parts
 
-        def rows(shard, draw):
-            order = np.random.default_rng([seed, int(draw), int(shard)]).permutation(sizes[int(shard)])
-            return x_parts[int(shard)][order].astype(np.float32), y_parts[int(shard)][order]
+        def group_rows(group, epoch):
+            epoch_order = np.random.default_rng([seed, int(epoch)]).permutation(count)
+            shards = epoch_order[int(group) * cycle:(int(group) + 1) * cycle]
+            x = np.concatenate([read_whole(x_parts[shard]) for shard in shards])
+            y = np.concatenate([read_whole(y_parts[shard]) for shard in shards])
+            order = np.random.default_rng([seed, int(epoch), int(group) + 1]).permutation(len(x))
+            return x[order].astype(np.float32), y[order]
 
-        def shard_dataset(shard, draw):
-            x, y = tf.numpy_function(rows, [shard, draw], [tf.float32, tf.as_dtype(self.y.dtype)])
-            x = tf.ensure_shape(x, (None, *self.sample_shape))
-            y = tf.ensure_shape(y, (None, *self.y.shape[1:]))
-            return tf.data.Dataset.from_tensor_slices((x, y))
+        def group_batch(group, epoch):
+            x, y = tf.numpy_function(group_rows, [group, epoch], [tf.float32, tf.as_dtype(self.y.dtype)])
+            return tf.ensure_shape(x, (None, *self.sample_shape)), tf.ensure_shape(y, (None, *self.y.shape[1:]))
 
-        shards = tf.data.Dataset.range(len(sizes)).shuffle(len(sizes), seed=seed, reshuffle_each_iteration=True)
-        draws = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)  # new orders each epoch
-        return (tf.data.Dataset.zip((shards, draws))
-                .interleave(shard_dataset, cycle_length=min(cycle, len(sizes)), block_length=1, deterministic=True)
-                .shuffle(buffer, seed=seed + 2, reshuffle_each_iteration=True)
-                .batch(batch_size)
-                .prefetch(2))
+        def one_epoch(epoch):
+            return (tf.data.Dataset.range(-(-count // cycle))
+                    .map(lambda group: group_batch(group, epoch))
+                    .rebatch(batch_size))
+
+        return keyed_epoch(one_epoch, epoch_steps(len(self), batch_size), clock or EpochClock())

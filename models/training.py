@@ -22,6 +22,14 @@ import keras
 import numpy as np
 
 from models.datasets import Dataset, training_pairs
+from models.epochs import EpochClock, array_epochs, epoch_steps
+from toolkit.distribute import (
+    global_batch_loss,
+    is_multi_worker,
+    prepare_fit,
+    synchronized_batch_norm,
+)
+from toolkit.graph import all_layers
 from toolkit.quantize import quantize
 from toolkit.schedules import AlphaSchedule, AnnealRounding
 from toolkit.scheme import QuantScheme
@@ -74,7 +82,7 @@ def use_xla(model: keras.Model, jit_compile: bool | None = None) -> bool:
         return bool(jit_compile)
     kinds = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv1D,
              keras.layers.SeparableConv2D)
-    return not any(isinstance(layer, kinds) for layer in _all_layers(model))  # QAT twins subclass these
+    return not any(isinstance(layer, kinds) for layer in all_layers(model))  # QAT twins subclass these
 
 
 # Steps one compiled call runs when the recipe does not say (`steps_per_call`): Keras' per-call
@@ -95,13 +103,6 @@ def steps_per_call(recipe: Recipe, samples: int) -> int:
     return max(1, min(AUTO_STEPS_PER_CALL, math.ceil(samples / recipe.batch_size)))
 
 
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
 def recalibrate_batch_norm(model: keras.Model, x: np.ndarray, batch_size: int = 64, max_batches: int = 64) -> None:
     """Sets every BatchNormalization's moving mean and variance to the average of its batch
     statistics over `x` with the final weights (a "precise BN" pass; no weight changes).
@@ -113,7 +114,7 @@ def recalibrate_batch_norm(model: keras.Model, x: np.ndarray, batch_size: int = 
     in inference mode against 82% in training mode. Batch k (from 0) is averaged in with
     momentum k / (k + 1).
     """
-    layers = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    layers = [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     if not layers:
         return
     momenta = [layer.momentum for layer in layers]
@@ -136,7 +137,7 @@ def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bo
     # soft: 0.25 -> 0.14 s/epoch; the first epoch pays ~2 s more for compilation).
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        loss=global_batch_loss(keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)),
         metrics=["accuracy"],
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
@@ -156,7 +157,8 @@ def compile_for_task(model: keras.Model, learning_rate: float, task: str, jit_co
     """classification: `compile_classifier` (from_logits False for a model that ends in a softmax,
     as a user's model may); regression and anomaly (reconstruction): mean squared error, MAE reported."""
     if task in ("regression", "anomaly"):
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse", metrics=["mae"], jit_compile=jit_compile,
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=global_batch_loss(keras.losses.MeanSquaredError()),
+                      metrics=["mae"], jit_compile=jit_compile,
                       steps_per_execution=steps_per_execution)
         return
     compile_classifier(model, learning_rate, jit_compile, from_logits=from_logits, steps_per_execution=steps_per_execution)
@@ -199,38 +201,66 @@ def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(predict_logits(model, x), axis=-1) == y))
 
 
-def _fit(model: keras.Model, data: Dataset, x, y, recipe: Recipe, epochs: int, seed: int, verbose: int, callbacks):
-    """model.fit on arrays, or on the shards' stream where the data set is sharded (the same
-    batch size; every sample once an epoch, reshuffled each epoch from `seed`)."""
+def _fit(model: keras.Model, data: Dataset, x, y, recipe: Recipe, epochs: int, seed: int, verbose: int, callbacks,
+         initial_epoch: int = 0, restore=None):
+    """model.fit over epochs initial_epoch .. epochs-1, epoch e's batches keyed by (seed, e)
+    (`models.epochs`), from the arrays or from the shards where the data set is sharded.
+    `restore(model)`, if given, loads a checkpoint into the built model (and optimizer) first."""
+    clock = EpochClock(initial_epoch)
     if data.shards is not None and x is data.x_train:
-        return model.fit(data.shards.stream(recipe.batch_size, seed=seed), epochs=epochs, verbose=verbose,
-                         callbacks=callbacks, shuffle=False)  # the stream shuffles
-    return model.fit(x, y, epochs=epochs, batch_size=recipe.batch_size, shuffle=True, verbose=verbose,
-                     callbacks=callbacks)
+        batches = data.shards.stream(recipe.batch_size, seed=seed, clock=clock)
+    else:
+        batches = array_epochs(x, y, recipe.batch_size, seed, clock)
+    prepare_fit(model, np.asarray(x[:recipe.batch_size]), np.asarray(y[:recipe.batch_size]))
+    if restore is not None:
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        restore(model)
+    return model.fit(batches, epochs=epochs, initial_epoch=initial_epoch, verbose=verbose, shuffle=False,  # shuffled above
+                     callbacks=[clock.callback(), *callbacks])
+
+
+def _compile_settings(model: keras.Model, recipe: Recipe, samples: int) -> dict:
+    """XLA and steps per call for this model, except under several workers (one step per call,
+    no XLA: `toolkit.distribute` says why)."""
+    if is_multi_worker():
+        return {"jit_compile": False, "steps_per_execution": 1}
+    return {"jit_compile": use_xla(model, recipe.jit_compile), "steps_per_execution": steps_per_call(recipe, samples)}
 
 
 def train_float(model: keras.Model, data: Dataset, recipe: Recipe, seed: int = 0, verbose: int = 0,
-                callbacks=(), task: str = "classification") -> dict:
-    """Phase 1. Returns the Keras history dict."""
+                callbacks=(), task: str = "classification", initial_epoch: int = 0, restore=None) -> dict:
+    """Phase 1 (from `initial_epoch`, after `restore(model)` where a run resumes). Returns the
+    Keras history dict of the epochs run."""
     keras.utils.set_random_seed(seed)
     x, y = training_pairs(data, task)
-    compile_for_task(model, recipe.learning_rate, task, use_xla(model, recipe.jit_compile),
-                     from_logits=not ends_in_softmax(model), steps_per_execution=steps_per_call(recipe, len(x)))
-    history = _fit(model, data, x, y, recipe, recipe.float_epochs, seed, verbose, list(callbacks))
+    settings = _compile_settings(model, recipe, len(x))
+    compile_for_task(model, recipe.learning_rate, task, settings["jit_compile"], from_logits=not ends_in_softmax(model),
+                     steps_per_execution=settings["steps_per_execution"])
+    with synchronized_batch_norm(model):
+        history = _fit(model, data, x, y, recipe, recipe.float_epochs, seed, verbose, list(callbacks), initial_epoch,
+                       restore)
     recalibrate_batch_norm(model, x)
     return history.history
 
 
 def train_quantized(float_model: keras.Model, data: Dataset, scheme: QuantScheme, recipe: Recipe,
-                    seed: int = 0, verbose: int = 0, callbacks=(), task: str = "classification") -> tuple[keras.Model, dict]:
-    """Phases 2-3. Returns (the smooth quantized model, its history dict with an "alpha" column)."""
+                    seed: int = 0, verbose: int = 0, callbacks=(), task: str = "classification",
+                    initial_epoch: int = 0, restore=None) -> tuple[keras.Model, dict]:
+    """Phases 2-3 (fine-tuning from `initial_epoch`, after `restore(model)` where a run resumes).
+    Returns (the smooth quantized model, the history dict of the epochs run, with an "alpha" column)."""
     keras.utils.set_random_seed(seed)
     x, y = training_pairs(data, task)
     model = quantize(float_model, scheme, calibration_data=x[:1024])
-    compile_for_task(model, recipe.qat_learning_rate, task, use_xla(float_model, recipe.jit_compile),
-                     from_logits=not ends_in_softmax(float_model), steps_per_execution=steps_per_call(recipe, len(x)))
-    steps = recipe.qat_epochs * math.ceil(len(x) / recipe.batch_size)
+    settings = _compile_settings(float_model, recipe, len(x))
+    compile_for_task(model, recipe.qat_learning_rate, task, settings["jit_compile"],
+                     from_logits=not ends_in_softmax(float_model), steps_per_execution=settings["steps_per_execution"])
+    steps_per_epoch = epoch_steps(len(x), recipe.batch_size)
+    steps = recipe.qat_epochs * steps_per_epoch
     schedule = AlphaSchedule("exponential", recipe.alpha_start, recipe.alpha_end, steps,
                              hold_steps=int(steps * recipe.hold_fraction))
-    history = _fit(model, data, x, y, recipe, recipe.qat_epochs, seed, verbose, [AnnealRounding(schedule), *callbacks])
+    annealing = AnnealRounding(schedule, initial_step=initial_epoch * steps_per_epoch)
+    with synchronized_batch_norm(model):
+        history = _fit(model, data, x, y, recipe, recipe.qat_epochs, seed, verbose, [annealing, *callbacks],
+                       initial_epoch, restore)
     return model, history.history

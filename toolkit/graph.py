@@ -8,7 +8,15 @@ import keras
 
 from toolkit.errors import ConfigError
 
-__all__ = ["consumers", "producers", "to_functional"]
+__all__ = ["all_layers", "consumers", "producers", "to_functional"]
+
+
+def all_layers(model: keras.Model):
+    """Every layer of `model`, nested models' layers included (each nested model, then its layers)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
 
 
 def to_functional(model: keras.Model) -> keras.Model:

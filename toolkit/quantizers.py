@@ -326,11 +326,18 @@ class ActivationQuantizer:
         self._alpha_variable = _add_alpha(layer, self.rounding, self.alpha)
 
     def update_range(self, x) -> None:
-        """One moving-average step from the batch `x` (no-op with a fixed range)."""
+        """One moving-average step from the batch `x` (no-op with a fixed range). Under a
+        distribution strategy the batch is the global one: the replicas' minima and maxima are
+        gathered, so every replica steps with the global batch's min and max, as one device
+        would (averaging the replicas' ranges would give the mean of their maxima instead)."""
         if self.fixed_range is not None:
             return
         batch_min = tf.cast(tf.reduce_min(x), self.range_min.dtype)
         batch_max = tf.cast(tf.reduce_max(x), self.range_max.dtype)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            extremes = replica.all_gather(tf.stack([-batch_min, batch_max])[tf.newaxis], axis=0)
+            batch_min, batch_max = -tf.reduce_max(extremes[:, 0]), tf.reduce_max(extremes[:, 1])
         seen = tf.convert_to_tensor(self.range_initialized) > 0.5
         d = self.ema_decay
         self.range_min.assign(tf.where(seen, d * self.range_min + (1 - d) * batch_min, batch_min))

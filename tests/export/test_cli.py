@@ -24,7 +24,7 @@ def leftovers(directory):
     return [p.name for p in directory.rglob(".*") if p.is_file() or p.is_dir()]
 
 
-@pytest.mark.parametrize("command", ["train", "export", "convert", "validate", "gradcheck"])
+@pytest.mark.parametrize("command", ["train", "ptq", "export", "convert", "validate", "gradcheck"])
 def test_every_command_has_help_with_an_example_and_a_seed(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0
@@ -118,6 +118,28 @@ def test_dataset_that_does_not_fit_the_model_and_empty_dataset(exported_run, tmp
     ],
 )
 def test_train_rejects_bad_options_before_writing_anything(tmp_path, options, message):
+    result = invoke("train", "--run", tmp_path / "run", "--float-epochs", "1", "--qat-epochs", "1", *options)
+    assert result.exit_code == cli.EXIT_USAGE
+    assert message in result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("tf_config", "options", "message"),
+    [
+        (None, ["--strategy", "multi-worker"], "TF_CONFIG environment variable, which is not set"),
+        ("{not json", ["--strategy", "multi-worker"], "TF_CONFIG is not a cluster description"),
+        ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}', ["--strategy", "multi-worker"],
+         "task index 2 is outside the cluster's 2 workers"),
+        (None, ["--resume"], "has no checkpoint to resume from"),
+    ],
+)
+def test_train_rejects_a_bad_cluster_or_resume_before_writing_anything(tmp_path, monkeypatch, tf_config, options,
+                                                                      message):
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
     result = invoke("train", "--run", tmp_path / "run", "--float-epochs", "1", "--qat-epochs", "1", *options)
     assert result.exit_code == cli.EXIT_USAGE
     assert message in result.output

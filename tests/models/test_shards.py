@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from models.epochs import EpochClock
 from models.shards import ShardedArray, Shards, member_memmap
 from toolkit.errors import ArtifactError, ConfigError
 
@@ -56,12 +57,17 @@ def test_open_accepts_a_glob_and_names_bad_shards(tmp_path):
         Shards.open(tmp_path / "s")
 
 
-def test_a_streamed_epoch_visits_every_sample_once_reshuffled_each_epoch(tmp_path):
+def test_a_streamed_epoch_visits_every_sample_once_in_an_order_keyed_by_seed_and_epoch(tmp_path):
     shards = Shards.open(_write_shards(tmp_path / "s", [40, 25, 33, 50, 12]))
 
-    def epochs(seed, count=2):
-        dataset = shards.stream(batch_size=16, seed=seed, cycle=3, buffer=32)
-        return [np.concatenate([x[:, 0, 0] for x, _ in dataset.as_numpy_iterator()]).astype(int) for _ in range(count)]
+    def epochs(seed, count=2, first=0):
+        clock = EpochClock()
+        dataset = shards.stream(batch_size=16, seed=seed, clock=clock, cycle=3)
+        orders = []
+        for epoch in range(first, first + count):
+            clock.epoch = epoch
+            orders.append(np.concatenate([x[:, 0, 0] for x, _ in dataset.as_numpy_iterator()]).astype(int))
+        return orders
 
     first, second = epochs(seed=0)
     for order in (first, second):
@@ -70,9 +76,13 @@ def test_a_streamed_epoch_visits_every_sample_once_reshuffled_each_epoch(tmp_pat
     again = epochs(seed=0)
     assert list(again[0]) == list(first) and list(again[1]) == list(second)   # the same seed, the same orders
     assert list(epochs(seed=1, count=1)[0]) != list(first)
-    # Labels travel with their samples.
-    for x, y in shards.stream(batch_size=16, seed=0).as_numpy_iterator():
+    assert list(epochs(seed=0, count=1, first=1)[0]) == list(second)   # epoch 1 is epoch 1, whatever came before
+    # Labels travel with their samples; batches of 16, the epoch's last one short (160 = 10 x 16 here).
+    batches = list(shards.stream(batch_size=16, seed=0).as_numpy_iterator())
+    for x, y in batches:
         np.testing.assert_array_equal(y, x[:, 0, 0].astype(int) % 5)
+    assert [len(x) for x, _ in batches] == [16] * 10
+    assert [len(x) for x, _ in Shards.open(_write_shards(tmp_path / "t", [7, 30])).stream(16).as_numpy_iterator()] == [16, 16, 5]
 
 
 def _digits_as_shards(directory, parts=4):
@@ -116,3 +126,12 @@ def test_a_sharded_dataset_needs_its_test_split(tmp_path):
     _write_shards(tmp_path / "s", [4])
     with pytest.raises(ArtifactError, match="test.npz"):
         datasets.load(str(tmp_path / "s"))
+
+
+def test_read_whole_is_the_stored_array_in_either_order(tmp_path):
+    c_order = np.arange(24, dtype=np.float32).reshape(4, 3, 2)
+    np.savez(tmp_path / "a.npz", x_train=c_order, y_train=np.asfortranarray(c_order.reshape(4, 6)))
+    from models.shards import read_whole
+
+    np.testing.assert_array_equal(read_whole(member_memmap(tmp_path / "a.npz", "x_train")), c_order)
+    np.testing.assert_array_equal(read_whole(member_memmap(tmp_path / "a.npz", "y_train")), c_order.reshape(4, 6))

@@ -1,0 +1,85 @@
+"""Checkpoints: a run interrupted in either phase resumes to the uninterrupted run's result."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from export.artifacts import load_keras_model
+from export.checkpoints import RunCheckpoints, config_differences
+from export.runs import RunConfig, train_run
+from models.training import Recipe
+from toolkit import QuantScheme
+from toolkit.errors import ConfigError
+
+CONFIG = RunConfig("digits_cnn", "digits", QuantScheme(weight_bits=3), Recipe(float_epochs=2, qat_epochs=2), seed=3)
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Stops the process's training at the end of an epoch, as a kill would (after the checkpoint)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def _state(run):
+    return json.loads((run / "checkpoint" / "state.json").read_text())
+
+
+def test_a_run_interrupted_in_each_phase_resumes_to_the_uninterrupted_result(tmp_path):
+    whole = train_run(CONFIG, tmp_path / "whole")
+    assert not (tmp_path / "whole" / "checkpoint").exists()   # deleted when the run finishes
+
+    run = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):   # after float epoch 0 (the saver runs after the interruption's callback)
+        train_run(CONFIG, run, float_callbacks=[Interrupt(1)])
+    state = _state(run)
+    assert (state["phase"], state["epochs_done"]) == ("float", 1) and len(state["history"]["float"]["loss"]) == 1
+    with pytest.raises(KeyboardInterrupt):   # resumed, then interrupted again in QAT
+        train_run(CONFIG, run, callbacks=[Interrupt(0)], resume=True)
+    state = _state(run)
+    assert (state["phase"], state["epochs_done"]) == ("qat", 0) and (run / "float.keras").is_file()
+    with pytest.raises(KeyboardInterrupt):
+        train_run(CONFIG, run, callbacks=[Interrupt(1)], resume=True)
+    assert (_state(run)["phase"], _state(run)["epochs_done"]) == ("qat", 1)
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["qat-0001.npz", "state.json"]   # older ones gone
+    resumed = train_run(CONFIG, run, resume=True)
+
+    assert resumed["resumed_from"] == {"phase": "qat", "epochs_done": 1}
+    for key in ("float_accuracy", "smooth_accuracy", "final_alpha"):
+        assert resumed[key] == whole[key]
+    assert json.loads((run / "history.json").read_text()) == json.loads((tmp_path / "whole" / "history.json").read_text())
+    for name in ("float", "smooth"):
+        expected, actual = load_keras_model(tmp_path / "whole" / f"{name}.keras"), load_keras_model(run / f"{name}.keras")
+        for a, b in zip(expected.weights, actual.weights, strict=True):
+            np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=f"{name}: {a.path}")
+    with pytest.raises(ConfigError, match="no checkpoint.*finished"):
+        train_run(CONFIG, run, resume=True)
+
+
+def test_resuming_with_other_settings_is_refused_naming_them(tmp_path):
+    saved = CONFIG.to_dict()
+    RunCheckpoints(tmp_path / "checkpoint", saved).save("qat", 0, {"float": {}, "qat": {}})
+    changed = RunConfig("digits_cnn", "digits", QuantScheme(weight_bits=4), Recipe(float_epochs=2, qat_epochs=5), seed=3)
+    with pytest.raises(ConfigError, match=r"recipe\.qat_epochs: 2 -> 5.*scheme\.weight_bits: 3 -> 4"):
+        RunCheckpoints(tmp_path / "checkpoint", changed.to_dict()).load()
+    assert RunCheckpoints(tmp_path / "checkpoint", saved).load()["phase"] == "qat"
+    assert config_differences({"a": {"b": 1}, "c": 2}, {"a": {"b": 1}, "c": 2}) == []
+
+
+def test_a_checkpoint_naming_a_missing_file_is_an_artifact_error(tmp_path):
+    from toolkit.errors import ArtifactError
+
+    checkpoints = RunCheckpoints(tmp_path / "checkpoint", CONFIG.to_dict())
+    checkpoints.save("qat", 0, {})
+    state = _state(tmp_path)
+    state["variables"] = "qat-0001.npz"
+    (tmp_path / "checkpoint" / "state.json").write_text(json.dumps(state))
+    with pytest.raises(ArtifactError, match="qat-0001.npz"):
+        RunCheckpoints(tmp_path / "checkpoint", CONFIG.to_dict()).load()
