@@ -16,7 +16,7 @@ ROUNDING ?= soft
 SEED ?= 0
 RUN ?= runs/$(MODEL)-w$(WEIGHT_BITS)-$(ROUNDING)
 
-.PHONY: help install train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo bench-micro bench-speed bench-streaming gradcheck clean
+.PHONY: help install train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo bench-micro bench-speed bench-streaming bench-ptq gradcheck clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,7 @@ lint: $(STAMP) ## ruff check
 	$(VENV)/bin/ruff check toolkit models export tests bench
 
 bench: $(STAMP) ## Run the benchmarks (QUICK=1: one seed, fewer epochs); tables, JSON and plots in bench/results
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.rounding
 	$(PY) -m bench.reference
 	$(PY) -m bench.architectures
@@ -53,6 +54,7 @@ bench: $(STAMP) ## Run the benchmarks (QUICK=1: one seed, fewer epochs); tables,
 	$(PY) -m bench.micro
 	$(PY) -m bench.speed
 	$(PY) -m bench.streaming
+	$(PY) -m bench.ptq
 	$(PY) -m bench.qat
 	$(PY) -m bench.report
 
@@ -70,6 +72,10 @@ bench-speed: $(STAMP) ## Training speed: steps per compiled call, XLA on/off, vs
 
 bench-streaming: $(STAMP) ## Training on .npz shards streamed from disk vs in memory, 1x and 10x the data: peak memory, time per sample (~10 min)
 	$(PY) -m bench.streaming
+
+bench-ptq: $(STAMP) ## Post-training quantization (nearest, AdaRound) vs QAT vs ai-edge-quantizer, MNIST-1D and digits, 3 seeds (~30 min)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench.ptq
 
 bench-reference: $(STAMP) ## Integer reference vs LiteRT: mismatches per kernel family and speed, every zoo model
 	$(PY) -m bench.reference

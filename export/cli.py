@@ -334,6 +334,70 @@ def ptq(model_path, data, weight_bits, activation_bits, rounding, samples, itera
                  f"{summary[f'smooth_{metric}']:.4f}; {summary['seconds']:.0f} s; run in {run_dir}")
 
 
+@main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
+              help="Your trained float Keras 3 model (.keras).")
+@click.option("--data", default="digits", show_default=True, help="Calibration samples come from its training split.")
+@click.option("--budget-kb", required=True, type=click.FloatRange(min=0),
+              help="Weight bytes allowed, in KB (1 KB = 1024 bytes).")
+@click.option("--bits", default="2,3,4,8", show_default=True, help="The widths to choose from.")
+@click.option("--storage", type=click.Choice(["tflite", "bits"]), default="tflite", show_default=True,
+              help="tflite: <= 4 bits stored int4-packed, as the .tflite does; bits: b bits per weight.")
+@click.option("--samples", default=512, show_default=True, type=click.IntRange(min=1))
+@click.option("--output", required=True, type=click.Path(dir_okay=False), help="The QuantScheme JSON to write.")
+@seed_option
+@json_option
+@verbose_option
+@handles_errors
+def plan(model_path, data, budget_kb, bits, storage, samples, output, seed, as_json, verbose):
+    """Choose each layer's weight width under a size budget: measure how much each layer alone
+    at each width changes the model's outputs, then pick the widths with the least total change
+    whose weight bytes fit (toolkit/plan.py).
+
+    Writes a QuantScheme JSON that `softedge train --scheme` and `softedge ptq --scheme` take,
+    and prints the table (layer, weights, bits, sensitivity, bytes).
+
+    \b
+    Example: softedge plan --model runs/m1d/float.keras --data mnist1d --budget-kb 4 --output plan.json
+             softedge ptq --model runs/m1d/float.keras --data mnist1d --scheme plan.json --run runs/m1d-plan
+    """
+    with quiet(verbose=verbose):
+        import numpy as np
+
+        from export.artifacts import load_keras_model
+        from export.atomic import write_text
+        from export.runs import check_inputs_fit
+        from models import datasets
+        from toolkit.errors import ConfigError
+        from toolkit.plan import choose_widths, layer_sensitivities, planned_scheme
+
+        set_seed(seed)
+        try:
+            widths = tuple(sorted({int(b) for b in bits.split(",") if b.strip()}))
+        except ValueError:
+            raise ConfigError(f"Expected comma-separated integers for --bits. Received: {bits!r}") from None
+        float_model = load_keras_model(model_path)
+        dataset = datasets.load(data)
+        check_inputs_fit(float_model, dataset.x_train, f"dataset {dataset.name!r}")
+        rows = np.sort(np.random.default_rng(seed).choice(len(dataset.x_train), min(samples, len(dataset.x_train)),
+                                                           replace=False))
+        sensitivities = layer_sensitivities(float_model, np.asarray(dataset.x_train[rows], np.float32), widths)
+        chosen = choose_widths(sensitivities, int(budget_kb * 1024), storage)
+        scheme = planned_scheme(chosen)
+        write_text(output, scheme.to_json())
+        total = sum(choice.bytes for choice in chosen)
+        if as_json:
+            echo(json.dumps({"output": output, "budget_bytes": int(budget_kb * 1024), "bytes": total,
+                             "layers": [vars(choice) | {"sensitivities": sensitivities[choice.layer]["sensitivity"]}
+                                        for choice in chosen]}, indent=2))
+        else:
+            echo("| layer | weights | bits | sensitivity | bytes |")
+            echo("|---|---|---|---|---|")
+            for choice in chosen:
+                echo(f"| {choice.layer} | {choice.weights} | {choice.bits} | {choice.sensitivity:.3g} | {choice.bytes} |")
+            echo(f"{total} of {int(budget_kb * 1024)} bytes; scheme written to {output}")
+
+
 TARGET_CHOICE = click.Choice(["int8", "int4-weights", "dynamic", "float16", "float32"])
 KERNEL_CHOICE = click.Choice(["xnnpack", "builtin", "reference"])
 

@@ -24,7 +24,7 @@ def leftovers(directory):
     return [p.name for p in directory.rglob(".*") if p.is_file() or p.is_dir()]
 
 
-@pytest.mark.parametrize("command", ["train", "ptq", "export", "convert", "validate", "gradcheck"])
+@pytest.mark.parametrize("command", ["train", "ptq", "plan", "export", "convert", "validate", "gradcheck"])
 def test_every_command_has_help_with_an_example_and_a_seed(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0

@@ -23,6 +23,7 @@ def _assert_exported_exactly(report: dict) -> None:
     assert report["failures"] == [] and report["device"]["ok"] is True
 
 
+@pytest.mark.slow   # 70 s; make test stays under 15 minutes
 def test_the_autoencoder_trains_on_reconstruction_and_exports_with_its_roc_auc(tmp_path):
     run_dir = tmp_path / "ad"
     summary = train_run(RunConfig("fc_autoencoder", "synthetic", QuantScheme(weight_bits=4),

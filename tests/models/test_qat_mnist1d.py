@@ -1,9 +1,13 @@
 """Functional check: MNIST-1D CNN, W4A8 with soft rounding annealed to hard, vs its float accuracy."""
 
+import pytest
+
 from models import datasets, registry
 from models.training import Recipe, accuracy, train_float, train_quantized
 from toolkit import QuantScheme
 from toolkit.schedules import set_alpha
+
+pytestmark = pytest.mark.slow   # 40 s of training; make test stays under 15 minutes
 
 
 def test_w4a8_soft_rounding_trains_to_within_two_points_of_float():
