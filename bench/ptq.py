@@ -94,8 +94,7 @@ def measure(model_name: str, seed: int, iterations: int) -> list[dict]:
     train_float(float_model, data, recipe, seed=seed)
     rows = [{"method": "float (Keras)", "weight_bits": 32, "accuracy": accuracy(float_model, data.x_test, data.y_test),
              "bytes": len(convert(float_model, "float32")), "seconds": time.perf_counter() - start}]
-    rng = np.random.default_rng(seed)
-    x = np.asarray(data.x_train[np.sort(rng.choice(len(data.x_train), SAMPLES, replace=False))], np.float32)
+    x = datasets.calibration_samples(data, SAMPLES, seed)
     for bits in (4, 3):
         start = time.perf_counter()
         smooth, _ = train_quantized(float_model, data, QuantScheme(weight_bits=bits), recipe, seed=seed)

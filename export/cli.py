@@ -94,6 +94,16 @@ def json_option(command):
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(command)
 
 
+def width_options(weight_bits: int):
+    """--weight-bits (default `weight_bits`) and --activation-bits (default 8)."""
+    def decorate(command):
+        command = click.option("--activation-bits", default=8, show_default=True, type=int,
+                               help="Activation bits, 2..8.")(command)
+        return click.option("--weight-bits", default=weight_bits, show_default=True, type=int,
+                            help="Kernel bits, 2..8.")(command)
+    return decorate
+
+
 def set_seed(seed: int) -> None:
     import keras
 
@@ -180,8 +190,7 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @click.option("--data", default="digits", show_default=True,
               help="digits, mnist1d, synthetic (generated for the zoo model), a path to an .npz, or a directory "
                    "(or glob) of .npz shards with test.npz beside them, streamed from disk.")
-@click.option("--weight-bits", default=8, show_default=True, type=int, help="Kernel bits, 2..8.")
-@click.option("--activation-bits", default=8, show_default=True, type=int, help="Activation bits, 2..8.")
+@width_options(weight_bits=8)
 @click.option("--rounding", default="soft", show_default=True, help="ste, soft or sigmoid.")
 @click.option("--step", type=click.Choice(["auto", "learned", "max-abs"]), default="auto", show_default=True,
               help="Kernel step: learned (LSQ), max-abs, or auto (learned at 2 bits).")
@@ -274,8 +283,7 @@ def read_scheme(path):
 @click.option("--data", default="digits", show_default=True,
               help="Calibration samples are drawn from its training split (labels unused): digits, mnist1d, an .npz, "
                    "or a directory of .npz shards.")
-@click.option("--weight-bits", default=4, show_default=True, type=int, help="Kernel bits, 2..8.")
-@click.option("--activation-bits", default=8, show_default=True, type=int, help="Activation bits, 2..8.")
+@width_options(weight_bits=4)
 @click.option("--rounding", type=click.Choice(["nearest", "adaround"]), default="adaround", show_default=True,
               help="nearest: round each weight to its nearest level; adaround: learn up or down per weight.")
 @click.option("--samples", default=512, show_default=True, type=click.IntRange(min=1),
@@ -362,28 +370,16 @@ def plan(model_path, data, budget_kb, bits, storage, samples, output, seed, as_j
              softedge ptq --model runs/m1d/float.keras --data mnist1d --scheme plan.json --run runs/m1d-plan
     """
     with quiet(verbose=verbose):
-        import numpy as np
-
-        from export.artifacts import load_keras_model
         from export.atomic import write_text
-        from export.runs import check_inputs_fit
-        from models import datasets
+        from export.runs import plan_run
         from toolkit.errors import ConfigError
-        from toolkit.plan import choose_widths, layer_sensitivities, planned_scheme
 
         set_seed(seed)
         try:
             widths = tuple(sorted({int(b) for b in bits.split(",") if b.strip()}))
         except ValueError:
             raise ConfigError(f"Expected comma-separated integers for --bits. Received: {bits!r}") from None
-        float_model = load_keras_model(model_path)
-        dataset = datasets.load(data)
-        check_inputs_fit(float_model, dataset.x_train, f"dataset {dataset.name!r}")
-        rows = np.sort(np.random.default_rng(seed).choice(len(dataset.x_train), min(samples, len(dataset.x_train)),
-                                                           replace=False))
-        sensitivities = layer_sensitivities(float_model, np.asarray(dataset.x_train[rows], np.float32), widths)
-        chosen = choose_widths(sensitivities, int(budget_kb * 1024), storage)
-        scheme = planned_scheme(chosen)
+        scheme, chosen, sensitivities = plan_run(model_path, data, int(budget_kb * 1024), widths, storage, samples, seed)
         write_text(output, scheme.to_json())
         total = sum(choice.bytes for choice in chosen)
         if as_json:

@@ -42,6 +42,7 @@ from models import datasets, registry
 from models.training import Recipe, evaluate, train_float, train_quantized
 from toolkit.distribute import is_multi_worker, worker_role
 from toolkit.errors import ArtifactError, ConfigError
+from toolkit.plan import choose_widths, layer_sensitivities, planned_scheme
 from toolkit.ptq import AdaRoundSettings, post_training_rounding, ptq_scheme
 from toolkit.quantize import quantize
 from toolkit.schedules import set_alpha
@@ -49,7 +50,8 @@ from toolkit.scheme import QuantScheme
 
 MICRO_TARGET = "micro"  # int8 for TFLite Micro: an op it lacks is an error
 
-__all__ = ["MICRO_TARGET", "RunConfig", "check_inputs_fit", "export_run", "ptq_run", "read_config", "train_run"]
+__all__ = ["MICRO_TARGET", "RunConfig", "check_inputs_fit", "export_run", "plan_run", "ptq_run", "read_config",
+           "train_run"]
 
 
 @dataclass
@@ -203,9 +205,7 @@ def ptq_run(config: RunConfig, run_dir, rounding: str = "adaround", samples: int
     task = config.resolve_task(data)
     float_model = load_keras_model(config.model)
     check_inputs_fit(float_model, data.x_train, f"dataset {data.name!r}")
-    rows = np.sort(np.random.default_rng(config.seed).choice(len(data.x_train), min(samples, len(data.x_train)),
-                                                              replace=False))
-    x = np.asarray(data.x_train[rows], np.float32)
+    x = datasets.calibration_samples(data, samples, config.seed)
     keras.utils.set_random_seed(config.seed)
     scheme = ptq_scheme(config.scheme)
     quantized = quantize(float_model, scheme, calibration_data=x)
@@ -227,6 +227,19 @@ def ptq_run(config: RunConfig, run_dir, rounding: str = "adaround", samples: int
                "seconds": time.perf_counter() - start}
     write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def plan_run(model_path, data_name: str, budget_bytes: int, bits=(2, 3, 4, 8), storage: str = "tflite",
+             samples: int = 512, seed: int = 0) -> tuple[QuantScheme, list, dict]:
+    """`softedge plan`: per-layer sensitivities of a trained float model on `samples` training
+    inputs, and the widths that fit `budget_bytes` (`toolkit.plan`). Returns (the scheme, the
+    choices, the sensitivities)."""
+    float_model = load_keras_model(model_path)
+    data = datasets.load(data_name)
+    check_inputs_fit(float_model, data.x_train, f"dataset {data.name!r}")
+    sensitivities = layer_sensitivities(float_model, datasets.calibration_samples(data, samples, seed), bits)
+    chosen = choose_widths(sensitivities, budget_bytes, storage)
+    return planned_scheme(chosen), chosen, sensitivities
 
 
 def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", kernels: str = "xnnpack",

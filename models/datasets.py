@@ -27,7 +27,7 @@ import numpy as np
 
 from toolkit.errors import ArtifactError, ConfigError
 
-__all__ = ["NAMES", "TASKS", "Dataset", "infer_task", "load", "training_pairs"]
+__all__ = ["NAMES", "TASKS", "Dataset", "calibration_samples", "infer_task", "load", "training_pairs"]
 
 NAMES = ("digits", "mnist1d", "synthetic")
 _SPLIT_SEED = 0  # the train/test split is part of the dataset, not of a run's seed
@@ -176,6 +176,13 @@ def load(name: str, model: str | None = None) -> Dataset:
     if str(name).endswith(".npz"):
         return _npz(Path(name))
     raise ConfigError(f"Unknown dataset {name!r}. Expected one of {', '.join(NAMES)} or a path to an .npz file.")
+
+
+def calibration_samples(data: Dataset, count: int, seed: int = 0) -> np.ndarray:
+    """`count` training inputs (all of them if fewer), drawn without replacement with `seed`, in
+    their stored order (so shards are read front to back), as float32."""
+    rows = np.sort(np.random.default_rng(seed).choice(len(data.x_train), min(count, len(data.x_train)), replace=False))
+    return np.asarray(data.x_train[rows], np.float32)
 
 
 def training_pairs(data: Dataset, task: str) -> tuple[np.ndarray, np.ndarray]:
