@@ -94,6 +94,16 @@ def json_option(command):
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(command)
 
 
+def echo_run_summary(summary: dict, how: str, run_dir, as_json: bool) -> None:
+    """A run's summary: JSON, or one line with the float and quantized metric of its task."""
+    if as_json:
+        echo(json.dumps(summary, indent=2))
+        return
+    metric = {"classification": "accuracy", "anomaly": "auc"}.get(summary["task"], "mse")
+    echo(f"float {metric} {summary[f'float_{metric}']:.4f}; quantized ({how}) {summary[f'smooth_{metric}']:.4f}; "
+         f"run in {run_dir}")
+
+
 def width_options(weight_bits: int):
     """--weight-bits (default `weight_bits`) and --activation-bits (default 8)."""
     def decorate(command):
@@ -250,12 +260,7 @@ def train(model_name, data, weight_bits, activation_bits, rounding, step, float_
                             callbacks=[epoch_progress("fine-tuning (QAT)", qat_epochs, enabled=not as_json)],
                             float_callbacks=[epoch_progress("float training", float_epochs, enabled=not as_json)],
                             strategy=distribution, resume=resume)
-        if as_json:
-            echo(json.dumps(summary, indent=2))
-        else:
-            metric = {"classification": "accuracy", "anomaly": "auc"}.get(summary["task"], "mse")
-            echo(f"float {metric} {summary[f'float_{metric}']:.4f}; quantized (smooth, alpha "
-                 f"{summary['final_alpha']:g}) {summary[f'smooth_{metric}']:.4f}; run in {run_dir}")
+        echo_run_summary(summary, f"smooth, alpha {summary['final_alpha']:g}", run_dir, as_json)
 
 
 def read_scheme(path):
@@ -334,12 +339,7 @@ def ptq(model_path, data, weight_bits, activation_bits, rounding, samples, itera
 
         summary = ptq_run(RunConfig(model_path, data, scheme, seed=seed, task=task), run_dir, rounding, samples,
                           AdaRoundSettings(iterations=iterations), progress=progress)
-        if as_json:
-            echo(json.dumps(summary, indent=2))
-        else:
-            metric = {"classification": "accuracy", "anomaly": "auc"}.get(summary["task"], "mse")
-            echo(f"float {metric} {summary[f'float_{metric}']:.4f}; quantized ({rounding}) "
-                 f"{summary[f'smooth_{metric}']:.4f}; {summary['seconds']:.0f} s; run in {run_dir}")
+        echo_run_summary(summary, f"{rounding}, {summary['seconds']:.0f} s", run_dir, as_json)
 
 
 @main.command()
