@@ -16,7 +16,7 @@ ROUNDING ?= soft
 SEED ?= 0
 RUN ?= runs/$(MODEL)-w$(WEIGHT_BITS)-$(ROUNDING)
 
-.PHONY: help install train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo bench-micro bench-speed bench-streaming bench-ptq gradcheck clean
+.PHONY: help install train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo bench-micro bench-speed bench-streaming bench-ptq bench-mixed gradcheck clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,7 @@ bench: $(STAMP) ## Run the benchmarks (QUICK=1: one seed, fewer epochs); tables,
 	$(PY) -m bench.speed
 	$(PY) -m bench.streaming
 	$(PY) -m bench.ptq
+	$(PY) -m bench.mixed
 	$(PY) -m bench.qat
 	$(PY) -m bench.report
 
@@ -76,6 +77,9 @@ bench-streaming: $(STAMP) ## Training on .npz shards streamed from disk vs in me
 bench-ptq: $(STAMP) ## Post-training quantization (nearest, AdaRound) vs QAT vs ai-edge-quantizer, MNIST-1D and digits, 3 seeds (~30 min)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.ptq
+
+bench-mixed: $(STAMP) ## Mixed precision: planned vs uniform widths, QAT and PTQ, MNIST-1D, 3 seeds; accuracy vs bytes plot (~50 min)
+	$(PY) -m bench.mixed
 
 bench-reference: $(STAMP) ## Integer reference vs LiteRT: mismatches per kernel family and speed, every zoo model
 	$(PY) -m bench.reference

@@ -113,15 +113,16 @@ def measure(model_name: str, seed: int, iterations: int) -> list[dict]:
     return rows
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and spread (min-max) of each (model, method, bits) over the seeds."""
+def summarize(rows: list[dict], keys=("model", "method", "weight_bits")) -> list[dict]:
+    """Mean and spread (min-max) over the seeds of each group of rows alike in `keys`, in the
+    order the groups first appear."""
     groups: dict = {}
     for row in rows:
-        groups.setdefault((row["model"], row["method"], row["weight_bits"]), []).append(row)
+        groups.setdefault(tuple(row[key] for key in keys), []).append(row)
     summary = []
-    for (model, method, bits), group in groups.items():
+    for values, group in groups.items():
         ok = [row for row in group if "accuracy" in row]
-        entry = {"model": model, "method": method, "weight_bits": bits, "seeds": len(group)}
+        entry = {**dict(zip(keys, values, strict=True)), "seeds": len(group)}
         if ok:
             accuracies = [row["accuracy"] for row in ok]
             entry.update({"accuracy": float(np.mean(accuracies)), "min": float(np.min(accuracies)),

@@ -39,7 +39,7 @@ from export.micro import budget_failures, micro_stage, require_micro_ops
 from export.tflite import convert
 from export.validate import agreement, check, validate, write_report
 from models import datasets, registry
-from models.training import Recipe, evaluate, train_float, train_quantized
+from models.training import Recipe, evaluate, learned_step_for, train_float, train_quantized
 from toolkit.distribute import is_multi_worker, worker_role
 from toolkit.errors import ArtifactError, ConfigError
 from toolkit.plan import choose_widths, layer_sensitivities, planned_scheme
@@ -232,14 +232,15 @@ def ptq_run(config: RunConfig, run_dir, rounding: str = "adaround", samples: int
 def plan_run(model_path, data_name: str, budget_bytes: int, bits=(2, 3, 4, 8), storage: str = "tflite",
              samples: int = 512, seed: int = 0) -> tuple[QuantScheme, list, dict]:
     """`softedge plan`: per-layer sensitivities of a trained float model on `samples` training
-    inputs, and the widths that fit `budget_bytes` (`toolkit.plan`). Returns (the scheme, the
-    choices, the sensitivities)."""
+    inputs, and the widths that fit `budget_bytes` (`toolkit.plan`); the scheme also learns the
+    steps of 2-bit layers, as `softedge train` does at 2 bits (`learned_step_for`). Returns (the
+    scheme, the choices, the sensitivities)."""
     float_model = load_keras_model(model_path)
     data = datasets.load(data_name)
     check_inputs_fit(float_model, data.x_train, f"dataset {data.name!r}")
     sensitivities = layer_sensitivities(float_model, datasets.calibration_samples(data, samples, seed), bits)
     chosen = choose_widths(sensitivities, budget_bytes, storage)
-    return planned_scheme(chosen), chosen, sensitivities
+    return planned_scheme(chosen, learned_step=learned_step_for), chosen, sensitivities
 
 
 def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", kernels: str = "xnnpack",

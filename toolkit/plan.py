@@ -115,13 +115,18 @@ def choose_widths(sensitivities: dict[str, dict], budget_bytes: int, storage: st
     return plan[::-1]
 
 
-def planned_scheme(plan: list[LayerChoice], base: QuantScheme | None = None) -> QuantScheme:
+def planned_scheme(plan: list[LayerChoice], base: QuantScheme | None = None, learned_step=None) -> QuantScheme:
     """`base` (default W8A8) with one override per layer naming its chosen width (names matched
-    in full, so regex characters in a name are escaped)."""
+    in full, so regex characters in a name are escaped). `learned_step(bits) -> bool`, where
+    given, also sets each layer's `learned_step` from its width (a training recipe's rule, such
+    as `models.training.learned_step_for`: learned steps at 2 bits)."""
     import re
 
     base = base or QuantScheme()
     overrides = dict(base.overrides)
     for choice in plan:
-        overrides[re.escape(choice.layer)] = {**overrides.get(re.escape(choice.layer), {}), "weight_bits": choice.bits}
+        values = {"weight_bits": choice.bits}
+        if learned_step is not None:
+            values["learned_step"] = bool(learned_step(choice.bits))
+        overrides[re.escape(choice.layer)] = {**overrides.get(re.escape(choice.layer), {}), **values}
     return QuantScheme(**{**base.to_dict(), "overrides": overrides})

@@ -1,5 +1,6 @@
 """Bit allocation: sensitivities, the exact knapsack choice, the scheme it writes."""
 
+import dataclasses
 import itertools
 
 import keras
@@ -9,7 +10,13 @@ import pytest
 from tests.toolkit.conftest import randomize_batch_norms, small_model
 from toolkit import QuantScheme
 from toolkit.errors import ConfigError
-from toolkit.plan import choose_widths, layer_bytes, layer_sensitivities, planned_scheme
+from toolkit.plan import (
+    LayerChoice,
+    choose_widths,
+    layer_bytes,
+    layer_sensitivities,
+    planned_scheme,
+)
 
 
 def test_layer_bytes_pack_four_bits_and_below_into_half_bytes_as_tflite_does():
@@ -52,3 +59,12 @@ def test_sensitivities_shrink_with_width_and_the_scheme_names_each_layer():
     scheme = planned_scheme(tight, QuantScheme(activation_bits=8))
     assert {name: scheme.for_layer(name).weight_bits for name in sensitivities} == {c.layer: c.bits for c in tight}
     assert QuantScheme.from_json(scheme.to_json()) == scheme
+    assert not any(scheme.for_layer(name).learned_step for name in sensitivities)
+
+
+def test_planned_scheme_sets_each_layers_step_rule_from_its_width():
+    plan = [LayerChoice("conv.0", 10, 2, 1.0, 3), LayerChoice("logits", 10, 8, 0.0, 10)]
+    scheme = planned_scheme(plan, learned_step=lambda bits: bits <= 2)
+    assert scheme.for_layer("conv.0") == dataclasses.replace(scheme.for_layer("conv.0"), weight_bits=2, learned_step=True)
+    assert scheme.for_layer("logits").weight_bits == 8 and not scheme.for_layer("logits").learned_step
+    assert scheme.for_layer("conv00").weight_bits == 8   # the name is escaped: "." is not a wildcard
