@@ -46,6 +46,7 @@ __all__ = ["AdaRoundSettings", "ROUNDINGS", "mse_steps", "post_training_rounding
 
 ROUNDINGS = ("nearest", "adaround")
 STEP_FRACTIONS = np.round(np.arange(0.30, 1.0001, 0.01), 2)
+_STEPS_PER_CALL = 1000   # AdaRound steps per compiled call; the progress and loss history interval
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def post_training_rounding(float_model: keras.Model, quantized: keras.Model, x: 
             raise ConfigError(f"Layer {layer.name!r} has no stored step: quantize with ptq_scheme(scheme).")
         start = time.perf_counter()
         w = np.asarray(layer.float_kernel.numpy(), np.float32)
-        step = mse_steps(w, quantizer._reduce_axes, quantizer.qmax)
+        step = mse_steps(w, quantizer.reduce_axes, quantizer.qmax)
         quantizer.step_variable.assign(step)
         s = np.asarray(quantizer.scale(layer.float_kernel))   # the step the layer computes with (|step| + tiny)
         nearest = np.clip(np.round(w / s), -quantizer.qmax, quantizer.qmax)
@@ -182,7 +183,6 @@ def _learn_rounding(layer, w, s, qmax, x_q, target, settings: AdaRoundSettings, 
     optimizer.build([v])
     x_all, y_all = tf.constant(x_q), tf.constant(target)
 
-    @tf.function(jit_compile=False, reduce_retracing=True)
     def train_step(rows, beta, regularization):
         with tf.GradientTape() as tape:
             kernel = scale * tf.clip_by_value(w_floor + adaround.rectified_sigmoid(v), -qmax, qmax)
@@ -192,19 +192,29 @@ def _learn_rounding(layer, w, s, qmax, x_q, target, settings: AdaRoundSettings, 
         optimizer.apply_gradients([(tape.gradient(loss, v), v)])
         return reconstruction
 
+    @tf.function(jit_compile=False, reduce_retracing=True)
+    def train_steps(rows, betas, regularizations):
+        """One compiled call runs len(rows) steps (per-call overhead dominates a small layer's step)."""
+        reconstruction = tf.constant(0.0)
+        for i in tf.range(tf.shape(rows)[0]):
+            reconstruction = train_step(rows[i], betas[i], regularizations[i])
+        return reconstruction
+
+    # Every step's batch, beta and lambda, drawn up front in iteration order.
     rng = np.random.default_rng(seed)
-    history = []
     batch = min(settings.batch_size, len(x_q))
-    for iteration in range(settings.iterations):
-        rows = rng.choice(len(x_q), size=batch, replace=False)
-        warm = adaround.in_warm_start(iteration, settings.iterations, settings.warm_start)
-        beta = adaround.beta_schedule(iteration, settings.iterations, (settings.beta_start, settings.beta_end),
-                                      settings.warm_start)
-        loss = train_step(tf.constant(rows), tf.constant(beta, tf.float32),
-                          tf.constant(0.0 if warm else settings.regularization, tf.float32))
-        if (iteration + 1) % 1000 == 0 or iteration + 1 == settings.iterations:
-            history.append((iteration + 1, float(loss)))
-            if progress:
-                progress({**record, "iteration": iteration + 1, "loss": float(loss)})
+    rows = np.stack([rng.choice(len(x_q), size=batch, replace=False) for _ in range(settings.iterations)])
+    betas = np.array([adaround.beta_schedule(i, settings.iterations, (settings.beta_start, settings.beta_end),
+                                             settings.warm_start) for i in range(settings.iterations)], np.float32)
+    regularizations = np.array([0.0 if adaround.in_warm_start(i, settings.iterations, settings.warm_start)
+                                else settings.regularization for i in range(settings.iterations)], np.float32)
+    history = []
+    for start in range(0, settings.iterations, _STEPS_PER_CALL):
+        end = min(start + _STEPS_PER_CALL, settings.iterations)
+        loss = float(train_steps(tf.constant(rows[start:end]), tf.constant(betas[start:end]),
+                                 tf.constant(regularizations[start:end])))
+        history.append((end, loss))
+        if progress:
+            progress({**record, "iteration": end, "loss": loss})
     integers = np.clip(np.floor(w / s) + adaround.hard_rounding(v.numpy()), -qmax, qmax)
     return integers, history

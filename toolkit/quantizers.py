@@ -204,6 +204,14 @@ class WeightQuantizer:
             self._gradient_factor = 1.0 / math.sqrt(per_step * self.qmax)
 
     @property
+    def reduce_axes(self) -> tuple[int, ...]:
+        """The kernel axes one step spans (all but the output-channel axes where per-channel);
+        known once built."""
+        if self._reduce_axes is None:
+            raise ValueError("The weight quantizer is not built yet: its kernel axes are unknown.")
+        return self._reduce_axes
+
+    @property
     def step_variable(self):
         """The learned step (LSQ) weight, or None with max-abs scaling."""
         return self._step

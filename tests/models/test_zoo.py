@@ -16,7 +16,9 @@ from export.validate import ONE_STEP, per_layer_drift
 from models import datasets, registry
 from toolkit import QuantScheme, quantize
 from toolkit.errors import ConfigError
+from toolkit.ptq import AdaRoundSettings, post_training_rounding, ptq_scheme
 from toolkit.qat_layers import QuantAveragePooling
+from toolkit.quantize import quantized_layers
 
 L = keras.layers
 MLPERF = ("ds_cnn", "resnet8", "mobilenet_v1_025", "fc_autoencoder", "mobilenet_v2_035")
@@ -117,6 +119,23 @@ def test_zoo_model_converts_with_its_trained_integers_and_the_trained_graph(name
     rows = per_layer_drift(hard, tflite_bytes, x[:16], "reference", values=values["reference"], graph=graph)
     local = [row["local_max_error_steps"] for row in rows if row["local_max_error_steps"] is not None]
     assert len(local) >= 0.9 * len(rows) and max(local) <= ONE_STEP
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MLPERF)
+def test_zoo_model_after_post_training_rounding_stores_the_learned_integers(name):
+    """PTQ at W4 (AdaRound, a few iterations: exactness does not depend on how well it learned),
+    int8 and int4-packed: every kernel's chosen integers are the .tflite's, through depthwise
+    and separable convolutions, residual adds, average pooling and ReLU6."""
+    keras.utils.set_random_seed(0)
+    model = with_trained_looking_batch_norms(registry.build(name))
+    x = np.random.default_rng(0).normal(size=(64, *model.inputs[0].shape[1:])).astype(np.float32)
+    quantized = quantize(model, ptq_scheme(QuantScheme(weight_bits=4)), calibration_data=x)
+    records = post_training_rounding(model, quantized, x, "adaround", AdaRoundSettings(iterations=20, batch_size=16))
+    assert len(records) == len(quantized_layers(quantized))
+    hard = harden(quantized)
+    for target in ("int8", "int4-weights"):
+        assert weight_mismatches(hard, convert(hard, target)) == [], target
 
 
 def test_a_dropout_before_average_pooling_moves_into_it_after_the_quantizer():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tests.toolkit.conftest import randomize_batch_norms, small_model
-from toolkit import QuantScheme, quantize
+from toolkit import QuantScheme, ptq, quantize
 from toolkit.errors import ConfigError
 from toolkit.ptq import (
     STEP_FRACTIONS,
@@ -68,6 +68,18 @@ def test_adaround_lowers_the_layers_output_error_below_nearest():
         integers = layer.weight_quantizer.integers(layer.float_kernel).numpy()
         np.testing.assert_allclose(layer.float_kernel.numpy(), step * integers, rtol=1e-6)
         assert np.max(np.abs(integers)) <= 3
+
+
+def test_adaround_does_not_depend_on_how_many_steps_one_compiled_call_runs(monkeypatch):
+    """The steps run in compiled chunks; each step's batch, beta and lambda are fixed up front."""
+    kernels = []
+    for steps_per_call in (1000, 7):
+        monkeypatch.setattr(ptq, "_STEPS_PER_CALL", steps_per_call)
+        model, quantized, x = _quantized(bits=3)
+        post_training_rounding(model, quantized, x, "adaround", AdaRoundSettings(iterations=60, learning_rate=1e-2))
+        kernels.append([layer.float_kernel.numpy() for layer in quantized_layers(quantized)])
+    for one, other in zip(*kernels, strict=True):
+        np.testing.assert_array_equal(one, other)
 
 
 def test_rounding_needs_a_stored_step_and_a_known_method():
