@@ -128,27 +128,33 @@ def _print_row(row: dict) -> None:
           f"({row['bytes']:,} .tflite bytes, exact {row.get('exact', '-')}, {row['seconds']:.0f} s)", flush=True)
 
 
-def widths_text(group: list[dict]) -> str:
-    """The per-layer widths each seed's plan chose, once per distinct choice."""
-    seen = []
+def choices(group: list[dict]) -> list[dict]:
+    """The distinct per-layer widths the seeds' plans chose, in order of first appearance, each
+    with its weight bytes at b bits, its .tflite bytes and the seeds that chose it."""
+    found: dict = {}
     for row in group:
-        if "widths" in row and row["widths"] not in seen:
-            seen.append(row["widths"])
-    return " / ".join("-".join(map(str, widths)) for widths in seen)
+        entry = found.setdefault(tuple(row["widths"]), {"widths": row["widths"], "weight_bytes_bits": row["weight_bytes_bits"],
+                                                        "bytes": row["bytes"], "seeds": []})
+        entry["seeds"].append(row["seed"])
+    return list(found.values())
 
 
 def table(rows: list[dict], summary: list[dict]) -> str:
+    """One line per scheme; where the seeds' plans differ, each choice is listed with its seeds."""
     lines = ["| scheme | widths (conv0-conv1-conv2-logits) | weight bytes at b bits | .tflite bytes | QAT | PTQ AdaRound |",
              "|---|---|---|---|---|---|"]
     for entry in summary:
         if entry["method"] != "QAT":
             continue
-        group = [row for row in rows if row["scheme"] == entry["scheme"] and row["method"] == "QAT"]
+        chosen = choices([row for row in rows if row["scheme"] == entry["scheme"] and row["method"] == "QAT"])
+        seeds = ["" if len(chosen) == 1 else f" (seed{'s' if len(c['seeds']) > 1 else ''} "
+                 f"{', '.join(map(str, c['seeds']))})" for c in chosen]
         ptq = next(e for e in summary if e["scheme"] == entry["scheme"] and e["method"] == "PTQ adaround")
         cells = [f"{100 * e['accuracy']:.1f}% ({100 * e['min']:.1f}-{100 * e['max']:.1f})" for e in (entry, ptq)]
-        weight_bytes = sorted({row["weight_bytes_bits"] for row in group})
-        lines.append(f"| {entry['scheme']} | {widths_text(group)} | {' / '.join(f'{b:,}' for b in weight_bytes)} | "
-                     f"{entry['bytes']:,} | {cells[0]} | {cells[1]} |")
+        widths = " / ".join("-".join(map(str, c["widths"])) + text for c, text in zip(chosen, seeds, strict=True))
+        weight_bytes = " / ".join(f"{c['weight_bytes_bits']:,}" for c in chosen)
+        tflite_bytes = " / ".join(f"{c['bytes']:,}" for c in chosen)
+        lines.append(f"| {entry['scheme']} | {widths} | {weight_bytes} | {tflite_bytes} | {cells[0]} | {cells[1]} |")
     float_entry = next(e for e in summary if e["method"] == "float (Keras)")
     lines.append(f"| float (Keras) | 32-32-32-32 | | {float_entry['bytes']:,} | "
                  f"{100 * float_entry['accuracy']:.1f}% ({100 * float_entry['min']:.1f}-{100 * float_entry['max']:.1f}) | |")
@@ -183,7 +189,7 @@ def plot(rows: list[dict]) -> bytes:
                      color="gray", label="float (Keras)")
         axis.set_xlabel(x_label)
         axis.set_ylabel("TFLite accuracy (%)")
-        axis.set_ylim(bottom=60)
+        axis.set_ylim(bottom=min(100 * row["accuracy"] for row in rows) - 3)
         axis.legend(fontsize=8)
     axes[0].set_title("MNIST-1D CNN: accuracy vs .tflite size")
     axes[1].set_title("the same schemes, weights counted at their bits")
