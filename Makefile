@@ -74,11 +74,11 @@ bench-speed: $(STAMP) ## Training speed: steps per compiled call, XLA on/off, vs
 bench-streaming: $(STAMP) ## Training on .npz shards streamed from disk vs in memory, 1x and 10x the data: peak memory, time per sample (~10 min)
 	$(PY) -m bench.streaming
 
-bench-ptq: $(STAMP) ## Post-training quantization (nearest, AdaRound) vs QAT vs ai-edge-quantizer, MNIST-1D and digits, 3 seeds (~30 min)
+bench-ptq: $(STAMP) ## Post-training quantization (nearest, AdaRound) vs QAT vs ai-edge-quantizer, MNIST-1D and digits, 3 seeds (~20 min)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.ptq
 
-bench-mixed: $(STAMP) ## Mixed precision: planned vs uniform widths, QAT and PTQ, MNIST-1D, 3 seeds; accuracy vs bytes plot (~50 min)
+bench-mixed: $(STAMP) ## Mixed precision: planned vs uniform widths, QAT and PTQ, MNIST-1D, 3 seeds; accuracy vs bytes plot (~25 min)
 	$(PY) -m bench.mixed
 
 bench-reference: $(STAMP) ## Integer reference vs LiteRT: mismatches per kernel family and speed, every zoo model

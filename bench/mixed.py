@@ -16,7 +16,7 @@ trained integers. A plan equal to an earlier scheme is not trained again (its ro
 that scheme's numbers). Writes bench/results/mixed.json, bench/results/mixed_accuracy.png and
 the README table (mean and min-max over the seeds).
 
-    python -m bench.mixed                  # 3 seeds (~50 minutes on 2 cores)
+    python -m bench.mixed                  # 3 seeds (~25 minutes on 2 cores)
     python -m bench.mixed --seeds 0 --iterations 1000     # a quick look
 """
 

@@ -12,7 +12,7 @@ Every row's accuracy is the .tflite's on the test split under LiteRT; softedge's
 store int4-packed weights (`int4-weights`), the peer's its own. Writes bench/results/ptq.json
 and the README table (mean and spread over the seeds).
 
-    python -m bench.ptq                   # 3 seeds (~30 minutes on 2 cores)
+    python -m bench.ptq                   # 3 seeds (~20 minutes on 2 cores)
     python -m bench.ptq --seeds 0         # a quick look
 """
 
