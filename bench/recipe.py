@@ -3,7 +3,8 @@
 Each row changes one setting of `models.training.Recipe` / `QuantScheme` and reports what the
 default was chosen on:
 - BN momentum 0.99 vs 0.9 (float accuracy, digits_cnn);
-- kernel step: max-abs vs learned (LSQ), at W3 and W2 (hard accuracy, MNIST-1D, soft rounding);
+- kernel step: max-abs vs learned (LSQ), and learned from the MSE steps PTQ uses, at W3 and W2
+  (hard accuracy, MNIST-1D, soft rounding);
 - alpha_end 1e3 / 1e4 / 1e5 at W2 with learned steps (smooth vs hard accuracy);
 - a final straight-through phase (3 epochs) after annealing, at W2;
 - XLA on/off: training seconds per epoch at W3 (median after the first epoch);
@@ -43,6 +44,8 @@ from models.training import (  # noqa: E402
     use_xla,
 )
 from toolkit import QuantScheme  # noqa: E402
+from toolkit.ptq import set_mse_step  # noqa: E402
+from toolkit.quantize import quantized_layers  # noqa: E402
 from toolkit.schedules import set_alpha  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "recipe.json"
@@ -59,8 +62,16 @@ def _float_model(name: str, data, recipe: Recipe, seed: int, bn_momentum: float 
     return model
 
 
-def _smooth_and_hard(model, data, scheme, recipe, seed, callbacks=()):
-    quantized, _ = train_quantized(model, data, scheme, recipe, seed=seed, callbacks=callbacks)
+def _mse_steps(quantized) -> None:
+    """Learned steps start at the MSE steps (`toolkit.ptq.set_mse_step`) rather than LSQ's
+    2 mean|w| / sqrt(qmax)."""
+    for layer in quantized_layers(quantized):
+        set_mse_step(layer)
+
+
+def _smooth_and_hard(model, data, scheme, recipe, seed, callbacks=(), start=None):
+    """`start(quantized)`, if given, runs on the built model before fine-tuning."""
+    quantized, _ = train_quantized(model, data, scheme, recipe, seed=seed, callbacks=callbacks, restore=start)
     smooth = accuracy(quantized, data.x_test, data.y_test)
     set_alpha(quantized, 1e9)
     return quantized, smooth, accuracy(quantized, data.x_test, data.y_test)
@@ -78,9 +89,11 @@ def run(seed: int = 0) -> list[dict]:
     data = datasets.load("mnist1d")
     model = _float_model("mnist1d_cnn", data, recipe, seed)
     for bits in (3, 2):
-        for learned in (False, True):
-            _, smooth, hard = _smooth_and_hard(model, data, QuantScheme(weight_bits=bits, learned_step=learned), recipe, seed)
-            rows.append({"ablation": "kernel_step", "setting": "learned" if learned else "max-abs", "weight_bits": bits,
+        for setting in ("max-abs", "learned", "learned from MSE steps"):
+            scheme = QuantScheme(weight_bits=bits, learned_step=setting != "max-abs")
+            start = _mse_steps if setting == "learned from MSE steps" else None
+            _, smooth, hard = _smooth_and_hard(model, data, scheme, recipe, seed, start=start)
+            rows.append({"ablation": "kernel_step", "setting": setting, "weight_bits": bits,
                          "smooth_acc": smooth, "hard_acc": hard})
     w2 = QuantScheme(weight_bits=2, learned_step=True)
     for alpha_end in (1e3, 1e4, 1e5):

@@ -42,7 +42,7 @@ from toolkit.quantize import quantized_layers
 from toolkit.scheme import QuantScheme
 from toolkit.separable import split_separable_convs
 
-__all__ = ["AdaRoundSettings", "ROUNDINGS", "mse_steps", "post_training_rounding", "ptq_scheme"]
+__all__ = ["AdaRoundSettings", "ROUNDINGS", "mse_steps", "post_training_rounding", "ptq_scheme", "set_mse_step"]
 
 ROUNDINGS = ("nearest", "adaround")
 STEP_FRACTIONS = np.round(np.arange(0.30, 1.0001, 0.01), 2)
@@ -97,6 +97,19 @@ def mse_steps(kernel: np.ndarray, reduce_axes: tuple[int, ...], qmax: int) -> np
     return best_step.astype(np.float32)
 
 
+def set_mse_step(layer) -> np.ndarray:
+    """Sets a quantized layer's stored step to its kernel's MSE step (`mse_steps`); returns the
+    step the layer then computes with (|step| + tiny). Also a starting point for learned
+    steps in QAT (`make bench-recipe` compares it with LSQ's)."""
+    quantizer = layer.weight_quantizer
+    if quantizer.step_variable is None:
+        raise ConfigError(f"Layer {layer.name!r} has no stored step: quantize with ptq_scheme(scheme) or "
+                          f"learned_step=True.")
+    kernel = np.asarray(layer.float_kernel.numpy(), np.float32)
+    quantizer.step_variable.assign(mse_steps(kernel, quantizer.reduce_axes, quantizer.qmax))
+    return np.asarray(quantizer.scale(layer.float_kernel))
+
+
 @contextlib.contextmanager
 def _kernel(layer, kernel):
     """`layer`'s call computes with `kernel` in place of its quantized kernel while inside."""
@@ -141,13 +154,9 @@ def post_training_rounding(float_model: keras.Model, quantized: keras.Model, x: 
     layers = quantized_layers(quantized)
     for position, layer in enumerate(layers):
         quantizer = layer.weight_quantizer
-        if quantizer.step_variable is None:
-            raise ConfigError(f"Layer {layer.name!r} has no stored step: quantize with ptq_scheme(scheme).")
         start = time.perf_counter()
         w = np.asarray(layer.float_kernel.numpy(), np.float32)
-        step = mse_steps(w, quantizer.reduce_axes, quantizer.qmax)
-        quantizer.step_variable.assign(step)
-        s = np.asarray(quantizer.scale(layer.float_kernel))   # the step the layer computes with (|step| + tiny)
+        s = set_mse_step(layer)
         nearest = np.clip(np.round(w / s), -quantizer.qmax, quantizer.qmax)
         x_q = _inputs(quantized, layer.name, x)
         target = _all_outputs(layer, w, _inputs(source, layer.name, x))

@@ -13,6 +13,7 @@ from toolkit.ptq import (
     mse_steps,
     post_training_rounding,
     ptq_scheme,
+    set_mse_step,
 )
 from toolkit.quantize import quantized_layers
 
@@ -80,6 +81,20 @@ def test_adaround_does_not_depend_on_how_many_steps_one_compiled_call_runs(monke
         kernels.append([layer.float_kernel.numpy() for layer in quantized_layers(quantized)])
     for one, other in zip(*kernels, strict=True):
         np.testing.assert_array_equal(one, other)
+
+
+def test_set_mse_step_starts_a_learned_qat_step_at_the_mse_step():
+    keras.utils.set_random_seed(0)
+    model = small_model("conv1d")
+    randomize_batch_norms(model)
+    quantized = quantize(model, QuantScheme(weight_bits=2, learned_step=True))
+    for layer in quantized_layers(quantized):
+        quantizer = layer.weight_quantizer
+        expected = mse_steps(layer.float_kernel.numpy(), quantizer.reduce_axes, quantizer.qmax)
+        assert not np.allclose(quantizer.step_variable.numpy(), expected)   # LSQ's start differs
+        step = set_mse_step(layer)
+        np.testing.assert_array_equal(quantizer.step_variable.numpy(), expected)
+        np.testing.assert_allclose(step, expected, rtol=1e-6)
 
 
 def test_rounding_needs_a_stored_step_and_a_known_method():
