@@ -84,7 +84,7 @@ bench-mixed: $(STAMP) ## Mixed precision: planned vs uniform widths, QAT and PTQ
 bench-reference: $(STAMP) ## Integer reference vs LiteRT: mismatches per kernel family and speed, every zoo model
 	$(PY) -m bench.reference
 
-bench-recipe: $(STAMP) ## The ablations behind the training recipe's defaults (3 seeds, ~5 minutes)
+bench-recipe: $(STAMP) ## The ablations behind the training recipe's defaults (3 seeds, ~20 minutes)
 	$(PY) -m bench.recipe
 
 gradcheck: $(STAMP) ## Print the gradient-check table of every rounding method

@@ -11,7 +11,7 @@ default was chosen on:
 - biases on TFLite's int32 grid or not: hard-Keras vs TFLite agreement at W3, on XNNPACK and
   builtin kernels.
 
-    python -m bench.recipe [--seeds N]     (default 3 seeds, ~5 minutes)
+    python -m bench.recipe [--seeds N]     (default 3 seeds, ~20 minutes)
 
 Prints a table; writes bench/results/recipe.json.
 """
