@@ -107,7 +107,8 @@ def measure(seed: int, iterations: int) -> list[dict]:
     settings = AdaRoundSettings(iterations=iterations)
     done: dict = {}
     for entry in schemes_for(sensitivities):
-        choices = [LayerChoice(name, sensitivities[name]["weights"], bits, 0.0, 0)
+        choices = [LayerChoice(name, sensitivities[name]["weights"], bits, sensitivities[name]["sensitivity"][bits],
+                               layer_bytes(sensitivities[name]["weights"], bits, "bits"))
                    for name, bits in zip(layers, entry["widths"], strict=True)]
         scheme = planned_scheme(choices, learned_step=learned_step_for)
         for method in METHODS:

@@ -2,6 +2,8 @@
 its synthetic data, and its path through quantize -> harden -> convert with every trained
 integer stored and no requantization the trained graph lacks."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -124,15 +126,18 @@ def test_zoo_model_converts_with_its_trained_integers_and_the_trained_graph(name
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MLPERF)
 def test_zoo_model_after_post_training_rounding_stores_the_learned_integers(name):
-    """PTQ at W4 (AdaRound, a few iterations: exactness does not depend on how well it learned),
-    int8 and int4-packed: every kernel's chosen integers are the .tflite's, through depthwise
-    and separable convolutions, residual adds, average pooling and ReLU6."""
+    """PTQ with mixed widths, as `softedge plan` writes them (the first kernel at 8 bits, the
+    last at 2, the rest at 4; AdaRound, a few iterations: exactness does not depend on how well
+    it learned), int8 and int4-packed: every kernel's chosen integers are the .tflite's, through
+    depthwise and separable convolutions, residual adds, average pooling and ReLU6."""
     keras.utils.set_random_seed(0)
     model = with_trained_looking_batch_norms(registry.build(name))
     x = np.random.default_rng(0).normal(size=(64, *model.inputs[0].shape[1:])).astype(np.float32)
-    quantized = quantize(model, ptq_scheme(QuantScheme(weight_bits=4)), calibration_data=x)
+    names = [layer.name for layer in quantized_layers(quantize(model, ptq_scheme(QuantScheme()), calibration_data=x))]
+    overrides = {re.escape(names[0]): {"weight_bits": 8}, re.escape(names[-1]): {"weight_bits": 2}}
+    quantized = quantize(model, ptq_scheme(QuantScheme(weight_bits=4, overrides=overrides)), calibration_data=x)
     records = post_training_rounding(model, quantized, x, "adaround", AdaRoundSettings(iterations=20, batch_size=16))
-    assert len(records) == len(quantized_layers(quantized))
+    assert [record["bits"] for record in records] == [8] + [4] * (len(names) - 2) + [2]
     hard = harden(quantized)
     for target in ("int8", "int4-weights"):
         assert weight_mismatches(hard, convert(hard, target)) == [], target
