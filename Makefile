@@ -16,7 +16,7 @@ ROUNDING ?= soft
 SEED ?= 0
 RUN ?= runs/$(MODEL)-w$(WEIGHT_BITS)-$(ROUNDING)
 
-.PHONY: help install train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo bench-micro bench-speed bench-streaming bench-ptq bench-mixed gradcheck clean
+.PHONY: help install train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo bench-micro bench-speed bench-streaming bench-ptq bench-mixed gradcheck clean test-seeded
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ export: $(STAMP) ## Harden, convert to int8 TFLite, validate drift, bundle and d
 
 test: $(STAMP) ## Run the fast test suite (under 15 minutes on 2 cores)
 	$(PY) -m pytest -m "not slow" tests
+
+test-seeded: $(STAMP) ## The fast tests whose values come from the test seed, with SOFTEDGE_TEST_SEED (default 1)
+	SOFTEDGE_TEST_SEED=$${SOFTEDGE_TEST_SEED:-1} $(PY) -m pytest -m "seeded and not slow" tests
 
 test-slow: $(STAMP) ## Run the slower end-to-end checks
 	$(PY) -m pytest -m slow tests

@@ -30,6 +30,9 @@ def load_keras_model(path) -> keras.Model:
         raise ArtifactError(f"Model file {path} does not exist.")
     if path.suffix != ".keras":
         raise ArtifactError(f"Model file {path} is not a .keras file (Keras 3 native format expected).")
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        raise ArtifactError(f"Model file {path} is corrupt or not a Keras model: a .keras file is a zip archive, "
+                            f"this one is not.")
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except ValueError as error:
@@ -51,13 +54,18 @@ def save_keras_model(model: keras.Model, path) -> Path:
 
 
 def read_tflite(path) -> bytes:
-    """The bytes of a .tflite flatbuffer (identifier TFL3 checked)."""
+    """The bytes of a .tflite flatbuffer, checked before any runtime sees them
+    (`export.preflight.check_tflite`: it parses, and its scales are finite and positive)."""
+    from export.preflight import check_tflite
+
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"TFLite file {path} does not exist.")
-    data = path.read_bytes()
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ArtifactError(f"{path} is not a TFLite flatbuffer (no TFL3 identifier).")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ArtifactError(f"Cannot read {path}: {error.strerror or error}") from error
+    check_tflite(data, str(path))
     return data
 
 

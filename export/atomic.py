@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -13,7 +14,8 @@ from pathlib import Path
 
 from toolkit.errors import ArtifactError
 
-__all__ = ["atomic_directory", "atomic_path", "write_bytes", "write_json", "write_text"]
+__all__ = ["atomic_directory", "atomic_path", "replace_directory", "staging_directory", "strict_json", "write_bytes",
+           "write_json", "write_text"]
 
 
 def _umask() -> int:
@@ -45,25 +47,38 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
         raise
 
 
-@contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike):
-    """Yields a temporary directory beside `path`; on success it replaces `path` whole."""
+def staging_directory(path: str | os.PathLike) -> Path:
+    """A new empty temporary directory beside `path`, to build it in (`replace_directory`)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        return Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     except OSError as error:
         raise ArtifactError(f"Cannot write {path}: {error.strerror or error}") from error
+
+
+def replace_directory(staged: Path, path: str | os.PathLike) -> Path:
+    """Moves the finished directory `staged` to `path`, replacing what was there whole: the old
+    directory is renamed aside first, then deleted, so `path` is always one or the other."""
+    path = Path(path)
+    os.chmod(staged, 0o777 & ~_umask())
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+        os.replace(path, old / path.name)
+    os.replace(staged, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike):
+    """Yields a temporary directory beside `path`; on success it replaces `path` whole."""
+    tmp = staging_directory(path)
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            os.replace(path, old / path.name)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_directory(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -79,5 +94,23 @@ def write_text(path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def strict_json(obj, path: str = "") -> tuple[object, list[str]]:
+    """(`obj` with every NaN / inf float replaced by None, the paths of those values), so that
+    the file written is strict JSON (RFC 8259 has no NaN) and a reader can say what was lost."""
+    if isinstance(obj, dict):
+        pairs = [(key, strict_json(value, f"{path}.{key}" if path else str(key))) for key, value in obj.items()]
+        return {key: clean for key, (clean, _) in pairs}, [bad for _, (_, paths) in pairs for bad in paths]
+    if isinstance(obj, (list, tuple)):
+        parts = [strict_json(value, f"{path}[{index}]") for index, value in enumerate(obj)]
+        return [clean for clean, _ in parts], [bad for _, paths in parts for bad in paths]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None, [path]
+    if hasattr(obj, "item") and getattr(obj, "shape", None) == ():  # a numpy scalar
+        return strict_json(obj.item(), path)
+    return obj, []
+
+
 def write_json(path, obj) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Strict JSON (`strict_json`: a non-finite float is written as null)."""
+    clean, _ = strict_json(obj)
+    return write_text(path, json.dumps(clean, indent=2, sort_keys=False, allow_nan=False) + "\n")

@@ -7,7 +7,9 @@
                       (raw), and `expected_<family>`: the integer reference's outputs for each
                       kernel family (reference, builtin, xnnpack), which a device must match
                       exactly for the family it runs
-      manifest.json   sha256 of the model, input/output quantization, expected accuracy and
+      manifest.json   `files`: the sha256 of every other file of the bundle (check.py refuses a
+                      bundle whose files differ: a relabelled eval.npz would otherwise pass at
+                      accuracy 1.0), input/output quantization, expected accuracy and
                       tolerance, kernels, versions
       check.py        the standalone on-device check (numpy + LiteRT only)
       micro/          for TFLite Micro (when the model is int8): model.tflite (the same model
@@ -82,12 +84,12 @@ def write_bundle(directory, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, k
         manifest["micro"] = {"model_sha256": hashlib.sha256(micro["model"]).hexdigest(),
                              "model_bytes": len(micro["model"]), **micro["manifest"]}
     with atomic_directory(directory) as tmp:
+        tmp = Path(tmp)
         Path(tmp, "model.tflite").write_bytes(tflite_bytes)
         with open(Path(tmp, "eval.npz"), "wb") as handle:
             labels = np.asarray(y, np.float32 if task == "regression" else np.int64)
             np.savez(handle, inputs=device_inputs, labels=labels, expected_outputs=outputs,
                      **{f"expected_{family}": values for family, values in expected.items()})
-        write_json(Path(tmp, "manifest.json"), manifest)
         shutil.copyfile(device_check.__file__, Path(tmp, "check.py"))
         if micro:
             Path(tmp, "micro").mkdir()
@@ -95,6 +97,9 @@ def write_bundle(directory, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, k
             for name, text in micro["files"].items():
                 Path(tmp, "micro", name).write_text(text)
             shutil.copyfile(micro_check.__file__, Path(tmp, "micro", "check.py"))
+        manifest["files"] = {path.relative_to(tmp).as_posix(): device_check.sha256_file(str(path))
+                             for path in sorted(tmp.rglob("*")) if path.is_file()}
+        write_json(Path(tmp, "manifest.json"), manifest)
     return manifest
 
 

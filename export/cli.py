@@ -1,11 +1,15 @@
 """The `softedge` command line: a thin click layer over library functions.
 
-Exit codes (every command):
-    0  success
-    1  a check failed (drift or agreement beyond its threshold, device check out of tolerance)
-    2  bad usage or invalid input (click's own usage errors, ConfigError)
-    3  a file could not be read, was refused or could not be written (ArtifactError)
-    4  a layer softedge cannot quantize (UnsupportedLayerError)
+Exit codes (every command; README "Exit codes"):
+    0    success
+    1    a check failed (drift or agreement beyond its threshold, a non-finite measurement,
+         device check out of tolerance)
+    2    bad usage or invalid input (click's own usage errors, ConfigError): nothing written
+    3    a file could not be read, was refused or could not be written, or is locked by another
+         softedge command (ArtifactError, a bundle the runtime cannot load)
+    4    a layer softedge cannot quantize (UnsupportedLayerError)
+    5    softedge itself failed (a bug): one line, and the traceback with --verbose
+    130  interrupted (Ctrl-C, SIGTERM): what was there before is left as it was
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import contextlib
 import functools
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
 import click
 
 from export.console import routed_output
+from export.options import Finite, Widths
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -44,6 +50,9 @@ def quiet(log_path=None, verbose: bool = False):
         previous, _console = _console, console
         try:
             yield console
+        except (Exception, KeyboardInterrupt, Interrupted) as error:
+            print(f"softedge: {one_line(error)}", file=sys.stderr, flush=True)   # into the log too
+            raise
         finally:
             _console = previous
 
@@ -53,41 +62,76 @@ def verbose_option(command):
                         help=f"Also print TensorFlow's and the converter's output (train and export always keep it "
                              f"in RUN/{LOG_NAME}).")(command)
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_ARTIFACT, EXIT_UNSUPPORTED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_ARTIFACT, EXIT_UNSUPPORTED, EXIT_INTERNAL = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 
 
-def _exit_code(error: Exception) -> int:
-    from toolkit.errors import ArtifactError, UnsupportedLayerError
+class Interrupted(BaseException):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every `finally` cleans up."""
 
-    if isinstance(error, ArtifactError):
+
+def _exit_code(error: BaseException) -> int:
+    from export.device.check import BundleError
+    from toolkit.errors import ArtifactError, SoftedgeError, UnsupportedLayerError
+
+    if isinstance(error, (KeyboardInterrupt, Interrupted)):
+        return EXIT_INTERRUPTED
+    if isinstance(error, (ArtifactError, BundleError)):
         return EXIT_ARTIFACT
     if isinstance(error, UnsupportedLayerError):
         return EXIT_UNSUPPORTED
-    return EXIT_USAGE
+    if isinstance(error, SoftedgeError):
+        return EXIT_USAGE
+    return EXIT_INTERNAL
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line."""
+    from export.device.check import BundleError
+    from toolkit.errors import SoftedgeError
+
+    if isinstance(error, (KeyboardInterrupt, Interrupted)):
+        return "Interrupted: nothing was replaced (the previous files are as they were)."
+    text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    if isinstance(error, (SoftedgeError, BundleError)):
+        return f"Error: {text}"
+    return (f"Error: softedge failed unexpectedly ({type(error).__name__}: {text or 'no message'}); "
+            f"run with --verbose for the traceback.")
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted()
 
 
 def handles_errors(command):
-    """Turns any SoftedgeError into `Error: <message>` on stderr and its exit code."""
+    """Every failure becomes one line on stderr and its exit code (module docstring); with
+    --verbose an unexpected error also prints its traceback. SIGTERM is handled as Ctrl-C."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        previous = signal.getsignal(signal.SIGTERM)
+        with contextlib.suppress(ValueError):  # only the main thread may set handlers
+            signal.signal(signal.SIGTERM, _raise_interrupted)
         try:
             return command(*args, **kwargs)
-        except Exception as error:
-            # Imported here, not before the command: toolkit imports TensorFlow, whose start-up
-            # lines belong in the command's log, not on the terminal.
-            from toolkit.errors import SoftedgeError
+        except (Exception, KeyboardInterrupt, Interrupted) as error:
+            code = _exit_code(error)
+            if code == EXIT_INTERNAL and kwargs.get("verbose"):
+                import traceback
 
-            if not isinstance(error, SoftedgeError):
-                raise
-            echo(f"Error: {error}", err=True)
-            sys.exit(_exit_code(error))
+                echo("".join(traceback.format_exception(error)).rstrip(), err=True)
+            echo(one_line(error), err=True)
+            sys.exit(code)
+        finally:
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
 
 def seed_option(command):
-    return click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")(command)
+    return click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=2**32 - 1),
+                        help="Random seed (0 .. 2^32-1).")(command)
 
 
 def json_option(command):
@@ -107,9 +151,9 @@ def echo_run_summary(summary: dict, how: str, run_dir, as_json: bool) -> None:
 def width_options(weight_bits: int):
     """--weight-bits (default `weight_bits`) and --activation-bits (default 8)."""
     def decorate(command):
-        command = click.option("--activation-bits", default=8, show_default=True, type=int,
+        command = click.option("--activation-bits", default=8, show_default=True, type=click.IntRange(2, 8),
                                help="Activation bits, 2..8.")(command)
-        return click.option("--weight-bits", default=weight_bits, show_default=True, type=int,
+        return click.option("--weight-bits", default=weight_bits, show_default=True, type=click.IntRange(2, 8),
                             help="Kernel bits, 2..8.")(command)
     return decorate
 
@@ -133,8 +177,8 @@ def main():
     show_default=True,
     help="Comma-separated sharpness values for the soft methods.",
 )
-@click.option("--eps", default=1e-6, show_default=True, type=float, help="Finite-difference step.")
-@click.option("--tolerance", default=1e-5, show_default=True, type=float, help="Max scaled error.")
+@click.option("--eps", default=1e-6, show_default=True, type=Finite(low=0, low_open=True), help="Finite-difference step.")
+@click.option("--tolerance", default=1e-5, show_default=True, type=Finite(low=0), help="Max scaled error.")
 @seed_option
 @json_option
 @verbose_option
@@ -204,9 +248,12 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @click.option("--rounding", default="soft", show_default=True, help="ste, soft or sigmoid.")
 @click.option("--step", type=click.Choice(["auto", "learned", "max-abs"]), default="auto", show_default=True,
               help="Kernel step: learned (LSQ), max-abs, or auto (learned at 2 bits).")
-@click.option("--float-epochs", default=30, show_default=True, type=int)
-@click.option("--qat-epochs", default=10, show_default=True, type=int)
-@click.option("--alpha-end", default=1e4, show_default=True, type=float, help="Final rounding sharpness.")
+@click.option("--float-epochs", default=30, show_default=True, type=click.IntRange(min=1),
+              help="Epochs of float training of a zoo model (skipped for --model my.keras).")
+@click.option("--qat-epochs", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Epochs of quantization-aware fine-tuning, the rounding annealed from soft to hard.")
+@click.option("--alpha-end", default=1e4, show_default=True, type=Finite(low=0, low_open=True),
+              help="Final rounding sharpness (> 0).")
 @click.option("--steps-per-execution", type=click.IntRange(min=1), default=None,
               help="Training steps per compiled call (default: up to 16, one epoch at most).")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
@@ -219,6 +266,8 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @click.option("--strategy", type=click.Choice(["none", "mirrored", "multi-worker"]), default="none", show_default=True,
               help="mirrored: every local GPU (or the CPU); multi-worker: the cluster in TF_CONFIG, one command "
                    "per worker (README: several hosts).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace RUN when it holds another run (its exports too); without it such a RUN is refused.")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted run from its last checkpoint (RUN/checkpoint, saved every epoch), to "
                    "the result the uninterrupted run has; give the options it was started with.")
@@ -227,7 +276,8 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @verbose_option
 @handles_errors
 def train(model_name, data, weight_bits, activation_bits, rounding, step, float_epochs, qat_epochs,
-          alpha_end, steps_per_execution, run_dir, task, scheme_path, strategy, resume, seed, as_json, verbose):
+          alpha_end, steps_per_execution, run_dir, task, scheme_path, strategy, overwrite, resume, seed, as_json,
+          verbose):
     """Train a zoo model in float (or take your trained .keras model), quantize it, and fine-tune
     with the rounding annealed to hard.
 
@@ -259,7 +309,7 @@ def train(model_name, data, weight_bits, activation_bits, rounding, step, float_
         summary = train_run(RunConfig(model_name, data, scheme, recipe, seed, task), run_dir,
                             callbacks=[epoch_progress("fine-tuning (QAT)", qat_epochs, enabled=not as_json)],
                             float_callbacks=[epoch_progress("float training", float_epochs, enabled=not as_json)],
-                            strategy=distribution, resume=resume)
+                            strategy=distribution, resume=resume, overwrite=overwrite, notify=lambda text: echo(text, err=True))
         echo_run_summary(summary, f"smooth, alpha {summary['final_alpha']:g}", run_dir, as_json)
 
 
@@ -301,12 +351,14 @@ def read_scheme(path):
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--task", type=click.Choice(["classification", "regression", "anomaly"]), default=None,
               help="Default: from the labels.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace RUN when it holds another run (its exports too); without it such a RUN is refused.")
 @seed_option
 @json_option
 @verbose_option
 @handles_errors
-def ptq(model_path, data, weight_bits, activation_bits, rounding, samples, iterations, scheme_path, run_dir, task, seed,
-        as_json, verbose):
+def ptq(model_path, data, weight_bits, activation_bits, rounding, samples, iterations, scheme_path, run_dir, task,
+        overwrite, seed, as_json, verbose):
     """Quantize a trained float model without training: calibrate, choose steps, round each
     layer's weights to nearest or learn the rounding (AdaRound), layer by layer.
 
@@ -338,7 +390,7 @@ def ptq(model_path, data, weight_bits, activation_bits, rounding, samples, itera
                      f"{record['seconds']:.1f} s", err=True)
 
         summary = ptq_run(RunConfig(model_path, data, scheme, seed=seed, task=task), run_dir, rounding, samples,
-                          AdaRoundSettings(iterations=iterations), progress=progress)
+                          AdaRoundSettings(iterations=iterations), progress=progress, overwrite=overwrite)
         echo_run_summary(summary, f"{rounding}, {summary['seconds']:.0f} s", run_dir, as_json)
 
 
@@ -346,9 +398,9 @@ def ptq(model_path, data, weight_bits, activation_bits, rounding, samples, itera
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
               help="Your trained float Keras 3 model (.keras).")
 @click.option("--data", default="digits", show_default=True, help="Calibration samples come from its training split.")
-@click.option("--budget-kb", required=True, type=click.FloatRange(min=0),
-              help="Weight bytes allowed, in KB (1 KB = 1024 bytes).")
-@click.option("--bits", default="2,3,4,8", show_default=True, help="The widths to choose from.")
+@click.option("--budget-kb", required=True, type=Finite(low=0, low_open=True),
+              help="Weight bytes allowed, in KB (1 KB = 1024 bytes); below the model's float32 weight bytes.")
+@click.option("--bits", default="2,3,4,8", show_default=True, type=Widths(), help="The widths to choose from (2..8).")
 @click.option("--storage", type=click.Choice(["tflite", "bits"]), default="tflite", show_default=True,
               help="tflite: <= 4 bits stored int4-packed, as the .tflite does; bits: b bits per weight.")
 @click.option("--samples", default=512, show_default=True, type=click.IntRange(min=1))
@@ -372,14 +424,9 @@ def plan(model_path, data, budget_kb, bits, storage, samples, output, seed, as_j
     with quiet(verbose=verbose):
         from export.atomic import write_text
         from export.runs import plan_run
-        from toolkit.errors import ConfigError
 
         set_seed(seed)
-        try:
-            widths = tuple(sorted({int(b) for b in bits.split(",") if b.strip()}))
-        except ValueError:
-            raise ConfigError(f"Expected comma-separated integers for --bits. Received: {bits!r}") from None
-        scheme, chosen, sensitivities = plan_run(model_path, data, int(budget_kb * 1024), widths, storage, samples, seed)
+        scheme, chosen, sensitivities = plan_run(model_path, data, int(budget_kb * 1024), bits, storage, samples, seed)
         write_text(output, scheme.to_json())
         total = sum(choice.bytes for choice in chosen)
         if as_json:
@@ -405,13 +452,14 @@ KERNEL_CHOICE = click.Choice(["xnnpack", "builtin", "reference"])
               help="micro: int8 for TFLite Micro; an op it lacks is an error (exit 4) naming the op.")
 @click.option("--io", type=click.Choice(["int8", "float"]), default="int8", show_default=True, help="Input/output type.")
 @click.option("--kernels", type=KERNEL_CHOICE, default="xnnpack", show_default=True, help="LiteRT kernels to validate on.")
-@click.option("--max-drift", type=float, default=None, help="Fail if a layer drifts more steps than this.")
-@click.option("--min-agreement", type=float, default=None, help="Fail below this hard/TFLite agreement.")
+@click.option("--max-drift", type=Finite(low=0), default=None, help="Fail if a layer drifts more steps than this (>= 0).")
+@click.option("--min-agreement", type=Finite(low=0, high=1), default=None,
+              help="Fail below this hard/TFLite top-1 agreement (0..1).")
 @click.option("--data", default=None, help="Evaluation data (default: the run's dataset).")
 @click.option("--device-check/--no-device-check", default=True, show_default=True)
-@click.option("--max-arena-kb", type=click.FloatRange(min=0), default=None,
+@click.option("--max-arena-kb", type=Finite(low=0), default=None,
               help="Fail (exit 1) if TFLite Micro's tensor arena exceeds this many KB (1 KB = 1024 bytes).")
-@click.option("--max-flash-kb", type=click.FloatRange(min=0), default=None,
+@click.option("--max-flash-kb", type=Finite(low=0), default=None,
               help="Fail (exit 1) if the model data exceeds this many KB of flash.")
 @seed_option
 @json_option
@@ -441,12 +489,22 @@ def export_command(run_dir, output, target, io, kernels, max_drift, min_agreemen
                                       device_check, max_arena_kb, max_flash_kb,
                                       progress=None if as_json else (lambda stage: echo(f"  {stage} ...", err=True)))
         if as_json:
-            echo(json.dumps(report, indent=2, default=float))
+            echo(strict_json_text(report))
         else:
             echo(format_drift_summary(report))
             for failure in failures:
                 echo(f"FAILED: {failure}", err=True)
+            if failures:
+                echo(f"the report is in {report['written_to']}; {output or Path(run_dir) / 'export'} was left as it was",
+                     err=True)
     sys.exit(EXIT_CHECK_FAILED if failures else EXIT_OK)
+
+
+def strict_json_text(report: dict) -> str:
+    """The report as strict JSON (a non-finite value is null; `failures` names it)."""
+    from export.atomic import strict_json
+
+    return json.dumps(strict_json(report)[0], indent=2, default=float, allow_nan=False)
 
 
 @main.command(name="convert")
@@ -493,8 +551,9 @@ def convert_command(model_path, output, target, io, data, seed, as_json, verbose
 @click.option("--smooth", "smooth_path", default=None, type=click.Path(), help="Optional smooth.keras.")
 @click.option("--output", default=None, type=click.Path(file_okay=False), help="Write report.json/.md/.png here.")
 @click.option("--kernels", type=KERNEL_CHOICE, default="xnnpack", show_default=True)
-@click.option("--max-drift", type=float, default=None, help="Fail if a layer drifts more steps than this.")
-@click.option("--min-agreement", type=float, default=None, help="Fail below this hard/TFLite agreement.")
+@click.option("--max-drift", type=Finite(low=0), default=None, help="Fail if a layer drifts more steps than this (>= 0).")
+@click.option("--min-agreement", type=Finite(low=0, high=1), default=None,
+              help="Fail below this hard/TFLite top-1 agreement (0..1).")
 @click.option("--task", type=click.Choice(["classification", "regression", "anomaly"]), default=None,
               help="Default: the zoo model's, else from the labels (1-D integers: classification; floats: "
                    "regression). anomaly: an autoencoder, scored by reconstruction error (ROC AUC).")
@@ -515,26 +574,42 @@ def validate_command(hard_path, tflite_path, data, smooth_path, output, kernels,
     """
     with quiet(verbose=verbose):
         from export.artifacts import load_keras_model, read_tflite
-        from export.runs import check_inputs_fit
-        from export.validate import check, validate, write_report
+        from export.atomic import strict_json
+        from export.preflight import check_model_finite
+        from export.runs import model_classes
+        from export.validate import check, check_pair, validate, write_report
         from models import datasets
+        from models.data_checks import check_dataset
 
         set_seed(seed)
         hard = load_keras_model(hard_path)
         tflite_bytes = read_tflite(tflite_path)
+        check_pair(hard, parse_graph(tflite_bytes), f"--hard {hard_path} and --tflite {tflite_path}")
         smooth = load_keras_model(smooth_path) if smooth_path else None
         dataset = datasets.load(data)
-        check_inputs_fit(hard, dataset.x_test, f"dataset {dataset.name!r}")
+        resolved = datasets.infer_task(dataset.y_test, task)
+        check_dataset(dataset, resolved, input_shape=hard.inputs[0].shape[1:], classes=model_classes(hard, resolved),
+                      splits=("test",))
+        for model in (hard, smooth):
+            if model is not None:
+                check_model_finite(model)
         report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels,
                           task=task)
         failures = check(report, max_drift, min_agreement)
+        failures += [f"{path} is not a finite number" for path in strict_json(report)[1]]
         report["failures"] = failures
         if output:
             write_report(report, output)
-        echo(json.dumps(report, indent=2, default=float) if as_json else format_drift_summary(report))
+        echo(strict_json_text(report) if as_json else format_drift_summary(report))
         for failure in failures:
             echo(f"FAILED: {failure}", err=True)
     sys.exit(EXIT_CHECK_FAILED if failures else EXIT_OK)
+
+
+def parse_graph(tflite_bytes: bytes):
+    from export.device.reference import Graph
+
+    return Graph(tflite_bytes)
 
 
 def format_float_ops(rows: list[dict]) -> str:

@@ -6,9 +6,11 @@ with one `TensorSpec` line per captured variable, tf.function retracing warnings
 `routed_output(log_path, verbose)`:
 
 - descriptors 1 and 2, `sys.stdout` and `sys.stderr` all write into one pipe, whose reader
-  thread keeps every line and, with `verbose`, copies it to the terminal; on leaving, the lines
-  are appended to `log_path` when its directory exists (a command refused before it wrote its
-  run directory leaves no directory behind just for a log);
+  thread appends every line to `log_path` as it arrives (flushed, so a crash leaves what was
+  printed up to it) once its directory exists (a command refused before it made its run
+  directory leaves no directory behind just for a log; the lines before are kept and written
+  first), and with `verbose` copies it to the terminal. A run directory moved aside (replaced
+  with --overwrite) is followed: the log is reopened at `log_path`;
 - `Console.out` / `Console.err` write to the terminal (or to whatever stream the command was
   given, e.g. click's test runner): the phases, progress and results softedge itself prints.
 
@@ -21,7 +23,6 @@ import contextlib
 import io
 import os
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -48,34 +49,74 @@ def _terminal_stream(stream):
                             line_buffering=True), duplicate
 
 
-def _copy_lines(read_end: int, kept, echo) -> None:
+class _Log:
+    """Appends this command's lines to `path` from when its directory exists; earlier lines wait
+    in memory. Where the file it wrote is no longer at `path` (the run directory was moved
+    aside and replaced), the file at `path` is opened anew and given every line so far."""
+
+    def __init__(self, path):
+        self.path = Path(path) if path is not None else None
+        self.lines: list[bytes] = []
+        self.written = 0   # lines of `self.lines` in the file at hand
+        self.handle = None
+
+    def write(self, line: bytes) -> None:
+        if self.path is not None:
+            self.lines.append(line)
+            self.flush()
+
+    def flush(self) -> None:
+        if self.path is None:
+            return
+        try:
+            if self.handle is not None and os.fstat(self.handle.fileno()).st_ino != _inode(self.path):
+                self.handle.close()
+                self.handle, self.written = None, 0
+            if self.handle is None:
+                if not self.path.parent.is_dir():
+                    return
+                self.handle = open(self.path, "ab")
+            if self.written < len(self.lines):
+                self.handle.write(b"".join(self.lines[self.written:]))
+                self.handle.flush()
+                self.written = len(self.lines)
+        except OSError:
+            pass   # an unwritable run directory: the command itself reports that
+
+    def close(self) -> None:
+        self.flush()
+        if self.handle is not None:
+            self.handle.close()
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _copy_lines(read_end: int, log: _Log, echo) -> None:
     with os.fdopen(read_end, "rb", closefd=True) as pipe:
         for line in iter(pipe.readline, b""):
-            kept.write(line)
+            log.write(line)
             if echo is not None:
                 echo.write(line.decode("utf-8", "replace"))
                 echo.flush()
-
-
-def _append(log_path: Path, kept) -> None:
-    kept.seek(0)
-    with open(log_path, "ab") as log:
-        for block in iter(lambda: kept.read(1 << 20), b""):
-            log.write(block)
 
 
 @contextlib.contextmanager
 def routed_output(log_path=None, verbose: bool = False):
     """Yields a Console on the terminal; everything else printed meanwhile goes to `log_path`
     (appended; None: nowhere) and, with `verbose`, to the terminal's stderr too."""
-    kept = tempfile.TemporaryFile()
+    log = _Log(log_path)
     out, out_fd = _terminal_stream(sys.stdout)
     err, err_fd = _terminal_stream(sys.stderr)
     console = Console(out, err)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     read_end, write_end = os.pipe()
-    copier = threading.Thread(target=_copy_lines, args=(read_end, kept, err if verbose else None), daemon=True)
+    copier = threading.Thread(target=_copy_lines, args=(read_end, log, err if verbose else None), daemon=True)
     copier.start()
     saved_fds = os.dup(1), os.dup(2)
     saved_streams = sys.stdout, sys.stderr
@@ -96,9 +137,7 @@ def routed_output(log_path=None, verbose: bool = False):
             os.close(descriptor)
         pipe_stream.close()            # the last write end: the copier sees the end of the pipe
         copier.join(timeout=30)
-        if log_path is not None and Path(log_path).parent.is_dir():
-            _append(Path(log_path), kept)
-        kept.close()
+        log.close()
         for stream, descriptor in ((out, out_fd), (err, err_fd)):
             if descriptor is not None:
                 stream.flush()

@@ -10,6 +10,7 @@ from export.harden import harden
 from export.runs import check_inputs_fit
 from export.tflite import TARGETS, convert, convert_saved_model, is_hard_model
 from models import datasets
+from models.data_checks import check_dataset
 from toolkit.errors import ArtifactError, ConfigError
 from toolkit.quantize import is_quantized_model
 
@@ -29,7 +30,9 @@ def _representative(data: str | None, target: str):
         return None
     if data is None:
         raise ConfigError("A float model needs --data (representative inputs) for int8 post-training quantization.")
-    return datasets.load(data).x_train
+    dataset = datasets.load(data)
+    check_dataset(dataset, datasets.infer_task(dataset.y_train), splits=("train",))
+    return dataset.x_train
 
 
 def convert_path(path, target: str = "int8", io: str = "int8", data: str | None = None) -> tuple[bytes, str]:

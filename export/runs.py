@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -30,21 +31,24 @@ import keras
 import numpy as np
 
 from export.artifacts import load_keras_model, save_keras_model, versions
-from export.atomic import write_bytes, write_json
+from export.atomic import replace_directory, staging_directory, strict_json, write_bytes, write_json
 from export.bundle import write_bundle
 from export.checkpoints import CHECKPOINT_DIR, EpochTimes, RunCheckpoints, merge_history
 from export.device.check import load_interpreter, quantize_input
 from export.harden import harden
 from export.micro import budget_failures, micro_stage, require_micro_ops
+from export.ownership import claim_run, data_fingerprint, ensure_writable, run_lock
+from export.preflight import check_model_finite
 from export.tflite import convert
 from export.validate import agreement, check, validate, write_report
 from models import datasets, registry
+from models.data_checks import check_dataset, zoo_adaptation
 from models.training import Recipe, evaluate, learned_step_for, train_float, train_quantized
 from toolkit.distribute import is_multi_worker, worker_role
 from toolkit.errors import ArtifactError, ConfigError
 from toolkit.plan import choose_widths, layer_sensitivities, planned_scheme
 from toolkit.ptq import AdaRoundSettings, post_training_rounding, ptq_scheme
-from toolkit.quantize import quantize
+from toolkit.quantize import check_scheme_fits, quantize
 from toolkit.schedules import set_alpha
 from toolkit.scheme import QuantScheme
 
@@ -99,7 +103,7 @@ def read_config(run_dir) -> RunConfig:
         raise ArtifactError(f"{path} does not exist: is {run_dir} a run directory made by `softedge train`?")
     try:
         return RunConfig.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise ArtifactError(f"{path} is not a valid run config: {error}") from error
 
 
@@ -112,7 +116,34 @@ def check_inputs_fit(model: keras.Model, x: np.ndarray, where: str) -> None:
                           f"{model.name!r} expects {expected}.")
 
 
-def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=(), strategy=None, resume: bool = False) -> dict:
+def model_classes(model: keras.Model, task: str) -> int | None:
+    """The classes a classifier's output can name (its last dimension), else None."""
+    return int(model.outputs[0].shape[-1]) if task == "classification" and model.outputs[0].shape[-1] else None
+
+
+def check_run_data(config: RunConfig, data: datasets.Dataset, task: str, user_model: keras.Model | None = None,
+                   splits=("train", "test"), qat: bool = True) -> str | None:
+    """The boundary check of a run's data (`models.data_checks`) before anything is written;
+    returns the note saying what a zoo model is rebuilt for, if anything."""
+    recipe = config.recipe
+    steps = (recipe.batch_size, recipe.qat_epochs) if qat else None
+    if user_model is not None:
+        check_dataset(data, task, input_shape=user_model.inputs[0].shape[1:], classes=model_classes(user_model, task),
+                      splits=splits, min_train_steps=steps, output_shape=user_model.outputs[0].shape[1:])
+        check_scheme_fits(user_model, config.scheme)
+        return None
+    zoo_model = registry.entry(config.model)
+    if task != zoo_model.task:
+        raise ConfigError(f"Zoo model {config.model!r} is made for {zoo_model.task}; dataset {data.name!r} has "
+                          f"{task} targets.")
+    check_dataset(data, task, splits=splits, min_train_steps=steps)
+    note = zoo_adaptation(zoo_model, data)
+    check_scheme_fits(registry.build(config.model, data.input_shape, data.num_classes), config.scheme)
+    return note
+
+
+def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=(), strategy=None, resume: bool = False,
+              overwrite: bool = False, notify=None) -> dict:
     """Float pre-training, quantization and annealed fine-tuning into `run_dir`; returns a summary.
 
     `float_callbacks` / `callbacks`: extra Keras callbacks for the float and QAT phases.
@@ -121,6 +152,11 @@ def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=(), stra
     own copy in `run_dir`/worker-i (every worker must save too: reading some distributed
     variables is a collective step). The run saves a checkpoint after every epoch
     (`export.checkpoints`); `resume` continues from it, to the result an uninterrupted run has.
+
+    Before anything is written the data set is checked against the model and the recipe
+    (`check_run_data`), and `run_dir` is claimed (`export.ownership.claim_run`): a directory
+    holding another run is refused unless `overwrite`, and restored whole if this run fails or is
+    interrupted. `notify(text)`: told what a zoo model is rebuilt for.
     """
     import tensorflow as tf
 
@@ -129,6 +165,18 @@ def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=(), stra
     run_dir = Path(run_dir) if role.chief else Path(run_dir) / f"worker-{role.index}"
     data = config.dataset()
     task = config.resolve_task(data)
+    user_model = load_keras_model(config.model) if config.user_model else None
+    note = check_run_data(config, data, task, user_model)
+    if note and notify:
+        notify(note)
+    config = dataclasses.replace(config, task=task)  # the resolved task, so export need not guess it
+    wanted = {**config.to_dict(), "data_sha256": data_fingerprint(data)}
+    with claim_run(run_dir, wanted, overwrite and not resume), run_lock(run_dir, "train"):
+        write_json(run_dir / "config.json", wanted)
+        return _train_run(config, data, task, run_dir, wanted, role, strategy, callbacks, float_callbacks, resume)
+
+
+def _train_run(config, data, task, run_dir, wanted, role, strategy, callbacks, float_callbacks, resume) -> dict:
     checkpoints = RunCheckpoints(run_dir / CHECKPOINT_DIR, config.to_dict())
     if resume:
         if checkpoints.load() is None:
@@ -145,13 +193,8 @@ def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=(), stra
             float_history = checkpoints.history("float")
         elif config.user_model:  # a trained float model: quantize and fine-tune it, no float training
             model = load_keras_model(config.model)
-            check_inputs_fit(model, data.x_train, f"dataset {data.name!r}")
             float_history = {}
         else:
-            zoo_model = registry.entry(config.model)
-            if task != zoo_model.task:
-                raise ConfigError(f"Zoo model {config.model!r} is made for {zoo_model.task}; dataset {data.name!r} has "
-                                  f"{task} targets.")
             model = registry.build(config.model, data.input_shape, data.num_classes)
             earlier = checkpoints.history("float")
             later = train_float(model, data, config.recipe, seed=config.seed, task=task,
@@ -170,10 +213,10 @@ def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=(), stra
         save_keras_model(smooth, run_dir / "smooth.keras")
     if is_multi_worker(strategy):  # predict would split the test set across the workers: evaluate local copies
         model, smooth = load_keras_model(run_dir / "float.keras"), load_keras_model(run_dir / "smooth.keras")
+    check_model_finite(smooth, f"training diverged: model {smooth.name!r}")
     float_metrics = evaluate(model, data.x_test, data.y_test, task)
     smooth_metrics = evaluate(smooth, data.x_test, data.y_test, task)
-    config = dataclasses.replace(config, task=task)  # the resolved task, so export need not guess it
-    write_json(run_dir / "config.json", config.to_dict())
+    write_json(run_dir / "config.json", wanted)
     write_json(run_dir / "versions.json", versions())
     history = {"float": float_history, "qat": qat_history}
     write_json(run_dir / "history.json", json.loads(json.dumps(history, default=float)))
@@ -188,7 +231,7 @@ def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=(), stra
 
 
 def ptq_run(config: RunConfig, run_dir, rounding: str = "adaround", samples: int = 512,
-            settings: AdaRoundSettings | None = None, progress=None) -> dict:
+            settings: AdaRoundSettings | None = None, progress=None, overwrite: bool = False) -> dict:
     """Post-training quantization of a trained float model (`config.model`, a .keras path) into
     `run_dir`, the run directory `export_run` reads: activation ranges calibrated on `samples`
     training samples (drawn with the seed), MSE steps, kernels rounded to nearest or learned
@@ -204,17 +247,26 @@ def ptq_run(config: RunConfig, run_dir, rounding: str = "adaround", samples: int
     data = config.dataset()
     task = config.resolve_task(data)
     float_model = load_keras_model(config.model)
-    check_inputs_fit(float_model, data.x_train, f"dataset {data.name!r}")
+    check_run_data(config, data, task, float_model, qat=False)
+    check_model_finite(float_model)
+    scheme = ptq_scheme(config.scheme)
+    ptq = {"rounding": rounding, "samples": min(samples, len(data.x_train)),
+           "adaround": (settings or AdaRoundSettings()).to_dict()}
+    config = dataclasses.replace(config, task=task, scheme=scheme)
+    wanted = {**config.to_dict(), "ptq": ptq, "data_sha256": data_fingerprint(data)}
+    with claim_run(run_dir, wanted, overwrite), run_lock(run_dir, "ptq"):
+        write_json(run_dir / "config.json", wanted)
+        return _ptq_run(config, data, task, float_model, run_dir, wanted, rounding, samples, settings, progress, start)
+
+
+def _ptq_run(config, data, task, float_model, run_dir, wanted, rounding, samples, settings, progress, start) -> dict:
     x = datasets.calibration_samples(data, samples, config.seed)
     keras.utils.set_random_seed(config.seed)
-    scheme = ptq_scheme(config.scheme)
-    quantized = quantize(float_model, scheme, calibration_data=x)
+    quantized = quantize(float_model, config.scheme, calibration_data=x)
     records = post_training_rounding(float_model, quantized, x, rounding, settings, seed=config.seed, progress=progress)
     float_metrics = evaluate(float_model, data.x_test, data.y_test, task)
     quantized_metrics = evaluate(quantized, data.x_test, data.y_test, task)
-    config = dataclasses.replace(config, task=task, scheme=scheme)
-    ptq = {"rounding": rounding, "samples": len(x), "adaround": (settings or AdaRoundSettings()).to_dict()}
-    write_json(run_dir / "config.json", {**config.to_dict(), "ptq": ptq})
+    write_json(run_dir / "config.json", wanted)
     write_json(run_dir / "versions.json", versions())
     save_keras_model(float_model, run_dir / "float.keras")
     save_keras_model(quantized, run_dir / "smooth.keras")
@@ -235,12 +287,24 @@ def plan_run(model_path, data_name: str, budget_bytes: int, bits=(2, 3, 4, 8), s
     inputs, and the widths that fit `budget_bytes` (`toolkit.plan`); the scheme also learns the
     steps of 2-bit layers, as `softedge train` does at 2 bits (`learned_step_for`). Returns (the
     scheme, the choices, the sensitivities)."""
+    if not (isinstance(budget_bytes, int) and budget_bytes > 0):
+        raise ConfigError(f"Expected a budget of at least one byte. Received: {budget_bytes!r} bytes")
     float_model = load_keras_model(model_path)
     data = datasets.load(data_name)
-    check_inputs_fit(float_model, data.x_train, f"dataset {data.name!r}")
+    task = datasets.infer_task(data.y_train)
+    check_dataset(data, task, input_shape=float_model.inputs[0].shape[1:], classes=model_classes(float_model, task),
+                  splits=("train",))
+    check_model_finite(float_model)
+    float_bytes = 4 * float_model.count_params()
+    if budget_bytes >= float_bytes:
+        raise ConfigError(f"--budget-kb {budget_bytes / 1024:g} is not below model {float_model.name!r}'s float32 "
+                          f"size ({float_bytes} bytes = {float_bytes / 1024:g} KB): there is nothing to plan.")
     sensitivities = layer_sensitivities(float_model, datasets.calibration_samples(data, samples, seed), bits)
     chosen = choose_widths(sensitivities, budget_bytes, storage)
     return planned_scheme(chosen, learned_step=learned_step_for), chosen, sensitivities
+
+
+FAILED_SUFFIX = ".failed"  # where an export whose checks failed leaves its report
 
 
 def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", kernels: str = "xnnpack",
@@ -249,6 +313,12 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
                max_flash_kb: float | None = None, progress=None) -> tuple[dict, list[str]]:
     """harden + convert + validate + bundle (+ device checks: LiteRT, TFLite Micro) of a run;
     returns (report, failures).
+
+    A transaction: everything is built in a temporary directory beside OUTPUT (default
+    RUN/export), which replaces OUTPUT whole only when every check passed. When a check fails,
+    the report and what was built go to OUTPUT.failed instead and OUTPUT stays as it was; an
+    error or an interrupt (Ctrl-C, SIGTERM) leaves both as they were. RUN is locked meanwhile
+    (`export.ownership.run_lock`). `report["written_to"]` says where it went.
 
     `target` "micro": int8, and an op TFLite Micro lacks is an error (UnsupportedOnMicroError)
     rather than a report line. `max_arena_kb` / `max_flash_kb`: budgets for TFLite Micro's
@@ -260,7 +330,31 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
     output = Path(output) if output is not None else run_dir / "export"
     smooth = load_keras_model(run_dir / "smooth.keras")
     dataset = config.dataset(data)
-    check_inputs_fit(smooth, dataset.x_test, f"dataset {dataset.name!r}")
+    task = config.resolve_task(dataset)
+    check_dataset(dataset, task, input_shape=smooth.inputs[0].shape[1:], classes=model_classes(smooth, task),
+                  splits=("test",))
+    check_model_finite(smooth)
+    if (max_arena_kb is not None or max_flash_kb is not None) and target not in ("int8", MICRO_TARGET):
+        raise ConfigError(f"--max-arena-kb / --max-flash-kb apply to TFLite Micro, which runs int8 models; "
+                          f"target {target!r} is not one.")
+    ensure_writable(output.parent)
+    with run_lock(run_dir, "export"):
+        staged = staging_directory(output)
+        try:
+            report, failures = _export_into(staged, run_dir, config, smooth, dataset, task, target, io, kernels,
+                                            max_drift, min_agreement, device_check, max_arena_kb, max_flash_kb, stage)
+            destination = output if not failures else output.with_name(output.name + FAILED_SUFFIX)
+            report["written_to"] = str(destination)
+            write_report(report, staged)
+            replace_directory(staged, destination)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+    return report, failures
+
+
+def _export_into(output: Path, run_dir: Path, config: RunConfig, smooth, dataset, task, target, io, kernels,
+                 max_drift, min_agreement, device_check, max_arena_kb, max_flash_kb, stage) -> tuple[dict, list[str]]:
     stage("hardening")
     hard = harden(smooth)
     conversion_target = "int8" if target == MICRO_TARGET else target
@@ -275,13 +369,10 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
             micro_error = f"no batch-1 model for TFLite Micro: {error}"  # LiteRT's export goes on
         if target == MICRO_TARGET:
             require_micro_ops(micro_bytes, f"model {hard.name!r}")
-    elif max_arena_kb is not None or max_flash_kb is not None:
-        raise ConfigError(f"--max-arena-kb / --max-flash-kb apply to TFLite Micro, which runs int8 models; "
-                          f"target {target!r} is not one.")
     tflite_bytes = convert(hard, conversion_target, io)
     stage(f"validating on {dataset.name}'s {len(dataset.x_test)} test samples (LiteRT and the integer reference)")
     report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels,
-                      task=config.resolve_task(dataset))
+                      task=task)
     float_model = load_keras_model(run_dir / "float.keras")
     report["float_tflite_bytes"] = len(convert(float_model, "float32"))
     report["target"] = target
@@ -299,7 +390,7 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
         stage("TFLite Micro: ops and arena")
         sample = quantize_input(dataset.x_test[:1], load_interpreter(tflite_bytes, "builtin").get_input_details()[0])[0]
         report["micro"], micro_part = micro_stage(micro_bytes, hard.name, sample)
-    stage(f"writing {output}")
+    stage("writing the export")
     save_keras_model(hard, output / "hard.keras")
     write_bytes(output / "model.tflite", tflite_bytes)
     write_bundle(output / "bundle", tflite_bytes, dataset.x_test, dataset.y_test, kernels=kernels, task=report["task"],
@@ -315,8 +406,8 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
             failures += [f"TFLite Micro check: {message}" for message in report["micro"].get("failures", [])]
     if "micro" in report:
         failures += budget_failures(report["micro"], max_arena_kb, max_flash_kb)
+    failures += [f"{path} is not a finite number" for path in strict_json(report)[1]]
     report["failures"] = failures
-    write_report(report, output)
     return report, failures
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from export.hard_layers import HARD_LAYERS, FakeQuant
+from export.preflight import check_model_finite, check_tflite
 from toolkit.errors import ConfigError
 from toolkit.layer_types import layer_type_named
 
@@ -138,6 +139,7 @@ def convert(model: keras.Model, target: str = "int8", io: str = "int8", represen
     microcontroller runs it (TFLite Micro does not resize tensors)."""
     _check_target(target, io)
     _check_recurrent_layers(model)
+    check_model_finite(model)
     hard = is_hard_model(model)
     if target == "int4-weights" and not hard:
         raise ConfigError("Target 'int4-weights' needs a hard softedge model (export.harden).")
@@ -147,18 +149,18 @@ def convert(model: keras.Model, target: str = "int8", io: str = "int8", represen
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
     _configure(converter, target, io, hard, representative_data, f"Model {model.name!r}")
     tflite_bytes = run_converter(converter, f"{model.name!r} to {target!r}")
-    if target in ("int8", "int4-weights"):
-        check_runnable(tflite_bytes)
+    check_runnable(tflite_bytes)
     return tflite_bytes
 
 
 def check_runnable(tflite_bytes: bytes) -> None:
-    """Raises ConfigError for an int8 model the runtimes abort on (rather than let a later
-    LiteRT / TFLite Micro call kill the process): a SOFTMAX whose input scale s has
-    beta s 2^26 <= 1, the result of a calibrated range that collapsed to about zero."""
-    from export.device.reference import Graph, softmax_input_multiplier
+    """Raises ConfigError for a model the runtimes abort on (rather than let a later LiteRT /
+    TFLite Micro call kill the process): a non-finite or non-positive scale
+    (`export.preflight.check_tflite`), or a SOFTMAX whose input scale s has beta s 2^26 <= 1,
+    the result of a calibrated range that collapsed to about zero."""
+    from export.device.reference import softmax_input_multiplier
 
-    graph = Graph(tflite_bytes)
+    graph = check_tflite(tflite_bytes, "the converted model")
     for op in graph.ops:
         if op.name != "SOFTMAX" or not graph.tensors[op.inputs[0]].quantized:
             continue
@@ -179,8 +181,7 @@ def convert_saved_model(path, target: str = "int8", io: str = "int8", representa
     converter = tf.lite.TFLiteConverter.from_saved_model(str(path))
     _configure(converter, target, io, False, representative_data, f"SavedModel {path}")
     tflite_bytes = run_converter(converter, f"SavedModel {path} to {target!r}")
-    if target == "int8":
-        check_runnable(tflite_bytes)
+    check_runnable(tflite_bytes)
     return tflite_bytes
 
 

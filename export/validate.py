@@ -25,6 +25,7 @@ Over an evaluation set:
 
 from __future__ import annotations
 
+import math
 import platform
 import re
 
@@ -37,12 +38,14 @@ from export.device.reference import Graph, UnsupportedOpError
 from export.exactness import compare_families, runtime_tensors
 from export.hard_layers import FakeQuant
 from export.plots import new_figure, png_bytes
+from export.preflight import check_tflite
 from export.tflite import float_ops, weight_mismatches
 from models.datasets import TASKS, infer_task
 from models.training import task_metrics
+from toolkit.errors import ConfigError
 from toolkit.graph import producers
 
-__all__ = ["TASKS", "agreement", "check", "infer_task", "pair_layers", "per_layer_drift", "validate", "write_report"]
+__all__ = ["TASKS", "agreement", "check", "check_pair", "infer_task", "pair_layers", "per_layer_drift", "validate", "write_report"]
 
 
 # An error "exceeds one step" above this: Keras and TFLite hold the same step in slightly
@@ -190,6 +193,7 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
              kernels: str = "xnnpack", task: str | None = None, layer_samples: int = 256) -> dict:
     """The drift report (a JSON-serializable dict); see the module docstring."""
     task = infer_task(y, task)
+    check_pair(hard_model, check_tflite(tflite_bytes, "the .tflite"), "validate")
     hard = hard_model.predict(x, verbose=0, batch_size=256)
     interpreter = load_interpreter(tflite_bytes, kernels)
     input_detail, output_detail = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -274,17 +278,29 @@ def _last_step(hard_model):
     return quant_layers[-1].grid()[0] if quant_layers else None
 
 
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check(report: dict, max_drift: float | None = None, min_agreement: float | None = None) -> list[str]:
-    """Messages for every threshold the report breaks (empty: it passes)."""
+    """Messages for every threshold the report breaks (empty: it passes). Fails closed: a gate
+    whose measurement is NaN or inf fails (NaN compares false with everything, so a plain
+    `value > limit` would pass it), and a threshold that is not finite is refused."""
+    for name, limit in (("--max-drift", max_drift), ("--min-agreement", min_agreement)):
+        if limit is not None and not _finite(limit):
+            raise ConfigError(f"Expected a finite number for {name}. Received: {limit!r}")
     failures = []
     worst = report.get("worst_layer") or {}
     worst_text = f"worst layer {worst.get('name')!r} ({worst.get('error_steps', 0):.2f} steps)" if worst else "no layer measured"
-    if max_drift is not None and worst and worst["error_steps"] > max_drift:
+    if max_drift is not None and worst and not (_finite(worst["error_steps"]) and worst["error_steps"] <= max_drift):
         failures.append(f"per-layer drift {worst['error_steps']:.2f} steps > --max-drift {max_drift}: {worst_text}")
+    output_error = (report.get("output_error_steps") or {}).get("max")
+    if max_drift is not None and output_error is not None and not _finite(output_error):
+        failures.append(f"the output error hard Keras vs TFLite is {output_error}, not a finite number of steps")
     agreement = report.get("agreement", {}).get("hard_tflite")
     if min_agreement is not None and agreement is None:
         failures.append(f"--min-agreement {min_agreement} needs a classification task (this one is {report.get('task')})")
-    elif min_agreement is not None and agreement < min_agreement:
+    elif min_agreement is not None and not (_finite(agreement) and agreement >= min_agreement):
         failures.append(f"hard Keras / TFLite agreement {agreement:.4f} < --min-agreement {min_agreement}; {worst_text}")
     kernels = report.get("runtime", {}).get("kernels")
     measured = (report.get("reference") or {}).get(kernels)
@@ -295,6 +311,17 @@ def check(report: dict, max_drift: float | None = None, min_agreement: float | N
     if report.get("weights_exact") is False:
         failures.append("weights not stored exactly: " + "; ".join(report["weight_mismatches"]))
     return failures
+
+
+def check_pair(hard_model: keras.Model, graph: Graph, where: str) -> None:
+    """ConfigError when a hard model and a .tflite do not belong together: other per-sample
+    input or output shapes (LiteRT would fail deep inside a kernel, or compare unlike things)."""
+    for kind, keras_shape, index in (("input", hard_model.inputs[0].shape, graph.inputs[0]),
+                                     ("output", hard_model.outputs[0].shape, graph.outputs[0])):
+        tflite_shape = tuple(graph.tensors[index].shape[1:])
+        if tuple(keras_shape[1:]) != tflite_shape:
+            raise ConfigError(f"{where}: the hard model {hard_model.name!r} has {kind} shape {tuple(keras_shape[1:])} per "
+                              f"sample, the .tflite {tflite_shape}: they are not the same model.")
 
 
 def _markdown(report: dict) -> str:

@@ -77,13 +77,15 @@ def _mnist1d() -> Dataset:
 def _npz(path: Path) -> Dataset:
     if not path.is_file():
         raise ArtifactError(f"Dataset file {path} does not exist.")
+    if not zipfile.is_zipfile(path):
+        raise ArtifactError(f"Dataset {path} is not an .npz file (not a zip archive of arrays, as np.savez writes).")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
             if missing:
                 raise ArtifactError(f"Dataset {path} lacks array(s) {sorted(missing)}; found {sorted(archive.files)}.")
             arrays = {k: archive[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as error:
         raise ArtifactError(f"Dataset {path} is not a readable .npz file: {error}") from error
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]

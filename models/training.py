@@ -29,6 +29,7 @@ from toolkit.distribute import (
     prepare_fit,
     synchronized_batch_norm,
 )
+from toolkit.errors import ConfigError
 from toolkit.graph import all_layers
 from toolkit.quantize import quantize
 from toolkit.schedules import AlphaSchedule, AnnealRounding
@@ -68,6 +69,22 @@ class Recipe:
     hold_fraction: float = 0.2
     jit_compile: bool | None = None  # None: `use_xla` decides per model
     steps_per_execution: int | None = None  # None: `steps_per_call` decides from the epoch's steps
+
+    def __post_init__(self):
+        """Refuses a recipe that would fail (or silently do nothing) only after float training."""
+        for name, low in (("float_epochs", 0), ("qat_epochs", 1), ("batch_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"Expected an integer {name} >= {low}. Received: {name}={value!r}")
+        for name in ("learning_rate", "qat_learning_rate", "alpha_start", "alpha_end"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"Expected a finite {name} > 0. Received: {name}={value!r}")
+        if not (isinstance(self.hold_fraction, (int, float)) and 0 <= self.hold_fraction < 1):
+            raise ConfigError(f"Expected 0 <= hold_fraction < 1. Received: hold_fraction={self.hold_fraction!r}")
+        if self.steps_per_execution is not None and not (isinstance(self.steps_per_execution, int)
+                                                         and self.steps_per_execution >= 1):
+            raise ConfigError(f"Expected steps_per_execution >= 1. Received: {self.steps_per_execution!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

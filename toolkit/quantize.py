@@ -96,6 +96,20 @@ def is_quantized_model(model: keras.Model) -> bool:
     return any(isinstance(layer, (QuantizeActivation, *QUANT_KERNEL_LAYERS)) for layer in model.layers)
 
 
+def check_scheme_fits(model: keras.Model, scheme: QuantScheme) -> None:
+    """ConfigError when an override of `scheme` matches no layer `quantize` would see in `model`
+    (after separable convolutions are split and batch norms folded), before any training."""
+    _check_overrides_match(fold_batch_norm(split_separable_convs(to_functional(model))), scheme, model.name)
+
+
+def _check_overrides_match(source: keras.Model, scheme: QuantScheme, model_name: str) -> None:
+    names = [layer.name for layer in source.layers]
+    unmatched = scheme.unmatched_overrides(names)
+    if unmatched:
+        raise ConfigError(f"Scheme override {unmatched[0]!r} matches no layer of model {model_name!r} (a key is a regular "
+                          f"expression matched in full against: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''}).")
+
+
 def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_data=None) -> keras.Model:
     """Returns a new quantization-aware model with `model`'s topology and weights.
 
@@ -114,6 +128,7 @@ def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_
     if not isinstance(scheme, QuantScheme):
         raise ConfigError(f"Expected a QuantScheme. Received: {type(scheme).__name__}")
     source = fold_batch_norm(split_separable_convs(to_functional(model)))
+    _check_overrides_match(source, scheme, model.name)
     consumed_by = consumers(source)
     float_names = _check_supported(source, scheme)
     quantized_tensors: dict[int, object] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -69,6 +70,11 @@ class QuantScheme:
     overrides: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self):
+        for name, expected in _FIELD_TYPES.items():
+            _check_type(getattr(self, name), expected, name)
+        if not (math.isfinite(self.alpha) and 0 < self.ema_decay < 1):
+            raise ConfigError(f"Expected a finite `alpha` and 0 < `ema_decay` < 1. Received: alpha={self.alpha}, "
+                              f"ema_decay={self.ema_decay}")
         check_bits(self.weight_bits, "weight_bits")
         check_bits(self.activation_bits, "activation_bits")
         self._check_rounding(self.rounding, "rounding")
@@ -78,6 +84,11 @@ class QuantScheme:
         if not self.alpha >= 0:
             raise ConfigError(f"Expected `alpha` >= 0. Received: alpha={self.alpha}")
         for pattern, values in self.overrides.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"Expected `overrides[{pattern!r}]` to be an object of fields. Received: {values!r}")
+            for name, value in values.items():
+                if name in _OVERRIDE_TYPES:
+                    _check_type(value, _OVERRIDE_TYPES[name], f"overrides[{pattern!r}].{name}")
             try:
                 re.compile(pattern)
             except re.error as error:
@@ -107,11 +118,17 @@ class QuantScheme:
                 values.update(override)
         return LayerScheme(**values)
 
+    def unmatched_overrides(self, layer_names) -> list[str]:
+        """The override keys that match none of `layer_names` (a typo, or another model's scheme)."""
+        return [pattern for pattern in self.overrides if not any(re.fullmatch(pattern, name) for name in layer_names)]
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> QuantScheme:
+        if not isinstance(data, dict):
+            raise ConfigError(f"Expected a QuantScheme object (JSON {{...}}). Received: {type(data).__name__}")
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"Unknown QuantScheme field(s): {sorted(unknown)}")
@@ -122,4 +139,29 @@ class QuantScheme:
 
     @classmethod
     def from_json(cls, text: str) -> QuantScheme:
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"not JSON: {error}") from None
+        return cls.from_dict(data)
+
+
+# The schema: every field's JSON type. JSON has no int/bool confusion to allow: `"per_channel":
+# "yes"` or `"false"` is an error, not a truthy string.
+_FIELD_TYPES = {"weight_bits": int, "activation_bits": int, "rounding": str, "activation_rounding": str,
+                "per_channel": bool, "symmetric_activations": bool, "learned_step": bool, "alpha": float,
+                "ema_decay": float, "unsupported": str, "overrides": dict}
+_OVERRIDE_TYPES = {"weight_bits": int, "activation_bits": int, "rounding": str, "per_channel": bool,
+                   "learned_step": bool, "float": bool}
+_JSON_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "an object"}
+
+
+def _check_type(value, expected: type, where: str) -> None:
+    if expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, expected)
+    if not ok:
+        raise ConfigError(f"Expected `{where}` to be {_JSON_NAMES[expected]}. Received: {value!r}")

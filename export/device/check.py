@@ -3,7 +3,8 @@
 
     python check.py BUNDLE_DIR [--json] [--latency-runs N]
 
-Reads BUNDLE_DIR/manifest.json, verifies the sha256 of model.tflite, runs every input of
+Reads BUNDLE_DIR/manifest.json, verifies the sha256 of every file it lists (model.tflite,
+eval.npz, check.py, micro/...) and the types of its entries, runs every input of
 eval.npz (exactly as the device receives them) through the interpreter with the kernels the
 manifest names, and prints, for each kernel family the bundle carries integer-reference
 outputs for (reference, builtin, xnnpack), how many output elements differ from them (0 for
@@ -13,8 +14,8 @@ differing output), accuracy (classification) or the ROC AUC of the reconstructio
 and batch-1 latency p50/p95.
 
 Exit codes: 0 the device matches a family's integers exactly and accuracy is within the
-manifest's tolerance; 1 otherwise; 2 bad bundle (missing or corrupt file, sha256 mismatch,
-no runtime).
+manifest's tolerance; 1 otherwise; 2 bad bundle (missing or corrupt file, a file whose sha256
+differs from the manifest's, a manifest entry missing or of the wrong type, no runtime).
 
 The runtime is `ai_edge_litert` (falling back to `tflite_runtime`). Kernels: "xnnpack" (the
 default CPU delegate), "builtin" (TFLite's optimized kernels, no delegate) or "reference".
@@ -98,14 +99,20 @@ def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
 def run(interpreter, device_inputs: np.ndarray) -> np.ndarray:
     """Runs a whole batch of device inputs (the interpreter is resized to it); raw outputs."""
     input_detail = interpreter.get_input_details()[0]
-    if tuple(input_detail["shape"]) != tuple(device_inputs.shape):
-        interpreter.resize_tensor_input(input_detail["index"], list(device_inputs.shape))
-        interpreter.allocate_tensors()
-        input_detail = interpreter.get_input_details()[0]
     if device_inputs.dtype != input_detail["dtype"]:
         raise BundleError(f"Inputs have dtype {device_inputs.dtype}; the model expects {input_detail['dtype'].__name__}.")
-    interpreter.set_tensor(input_detail["index"], device_inputs)
-    interpreter.invoke()
+    expected = tuple(int(d) for d in input_detail["shape"][1:])
+    if device_inputs.ndim != len(expected) + 1 or tuple(device_inputs.shape[1:]) != expected:
+        raise BundleError(f"Inputs have shape {tuple(device_inputs.shape[1:])} per sample; the model expects {expected}.")
+    try:
+        if tuple(input_detail["shape"]) != tuple(device_inputs.shape):
+            interpreter.resize_tensor_input(input_detail["index"], list(device_inputs.shape))
+            interpreter.allocate_tensors()
+            input_detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(input_detail["index"], device_inputs)
+        interpreter.invoke()
+    except (ValueError, RuntimeError) as error:
+        raise BundleError(f"LiteRT failed to run the model: {' '.join(str(error).split())}") from error
     return np.array(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
 
 
@@ -141,6 +148,51 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
+# What check.py reads from the manifest, and its JSON types (None: null allowed).
+_MANIFEST_SCHEMA = {"files": (dict,), "model_sha256": (str,), "kernels": (str,), "task": (str,),
+                    "tolerance": (dict,), "input_quantization": (dict,), "output_quantization": (dict,),
+                    "expected_accuracy": (float, int, type(None)), "expected_auc": (float, int, type(None))}
+_TOLERANCE_KEYS = ("accuracy", "min_agreement")
+TASKS = ("classification", "regression", "anomaly")
+
+
+def verify_files(bundle: str, manifest: dict, manifest_path: str) -> None:
+    """BundleError unless every file the manifest lists exists with its sha256 (the seal)."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"{manifest_path} lists no files with their sha256: the bundle is not sealed.")
+    for name, digest in sorted(files.items()):
+        path = os.path.join(bundle, *str(name).split("/"))
+        if ".." in str(name).split("/") or not os.path.isfile(path):
+            raise BundleError(f"Bundle file {path} (listed in the manifest) is missing.")
+        actual = sha256_file(path)
+        if actual != digest:
+            raise BundleError(f"{path} has sha256 {actual}, but the manifest says {digest}: the bundle was changed "
+                              f"after export.")
+
+
+def _check_manifest(manifest, manifest_path: str) -> None:
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path} is not a JSON object.")
+    for key, types in _MANIFEST_SCHEMA.items():
+        if key not in manifest:
+            raise BundleError(f"{manifest_path} lacks the entry {key!r}.")
+        value = manifest[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise BundleError(f"{manifest_path}: {key!r} is {type(value).__name__} {value!r:.60}; expected "
+                              f"{' or '.join(t.__name__ for t in types)}.")
+    if manifest["kernels"] not in KERNELS or manifest["task"] not in TASKS:
+        raise BundleError(f"{manifest_path}: kernels {manifest['kernels']!r} / task {manifest['task']!r} unknown.")
+    for key in _TOLERANCE_KEYS:
+        value = manifest["tolerance"].get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise BundleError(f"{manifest_path}: tolerance {key!r} is {value!r}; expected a finite number.")
+    if manifest["task"] == "classification" and manifest["expected_accuracy"] is None:
+        raise BundleError(f"{manifest_path}: a classification bundle needs expected_accuracy.")
+    if manifest["task"] == "anomaly" and manifest["expected_auc"] is None:
+        raise BundleError(f"{manifest_path}: an anomaly bundle needs expected_auc.")
+
+
 def _read_bundle(bundle: str):
     manifest_path = os.path.join(bundle, "manifest.json")
     model_path = os.path.join(bundle, "model.tflite")
@@ -151,18 +203,24 @@ def _read_bundle(bundle: str):
     try:
         with open(manifest_path) as handle:
             manifest = json.load(handle)
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, ValueError) as error:
         raise BundleError(f"Bundle file {manifest_path} is not valid JSON: {error}") from error
+    _check_manifest(manifest, manifest_path)
     actual = sha256_file(model_path)
     if actual != manifest.get("model_sha256"):
         raise BundleError(f"{model_path} has sha256 {actual}, but the manifest says {manifest.get('model_sha256')}.")
+    verify_files(bundle, manifest, manifest_path)
     try:
         with np.load(eval_path, allow_pickle=False) as archive:
             data = {k: archive[k] for k in ("inputs", "labels", "expected_outputs")}
             data["families"] = {k[len(FAMILY_PREFIX):]: archive[k] for k in archive.files  # LiteRT's, not micro
                                 if k.startswith(FAMILY_PREFIX) and k[len(FAMILY_PREFIX):] in KERNELS}
-    except (OSError, ValueError, KeyError) as error:
-        raise BundleError(f"Bundle file {eval_path} is not a valid eval archive: {error}") from error
+    except Exception as error:  # zipfile, numpy and OS errors alike: one line naming the file
+        raise BundleError(f"Bundle file {eval_path} is not a valid eval archive: {type(error).__name__}: {error}") from None
+    rows = {name: len(values) if np.ndim(values) else -1 for name, values in data.items() if name != "families"}
+    if len(set(rows.values())) != 1 or rows["inputs"] < 1:
+        raise BundleError(f"Bundle file {eval_path}: inputs, labels and expected_outputs must have the same rows "
+                          f"(at least one); got {rows}.")
     return manifest, model_path, data
 
 
@@ -198,20 +256,26 @@ def anomaly_scores(outputs: np.ndarray, inputs: np.ndarray, input_quantization: 
 
 
 def compare_families(outputs: np.ndarray, families: dict) -> tuple[dict, list, dict | None]:
-    """({family: differing output elements}, [families matched exactly], first difference or None)."""
-    differing, first = {}, None
+    """({family: differing output elements}, [families matched exactly], first difference or None).
+
+    The first difference is taken against the family the device is closest to (fewest differing
+    elements; ties in the bundle's order), so it points at the device's own deviation rather than
+    at whichever family happens to come first."""
+    differing = {}
     for family, expected in families.items():
-        if expected.shape != outputs.shape:
-            differing[family] = int(max(expected.size, outputs.size))
-            continue
-        unequal = np.argwhere(expected != outputs)
-        differing[family] = int(len(unequal))
-        if len(unequal) and first is None:
-            where = tuple(int(i) for i in unequal[0])
-            first = {"family": family, "index": list(where), "device": outputs[where].item(),
-                     "expected": expected[where].item()}
+        shaped = expected.shape == outputs.shape
+        differing[family] = int(np.count_nonzero(expected != outputs)) if shaped else int(max(expected.size, outputs.size))
     matches = [family for family, count in differing.items() if count == 0]
-    return differing, matches, (None if matches else first)
+    if matches or not differing:
+        return differing, matches, None
+    closest = min(differing, key=differing.get)
+    expected = families[closest]
+    if expected.shape != outputs.shape:
+        return differing, matches, {"family": closest, "index": None, "device_shape": list(outputs.shape),
+                                    "expected_shape": list(expected.shape)}
+    where = tuple(int(i) for i in np.argwhere(expected != outputs)[0])
+    return differing, matches, {"family": closest, "index": list(where), "device": outputs[where].item(),
+                                "expected": expected[where].item()}
 
 
 def check_bundle(bundle: str, latency_runs: int = 200) -> dict:
@@ -239,11 +303,11 @@ def check_bundle(bundle: str, latency_runs: int = 200) -> dict:
     if data["families"] and not matches:
         failures.append(f"the device matches no kernel family's integers (differing elements: {differing}); "
                         f"first difference {first}")
-    if classification and accuracy < manifest["expected_accuracy"] - tolerance["accuracy"]:
+    if classification and not accuracy >= manifest["expected_accuracy"] - tolerance["accuracy"]:
         failures.append(f"accuracy {accuracy:.4f} < expected {manifest['expected_accuracy']:.4f} - {tolerance['accuracy']}")
-    if auc is not None and auc < manifest["expected_auc"] - tolerance.get("auc", tolerance["accuracy"]):
+    if auc is not None and not auc >= manifest["expected_auc"] - tolerance.get("auc", tolerance["accuracy"]):
         failures.append(f"ROC AUC {auc:.4f} < expected {manifest['expected_auc']:.4f} - {tolerance.get('auc', tolerance['accuracy'])}")
-    if classification and agreement < tolerance["min_agreement"]:
+    if classification and not agreement >= tolerance["min_agreement"]:
         failures.append(f"agreement {agreement:.4f} < {tolerance['min_agreement']}")
     return {
         "runtime": runtime_name(),
@@ -273,7 +337,7 @@ def main(argv=None) -> int:
     try:
         result = check_bundle(args.bundle, args.latency_runs)
     except BundleError as error:
-        print(f"Error: {error}", file=sys.stderr)
+        print(f"Error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_BAD_BUNDLE
     if args.json:
         print(json.dumps(result, indent=2))

@@ -197,8 +197,9 @@ def _read(bundle: str):
             manifest = json.load(handle)
     except (OSError, json.JSONDecodeError) as error:
         raise MicroBundleError(f"Bundle file {paths['manifest.json']} is not valid JSON: {error}") from error
-    if "micro" not in manifest:
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("micro"), dict):
         raise MicroBundleError(f"{paths['manifest.json']} has no 'micro' section: the bundle was made without one.")
+    _verify_seal(bundle, manifest, paths["manifest.json"])
     with open(paths["model.tflite"], "rb") as handle:
         model = handle.read()
     digest = hashlib.sha256(model).hexdigest()
@@ -217,9 +218,29 @@ def _read(bundle: str):
         with np.load(paths["eval.npz"], allow_pickle=False) as archive:
             data = {key: archive[key] for key in ("inputs", "labels", "expected_outputs")}
             data["expected_micro"] = archive[MICRO_FAMILY] if MICRO_FAMILY in archive.files else None
-    except (OSError, ValueError, KeyError) as error:
-        raise MicroBundleError(f"Bundle file {paths['eval.npz']} is not a valid eval archive: {error}") from error
+    except Exception as error:  # zipfile, numpy and OS errors alike: one line naming the file
+        raise MicroBundleError(f"Bundle file {paths['eval.npz']} is not a valid eval archive: "
+                               f"{type(error).__name__}: {error}") from None
     return manifest, model, data
+
+
+def _verify_seal(bundle: str, manifest: dict, manifest_path: str) -> None:
+    """Every file the manifest lists has its sha256 (check.py's `verify_files`, once check.py
+    itself is proved to be the sealed one)."""
+    files = manifest.get("files")
+    checker = os.path.join(bundle, "check.py")
+    if not isinstance(files, dict) or "check.py" not in files:
+        raise MicroBundleError(f"{manifest_path} lists no files with their sha256: the bundle is not sealed.")
+    if not os.path.isfile(checker):
+        raise MicroBundleError(f"Bundle file {checker} is missing.")
+    with open(checker, "rb") as handle:
+        if hashlib.sha256(handle.read()).hexdigest() != files["check.py"]:
+            raise MicroBundleError(f"{checker} has another sha256 than the manifest's: the bundle was changed.")
+    module = _bundle_check(bundle)
+    try:
+        module.verify_files(bundle, manifest, manifest_path)
+    except module.BundleError as error:
+        raise MicroBundleError(str(error)) from None
 
 
 def check_bundle(bundle: str, samples: int | None = None) -> dict:
@@ -269,7 +290,7 @@ def check_bundle(bundle: str, samples: int | None = None) -> dict:
         # LiteRT's kernels round differently, so its accuracy is only the fallback.
         basis = expected if expected is not None else reference_outputs
         result["expected_accuracy"] = float(np.mean(np.argmax(basis, -1) == labels))
-        if result["accuracy"] < result["expected_accuracy"] - tolerance["accuracy"]:
+        if not result["accuracy"] >= result["expected_accuracy"] - tolerance["accuracy"]:
             result["failures"].append(f"accuracy {result['accuracy']:.4f} < expected {result['expected_accuracy']:.4f} "
                                       f"- {tolerance['accuracy']}")
     elif task == "anomaly":

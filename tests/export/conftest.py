@@ -2,12 +2,13 @@ import keras
 import numpy as np
 import pytest
 
+from tests.seeds import seeded
 from tests.toolkit.conftest import randomize_batch_norms, small_model
 from toolkit import QuantScheme, quantize
 
 
 def calibrated(kind: str, bits: int, **scheme):
-    keras.utils.set_random_seed(bits)
+    keras.utils.set_random_seed(seeded(bits))
     model = small_model(kind)
     randomize_batch_norms(model, seed=bits)
     x = np.random.default_rng(bits).normal(size=(128, *model.inputs[0].shape[1:])).astype(np.float32)
@@ -21,7 +22,8 @@ def trained_run(tmp_path_factory):
     from models.training import Recipe
 
     run_dir = tmp_path_factory.mktemp("runs") / "digits-w4"
-    train_run(RunConfig("digits_cnn", "digits", QuantScheme(weight_bits=4), Recipe(float_epochs=3, qat_epochs=2)), run_dir)
+    train_run(RunConfig("digits_cnn", "digits", QuantScheme(weight_bits=4), Recipe(float_epochs=3, qat_epochs=2),
+                        seed=seeded(0)), run_dir)
     return run_dir
 
 

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from export import cli
 from export.artifacts import load_keras_model
+from tests.seeds import seeded
 from toolkit.errors import ArtifactError
 
 runner = CliRunner()
@@ -118,7 +119,8 @@ def test_dataset_that_does_not_fit_the_model_and_empty_dataset(exported_run, tmp
     ],
 )
 def test_train_rejects_bad_options_before_writing_anything(tmp_path, options, message):
-    result = invoke("train", "--run", tmp_path / "run", "--float-epochs", "1", "--qat-epochs", "1", *options)
+    result = invoke("train", "--run", tmp_path / "run", "--float-epochs", "1", "--qat-epochs", "1", "--seed", seeded(0),
+                    *options)
     assert result.exit_code == cli.EXIT_USAGE
     assert message in result.output
     assert not (tmp_path / "run").exists()
@@ -140,7 +142,8 @@ def test_train_rejects_a_bad_cluster_or_resume_before_writing_anything(tmp_path,
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
         monkeypatch.setenv("TF_CONFIG", tf_config)
-    result = invoke("train", "--run", tmp_path / "run", "--float-epochs", "1", "--qat-epochs", "1", *options)
+    result = invoke("train", "--run", tmp_path / "run", "--float-epochs", "1", "--qat-epochs", "1", "--seed", seeded(0),
+                    *options)
     assert result.exit_code == cli.EXIT_USAGE
     assert message in result.output
     assert not (tmp_path / "run").exists()

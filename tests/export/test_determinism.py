@@ -7,6 +7,7 @@ import numpy as np
 from export.artifacts import load_keras_model
 from export.runs import RunConfig, train_run
 from models.training import Recipe
+from tests.seeds import seeded
 from toolkit import QuantScheme
 
 
@@ -16,7 +17,7 @@ def test_train_run_is_reproducible_for_a_seed_and_varies_across_seeds(tmp_path):
         train_run(config, tmp_path / name)
         return load_keras_model(tmp_path / name / "smooth.keras").get_weights()
 
-    first, again, other = run("a", 3), run("b", 3), run("c", 4)
+    first, again, other = run("a", seeded(3)), run("b", seeded(3)), run("c", seeded(4))
     assert all(np.array_equal(x, y) for x, y in zip(first, again, strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(first, other, strict=True))
-    assert json.loads((tmp_path / "a" / "config.json").read_text())["seed"] == 3
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["seed"] == seeded(3)

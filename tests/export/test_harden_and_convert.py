@@ -7,6 +7,7 @@ from export import hard_layers
 from export.harden import harden, input_steps
 from export.tflite import convert, weight_mismatches, weight_tensors
 from tests.export.conftest import calibrated
+from tests.seeds import seeded
 from toolkit.errors import ConfigError
 from toolkit.schedules import set_alpha
 
@@ -132,7 +133,7 @@ def test_saved_model_converts_to_every_float_target_and_int8_with_ptq(tmp_path):
     from export.convert_any import convert_path
     from export.device.check import load_interpreter, predict
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
     model.export(tmp_path / "saved", verbose=False)
     x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)

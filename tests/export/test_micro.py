@@ -30,6 +30,7 @@ from export.micro import (
 from export.tflite import convert
 from models import registry
 from tests.export.conftest import calibrated
+from tests.seeds import seeded
 from toolkit import QuantScheme, quantize
 
 pytest.importorskip("tflite_micro", reason="tflite-micro has no wheel for this platform")
@@ -48,7 +49,7 @@ def _int8_inputs(tflite_bytes: bytes, count: int, seed: int = 0) -> np.ndarray:
 
 def _zoo_micro_model(name: str, bits: int, target: str) -> bytes:
     entry = registry.entry(name)
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = registry.build(name, entry.input_shape, entry.num_classes)
     x = np.random.default_rng(0).uniform(0, 1, size=(64, *entry.input_shape)).astype(np.float32)
     return convert(harden(quantize(model, QuantScheme(weight_bits=bits), calibration_data=x)), target, batch_size=1)
@@ -300,7 +301,7 @@ def test_target_micro_exits_4_naming_the_op_tflite_micro_lacks(tmp_path):
     save_keras_model(_gelu_model(), tmp_path / "gelu.keras")
     run_dir = tmp_path / "run"
     train_run(RunConfig(str(tmp_path / "gelu.keras"), "digits", QuantScheme(weight_bits=4, unsupported="float"),
-                      Recipe(float_epochs=0, qat_epochs=1)), run_dir)
+                      Recipe(float_epochs=0, qat_epochs=1), seed=seeded(0)), run_dir)
     result = CliRunner().invoke(cli.main, ["export", "--run", str(run_dir), "--target", "micro"])
     assert result.exit_code == cli.EXIT_UNSUPPORTED, result.output
     assert "GELU" in result.output and "hidden" in result.output

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from export.artifacts import load_keras_model
 from export.cli import EXIT_USAGE, main
 from export.runs import export_run
+from tests.seeds import seeded
 from toolkit import QuantScheme
 from toolkit.quantize import quantized_layers
 
@@ -21,7 +22,7 @@ def _float_model(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 12, 2)).astype(np.float32)
     y = (x[:, :6, 0].mean(axis=1) > x[:, 6:, 1].mean(axis=1)).astype(np.int64)
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     inputs = keras.Input((12, 2))
     h = L.ReLU()(L.BatchNormalization()(L.Conv1D(8, 3, use_bias=False, name="conv")(inputs)))
     model = keras.Model(inputs, L.Dense(2, name="logits")(L.Flatten()(h)), name="ptq_me")

@@ -13,6 +13,7 @@ from export.exactness import compare_families
 from export.harden import harden
 from export.tflite import convert
 from tests.export.conftest import calibrated
+from tests.seeds import seeded
 
 L = keras.layers
 
@@ -107,7 +108,7 @@ def _post_training_int8(model: keras.Model, x: np.ndarray, io: str = "int8") -> 
 
 
 def _common_layers(name: str):
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     if name == "convolutions":  # strides, valid/same, dilation (SPACE_TO_BATCH_ND), depth multiplier, Flatten
         inputs = keras.Input((12, 12, 3))
         x = L.Conv2D(8, 3, padding="same", activation="relu")(inputs)
@@ -182,7 +183,7 @@ def _softedge_model(kind: str, bits: int):
     from models import registry
     from toolkit import QuantScheme, quantize
 
-    keras.utils.set_random_seed(bits)
+    keras.utils.set_random_seed(seeded(bits))
     model = registry.build("digits_cnn", (8, 8, 1), 10)
     x = np.random.default_rng(bits).uniform(0, 1, size=(128, 8, 8, 1)).astype(np.float32)
     return quantize(model, QuantScheme(weight_bits=bits), calibration_data=x), x
@@ -206,7 +207,7 @@ def test_reference_equals_litert_on_softedge_exports(kind, bits, target):
 
 
 def test_an_op_the_reference_lacks_is_named_with_its_tensor():
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = keras.Sequential([keras.Input((6,)), L.Dense(4), L.Activation("hard_swish", name="swish")])
     x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
     graph = Graph(_post_training_int8(model, x))
@@ -232,7 +233,7 @@ def _exact_post_training_int8(model: keras.Model, x: np.ndarray):
 def test_softmax_equals_litert_in_every_family(gain, classes):
     # gain 40: logit differences beyond the fixed-point kernel's diff_min (those give exactly -128);
     # 1000 classes: a long float32 sum in the builtin kernel, summed in order.
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = keras.Sequential([keras.Input((6,)), L.Dense(classes, kernel_initializer=keras.initializers.RandomNormal(stddev=gain)),
                               L.Softmax()])
     x = np.random.default_rng(0).normal(size=(1000, 6)).astype(np.float32)
@@ -276,7 +277,7 @@ def test_float_inputs_on_exact_ties_quantize_as_each_family_rounds():
 def test_builtin_depthwise_rounds_its_last_partial_block_of_channels_apart(channels, multiplier):
     # LiteRT's builtin depthwise kernel: whole blocks of 8 output channels with ruy's rounding,
     # the channels after the last whole block with TFLite's double rounding.
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = keras.Sequential([keras.Input((9, 9, channels)), L.DepthwiseConv2D(3, padding="same", depth_multiplier=multiplier)])
     x = np.random.default_rng(0).normal(size=(400, 9, 9, channels)).astype(np.float32)
     _exact_post_training_int8(model, x)
@@ -285,7 +286,7 @@ def test_builtin_depthwise_rounds_its_last_partial_block_of_channels_apart(chann
 def test_per_tensor_fully_connected_takes_the_scale_product_in_float32():
     """TFLite's multiplier of a per-tensor FULLY_CONNECTED is double(float32(s_in s_w)) / s_out,
     not a double product: the last bits differ, and with them outputs on a rounding boundary."""
-    keras.utils.set_random_seed(3)
+    keras.utils.set_random_seed(seeded(3))
     model = keras.Sequential([keras.Input((640,)), L.Dense(128, activation="relu")])
     x = np.random.default_rng(3).normal(size=(2000, 640)).astype(np.float32)
     graph, values = _exact_post_training_int8(model, x)

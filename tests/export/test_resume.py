@@ -10,10 +10,11 @@ from export.artifacts import load_keras_model
 from export.checkpoints import RunCheckpoints, config_differences
 from export.runs import RunConfig, train_run
 from models.training import Recipe
+from tests.seeds import seeded
 from toolkit import QuantScheme
 from toolkit.errors import ConfigError
 
-CONFIG = RunConfig("digits_cnn", "digits", QuantScheme(weight_bits=3), Recipe(float_epochs=2, qat_epochs=2), seed=3)
+CONFIG = RunConfig("digits_cnn", "digits", QuantScheme(weight_bits=3), Recipe(float_epochs=2, qat_epochs=2), seed=seeded(3))
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -66,7 +67,7 @@ def test_a_run_interrupted_in_each_phase_resumes_to_the_uninterrupted_result(tmp
 def test_resuming_with_other_settings_is_refused_naming_them(tmp_path):
     saved = CONFIG.to_dict()
     RunCheckpoints(tmp_path / "checkpoint", saved).save("qat", 0, {"float": {}, "qat": {}})
-    changed = RunConfig("digits_cnn", "digits", QuantScheme(weight_bits=4), Recipe(float_epochs=2, qat_epochs=5), seed=3)
+    changed = RunConfig("digits_cnn", "digits", QuantScheme(weight_bits=4), Recipe(float_epochs=2, qat_epochs=5), seed=seeded(3))
     with pytest.raises(ConfigError, match=r"recipe\.qat_epochs: 2 -> 5.*scheme\.weight_bits: 3 -> 4"):
         RunCheckpoints(tmp_path / "checkpoint", changed.to_dict()).load()
     assert RunCheckpoints(tmp_path / "checkpoint", saved).load()["phase"] == "qat"

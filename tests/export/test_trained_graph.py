@@ -10,6 +10,7 @@ from export.device.reference import Graph, probed_families
 from export.exactness import compare_families
 from export.harden import harden
 from export.tflite import convert, float_ops, weight_mismatches
+from tests.seeds import seeded
 from toolkit import QuantScheme, quantize
 from toolkit.qat_layers import QuantAveragePooling
 
@@ -18,7 +19,7 @@ L = keras.layers
 
 def _pooling_model(rank: int, pool_size: int, padding: str = "valid") -> tuple[keras.Model, np.ndarray]:
     """Conv(16, 3, relu) -> AveragePooling -> Flatten -> Dense: the issue's minimal case."""
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     if rank == 2:
         inputs = keras.Input((12, 12, 1), name="image")
         x = L.Conv2D(16, 3, activation="relu", name="conv")(inputs)
@@ -78,7 +79,7 @@ def test_average_pooling_trains_on_its_input_grid_and_rounds_as_the_int8_kernel(
 
 
 def test_an_average_pooling_of_the_model_input_keeps_its_own_grid_and_converts():
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     inputs = keras.Input((8, 8, 2), name="image")
     x = L.AveragePooling2D(2, name="pool")(inputs)
     model = keras.Model(inputs, L.Dense(3, name="logits")(L.Flatten()(x)))
@@ -100,7 +101,7 @@ def test_a_model_with_quant_average_pooling_saves_and_loads(tmp_path):
 
 
 def test_a_float_layer_is_quantized_on_both_sides_and_listed_with_its_bytes():
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     inputs = keras.Input((6,), name="x")
     hidden = L.Activation("elu", name="elu")(L.Dense(8, name="fc0")(inputs))  # TFLite has no int8 ELU
     model = keras.Model(inputs, L.Dense(3, name="out")(L.Dense(8, activation="relu", name="fc1")(hidden)))
@@ -122,7 +123,7 @@ def test_validate_and_convert_name_the_float_ops(tmp_path):
     from export.cli import main
     from export.validate import _markdown, validate
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     inputs = keras.Input((6,), name="x")
     hidden = L.Activation("elu", name="elu")(L.Dense(8, name="fc0")(inputs))
     model = keras.Model(inputs, L.Dense(3, name="out")(hidden))
@@ -141,7 +142,7 @@ def test_validate_and_convert_name_the_float_ops(tmp_path):
 def test_a_softmax_on_a_collapsed_range_is_refused_before_the_runtime_aborts_on_it():
     from toolkit.errors import ConfigError
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     inputs = keras.Input((6,), name="x")
     logits = L.Dense(3, kernel_initializer="zeros", name="logits")(inputs)  # always 0: a range of width 0
     model = keras.Model(inputs, L.Softmax(name="probabilities")(logits))
@@ -155,7 +156,7 @@ def test_a_softmax_on_a_collapsed_range_is_refused_before_the_runtime_aborts_on_
 def test_a_recurrent_layer_is_named_with_its_fix_or_converts_unrolled_in_float(unroll):
     from toolkit.errors import ConfigError, UnsupportedLayerError
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     inputs = keras.Input((8, 4), name="seq")
     hidden = L.LSTM(5, unroll=unroll, name="lstm")(L.Dense(6, name="embed")(inputs))
     model = keras.Model(inputs, L.Dense(3, name="out")(hidden))
@@ -175,7 +176,7 @@ def test_a_recurrent_layer_is_named_with_its_fix_or_converts_unrolled_in_float(u
 def test_a_separable_conv_trains_as_the_depthwise_and_pointwise_pair_tflite_runs():
     from toolkit.separable import split_separable_convs
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     inputs = keras.Input((10, 10, 3), name="image")
     x = L.SeparableConv2D(8, 3, padding="same", depth_multiplier=2, name="sep")(inputs)
     x = L.ReLU(name="relu")(L.BatchNormalization(name="bn")(x))
@@ -199,7 +200,7 @@ def test_a_separable_conv_trains_as_the_depthwise_and_pointwise_pair_tflite_runs
 
 def _standalone_batch_norm_model():
     """A BatchNormalization with no conv/dense before it (after a ReLU, and on the input)."""
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     inputs = keras.Input((8, 8, 4), name="image")
     x = L.BatchNormalization(name="bn_in")(inputs)
     x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv")(x)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from export.cli import main
 from export.runs import RunConfig, export_run, train_run
 from models.training import Recipe
+from tests.seeds import seeded
 from toolkit import QuantScheme
 
 L = keras.layers
@@ -26,7 +27,7 @@ def test_a_user_classifier_ending_in_softmax_trains_and_exports_through_the_cli(
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 8, 8, 1)).astype(np.float32)
     y = (x[:, :4].mean(axis=(1, 2, 3)) > 0).astype(np.int64)  # learnable: top half brighter or not
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     inputs = keras.Input((8, 8, 1))
     hidden = L.GlobalAveragePooling2D()(L.Conv2D(8, 3, activation="relu")(inputs))
     model = keras.Model(inputs, L.Dense(2, activation="softmax")(hidden), name="users_model")
@@ -54,14 +55,14 @@ def test_a_user_classifier_ending_in_softmax_trains_and_exports_through_the_cli(
 def test_a_user_regression_model_trains_and_exports(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(400, 16)).astype(np.float32)
-    keras.utils.set_random_seed(1)
+    keras.utils.set_random_seed(seeded(1))
     inputs = keras.Input((16,))
     model = keras.Model(inputs, L.Dense(16)(L.Dense(6, activation="relu")(inputs)), name="autoencoder")
     model.compile("adam", "mse")
     model.fit(x, x, epochs=2, verbose=0)
     model.save(tmp_path / "ae.keras")
     data = _npz(tmp_path / "signals.npz", x, x)
-    config = RunConfig(str(tmp_path / "ae.keras"), str(data), QuantScheme(weight_bits=8), Recipe(qat_epochs=1))
+    config = RunConfig(str(tmp_path / "ae.keras"), str(data), QuantScheme(weight_bits=8), Recipe(qat_epochs=1), seed=seeded(0))
     summary = train_run(config, tmp_path / "run")
     assert summary["task"] == "regression" and summary["smooth_mse"] >= 0 and "smooth_accuracy" not in summary
     report, failures = export_run(tmp_path / "run", device_check=False)

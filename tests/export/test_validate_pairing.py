@@ -9,6 +9,7 @@ from export.hard_layers import FakeQuant
 from export.harden import harden
 from export.tflite import convert
 from export.validate import check, infer_task, pair_layers, validate
+from tests.seeds import seeded
 from toolkit import QuantScheme, quantize
 
 L = keras.layers
@@ -19,7 +20,7 @@ def _hard(model, x, **scheme):
 
 
 def test_saturated_relu6_layers_with_the_identical_scale_pair_with_their_own_tensors():
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     inputs = keras.Input((6,), name="x")
     a = L.ReLU(6.0, name="relu6_a")(L.Dense(16, name="dense_a")(inputs))
     b = L.ReLU(6.0, name="relu6_b")(L.Dense(16, name="dense_b")(a))
@@ -40,7 +41,7 @@ def test_saturated_relu6_layers_with_the_identical_scale_pair_with_their_own_ten
 
 
 def test_an_autoencoder_is_validated_as_regression_with_one_tensor_per_layer():
-    keras.utils.set_random_seed(1)
+    keras.utils.set_random_seed(seeded(1))
     inputs = keras.Input((32,), name="signal")
     x = inputs
     for i, width in enumerate([16, 8, 16]):
@@ -68,7 +69,7 @@ def test_infer_task():
 
 
 def test_a_model_the_reference_cannot_run_still_gets_per_layer_drift_on_litert():
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     inputs = keras.Input((6,), name="x")
     hidden = L.Activation("hard_swish", name="swish")(L.Dense(8, name="fc0")(inputs))  # left in float
     model = keras.Model(inputs, L.Dense(3, name="out")(L.Dense(8, activation="relu", name="fc1")(hidden)))

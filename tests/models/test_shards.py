@@ -7,6 +7,7 @@ import pytest
 
 from models.epochs import EpochClock
 from models.shards import ShardedArray, Shards, member_memmap
+from tests.seeds import seeded
 from toolkit.errors import ArtifactError, ConfigError
 
 
@@ -112,7 +113,7 @@ def test_a_directory_of_shards_is_a_dataset_that_trains_and_exports(tmp_path):
         datasets.training_pairs(data, "anomaly")
 
     summary = train_run(RunConfig("digits_cnn", str(tmp_path / "shards"), QuantScheme(weight_bits=4),
-                                  Recipe(float_epochs=2, qat_epochs=1)), tmp_path / "run")
+                                  Recipe(float_epochs=2, qat_epochs=1), seed=seeded(0)), tmp_path / "run")
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history["float"]["loss"]) == 2 and len(history["qat"]["alpha"]) == 1
     assert 0.0 <= summary["smooth_accuracy"] <= 1.0

@@ -9,12 +9,13 @@ from export.device.check import roc_auc
 from models import registry
 from models.datasets import Dataset, training_pairs
 from models.training import recalibrate_batch_norm, task_metrics, use_xla
+from tests.seeds import seeded
 
 L = keras.layers
 
 
 def test_recalibrated_batch_norm_holds_the_mean_of_its_batch_statistics():
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     inputs = keras.Input((5,))
     dense = L.Dense(3, name="dense")
     model = keras.Model(inputs, L.BatchNormalization(momentum=0.99, name="bn")(dense(inputs)))

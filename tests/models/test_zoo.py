@@ -16,6 +16,7 @@ from export.harden import harden
 from export.tflite import convert, weight_mismatches
 from export.validate import ONE_STEP, per_layer_drift
 from models import datasets, registry
+from tests.seeds import seeded
 from toolkit import QuantScheme, quantize
 from toolkit.errors import ConfigError
 from toolkit.ptq import AdaRoundSettings, post_training_rounding, ptq_scheme
@@ -103,7 +104,7 @@ def test_synthetic_classes_are_learnable_from_their_templates():
 def test_zoo_model_converts_with_its_trained_integers_and_the_trained_graph(name):
     """Untrained with non-trivial BatchNorm statistics, W4: every kernel stored exactly, no QUANTIZE
     between int8 ops (average pooling keeps its input's grid), LiteRT == the integer reference."""
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = with_trained_looking_batch_norms(registry.build(name))
     x = np.random.default_rng(0).normal(size=(48, *model.inputs[0].shape[1:])).astype(np.float32)
     quantized = quantize(model, QuantScheme(weight_bits=4), calibration_data=x)
@@ -130,7 +131,7 @@ def test_zoo_model_after_post_training_rounding_stores_the_learned_integers(name
     last at 2, the rest at 4; AdaRound, a few iterations: exactness does not depend on how well
     it learned), int8 and int4-packed: every kernel's chosen integers are the .tflite's, through
     depthwise and separable convolutions, residual adds, average pooling and ReLU6."""
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = with_trained_looking_batch_norms(registry.build(name))
     x = np.random.default_rng(0).normal(size=(64, *model.inputs[0].shape[1:])).astype(np.float32)
     names = [layer.name for layer in quantized_layers(quantize(model, ptq_scheme(QuantScheme()), calibration_data=x))]
@@ -146,7 +147,7 @@ def test_zoo_model_after_post_training_rounding_stores_the_learned_integers(name
 def test_a_dropout_before_average_pooling_moves_into_it_after_the_quantizer():
     """DS-CNN's Dropout(0.4) -> AveragePooling2D: the pooling still keeps the ReLU's grid, and the
     range the quantizer learns is the inference-time one (dropout's 1/(1-rate) scaling is after it)."""
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     inputs = keras.Input((8, 8, 1))
     x = L.Conv2D(8, 3, activation="relu", name="conv")(inputs)
     x = L.AveragePooling2D(6, name="pool")(L.Dropout(0.4, name="drop")(x))

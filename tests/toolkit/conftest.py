@@ -2,6 +2,8 @@ import keras
 import numpy as np
 import pytest
 
+from tests.seeds import seeded
+
 
 def small_model(kind: str = "conv2d") -> keras.Model:
     """A small float model with every quantizable layer type and the folding/fusion cases."""
@@ -43,7 +45,7 @@ def randomize_batch_norms(model: keras.Model, seed: int = 0) -> None:
 
 @pytest.fixture(params=["conv2d", "conv1d"])
 def float_model(request):
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = small_model(request.param)
     randomize_batch_norms(model)
     return model

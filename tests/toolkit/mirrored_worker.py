@@ -13,6 +13,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tests.seeds import seeded  # noqa: E402
 from tests.toolkit.conftest import small_model  # noqa: E402
 from toolkit import AlphaSchedule, AnnealRounding, QuantScheme, quantize  # noqa: E402
 from toolkit.distribute import global_batch_loss, synchronized_batch_norm  # noqa: E402
@@ -21,7 +22,7 @@ from toolkit.distribute import global_batch_loss, synchronized_batch_norm  # noq
 def trained(strategy, quantized: bool):
     """small_model("conv1d") (BN, and with `quantized` activation ranges) trained 2 epochs on 100
     samples in batches of 32 (the last one 4: 2 + 2 on two replicas); its variables."""
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     x = np.random.default_rng(0).normal(size=(100, 16, 2)).astype(np.float32)
     y = np.random.default_rng(1).integers(0, 4, 100)
     with strategy.scope():
@@ -44,7 +45,7 @@ def largest_difference(strategy, quantized: bool) -> float:
 
 
 def main():
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     x = np.random.default_rng(0).normal(size=(128, 16, 2)).astype(np.float32)
     y = np.random.default_rng(1).integers(0, 4, 128)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests.seeds import seeded
 from toolkit import LAYER_TYPES, QuantScheme, layer_type_of, quantize
 from toolkit.batchnorm_folding import FOLDABLE, fold_batch_norm
 from toolkit.qat_layers import QUANT_LAYERS
@@ -13,7 +14,7 @@ L = keras.layers
 
 def _single_layer_model(name: str) -> tuple[keras.Model, np.ndarray]:
     """A model around one layer of the type `name`, followed by a BatchNormalization to fold."""
-    keras.utils.set_random_seed(3)
+    keras.utils.set_random_seed(seeded(3))
     if name == "dense":
         inputs, layer = keras.Input((7,)), L.Dense(5, name="subject")
     elif name == "conv1d":

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests.seeds import seeded
 from tests.toolkit.conftest import randomize_batch_norms, small_model
 from toolkit import QuantScheme
 from toolkit.errors import ConfigError
@@ -43,7 +44,7 @@ def test_the_choice_is_the_least_damage_that_fits_checked_against_every_combinat
 
 
 def test_sensitivities_shrink_with_width_and_the_scheme_names_each_layer():
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = small_model("conv1d")
     randomize_batch_norms(model)
     x = np.random.default_rng(1).normal(size=(64, 16, 2)).astype(np.float32)

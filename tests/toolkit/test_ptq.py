@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests.seeds import seeded
 from tests.toolkit.conftest import randomize_batch_norms, small_model
 from toolkit import QuantScheme, ptq, quantize
 from toolkit.errors import ConfigError
@@ -35,7 +36,7 @@ def test_mse_steps_minimise_the_rounding_error_over_the_candidates():
 
 
 def _quantized(bits=3):
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = small_model("conv1d")
     randomize_batch_norms(model)
     x = np.random.default_rng(1).normal(size=(96, 16, 2)).astype(np.float32)
@@ -58,7 +59,7 @@ def test_nearest_puts_every_kernel_on_its_grid_at_the_nearest_integers():
 def test_adaround_lowers_the_layers_output_error_below_nearest():
     model, quantized, x = _quantized(bits=3)
     settings = AdaRoundSettings(iterations=1500, learning_rate=1e-2)
-    records = post_training_rounding(model, quantized, x, "adaround", settings, seed=0)
+    records = post_training_rounding(model, quantized, x, "adaround", settings, seed=seeded(0))
     assert sum(r["error"] for r in records) < sum(r["error_nearest"] for r in records)
     assert all(r["error"] <= 1.05 * r["error_nearest"] for r in records), records
     assert any(r["changed_from_nearest"] > 0 for r in records)
@@ -84,7 +85,7 @@ def test_adaround_does_not_depend_on_how_many_steps_one_compiled_call_runs(monke
 
 
 def test_set_mse_step_starts_a_learned_qat_step_at_the_mse_step():
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = small_model("conv1d")
     randomize_batch_norms(model)
     quantized = quantize(model, QuantScheme(weight_bits=2, learned_step=True))
@@ -98,7 +99,7 @@ def test_set_mse_step_starts_a_learned_qat_step_at_the_mse_step():
 
 
 def test_rounding_needs_a_stored_step_and_a_known_method():
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = small_model("conv1d")
     x = np.zeros((4, 16, 2), np.float32)
     with pytest.raises(ConfigError, match="stored step"):

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import assert_config_round_trip
+from tests.seeds import seeded
 from tests.toolkit.conftest import small_model
 from toolkit import QuantScheme, fold_batch_norm, quantize, quantized_layers
 from toolkit.errors import UnsupportedLayerError
@@ -119,7 +120,7 @@ def test_qat_layer_configs_round_trip():
 
 
 def test_fit_on_tf_data_under_tf_function(inputs_for):
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     q = quantize(small_model("conv1d"), QuantScheme(weight_bits=4))
     x = inputs_for(q, 128)
     y = np.random.default_rng(0).integers(0, 4, 128)

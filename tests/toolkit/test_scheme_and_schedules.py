@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests.seeds import seeded
 from tests.toolkit.conftest import small_model
 from toolkit import AlphaSchedule, AnnealRounding, QuantScheme, quantize
 from toolkit.errors import ConfigError
@@ -60,7 +61,7 @@ def test_constant_schedule_and_invalid_schedules():
 
 def compiled_quantized_conv1d(weight_bits, samples):
     """A small quantized Conv1D model, compiled, with random data for it."""
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     q = quantize(small_model("conv1d"), QuantScheme(weight_bits=weight_bits, rounding="soft"))
     x = np.random.default_rng(0).normal(size=(samples, 16, 2)).astype(np.float32)
     y = np.random.default_rng(1).integers(0, 4, samples)

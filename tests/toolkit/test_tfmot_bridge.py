@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.seeds import seeded
 from toolkit import AlphaSchedule, QuantScheme
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +63,7 @@ def test_bridge_quantizes_every_kernel_and_exports_exactly(tf_keras, bits):
     from export.tflite import convert, weight_mismatches
     from toolkit import tfmot_bridge
 
-    tf_keras.utils.set_random_seed(bits)
+    tf_keras.utils.set_random_seed(seeded(bits))
     model = tfmot_bridge.quantize_tfmot(small_tf_keras_model(tf_keras), QuantScheme(weight_bits=bits, rounding="soft"))
     kernels = {layer.name for layer, _, _ in tfmot_bridge._kernel_quantizers(model)}
     assert kernels == {"quant_conv", "quant_conv1d", "quant_logits"}
