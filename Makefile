@@ -15,6 +15,7 @@ WEIGHT_BITS ?= 8
 ROUNDING ?= soft
 SEED ?= 0
 RUN ?= runs/$(MODEL)-w$(WEIGHT_BITS)-$(ROUNDING)
+OVERWRITE ?=
 
 .PHONY: help install train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo bench-micro bench-speed bench-streaming bench-ptq bench-mixed gradcheck clean test-seeded
 
@@ -29,9 +30,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install softedge with its dev and micro (TFLite Micro) extras
 
-train: $(STAMP) ## Train MODEL on DATA (quantized, ROUNDING annealed to hard) into RUN
+train: $(STAMP) ## Train MODEL on DATA (quantized, ROUNDING annealed to hard) into RUN (OVERWRITE=1 replaces another run there)
 	$(VENV)/bin/softedge train --model $(MODEL) --data $(DATA) --weight-bits $(WEIGHT_BITS) \
-		--rounding $(ROUNDING) --seed $(SEED) --run $(RUN)
+		--rounding $(ROUNDING) --seed $(SEED) --run $(RUN) $(if $(OVERWRITE),--overwrite)
 
 export: $(STAMP) ## Harden, convert to int8 TFLite, validate drift, bundle and device-check RUN
 	$(VENV)/bin/softedge export --run $(RUN) --seed $(SEED)

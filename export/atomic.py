@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -63,13 +64,28 @@ def replace_directory(staged: Path, path: str | os.PathLike) -> Path:
     path = Path(path)
     os.chmod(staged, 0o777 & ~_umask())
     old = None
-    if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-        os.replace(path, old / path.name)
-    os.replace(staged, path)
+    with signals_deferred():   # an interrupt between the two renames would leave neither in place
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(staged, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """SIGINT and SIGTERM wait (pending) until the block is done, then arrive as usual."""
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    except (AttributeError, ValueError, OSError):  # no signal masks here: run the block as is
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextlib.contextmanager

@@ -82,6 +82,13 @@ class RunCheckpoints:
             raise ArtifactError(f"{self.state_path}: unknown phase {phase!r}.")
         if state.get("variables") and not (self.directory / state["variables"]).is_file():
             raise ArtifactError(f"{self.state_path} names {state['variables']}, which is not in {self.directory}.")
+        if state.get("variables"):
+            try:  # a truncated archive fails here, before any epoch, not in the middle of a restore
+                with np.load(self.directory / state["variables"], allow_pickle=False) as saved:
+                    saved.files  # noqa: B018  (reads the archive's directory)
+            except Exception as error:
+                raise ArtifactError(f"{self.directory / state['variables']} is not a readable checkpoint archive: "
+                                    f"{type(error).__name__}: {error}") from None
         differences = config_differences(saved_config, self.config)
         if differences:
             raise ConfigError(f"--resume: the checkpoint in {self.directory} is of a run with other settings "

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.atomic import signals_deferred
 from toolkit.errors import ArtifactError, ConfigError
 
 __all__ = ["LOCK_NAME", "claim_run", "data_fingerprint", "ensure_writable", "identity", "run_lock"]
@@ -92,14 +93,18 @@ def claim_run(run_dir, wanted: dict, overwrite: bool = False):
                               f"Give another --run, or --overwrite to replace it (its exports too).")
         if not same:
             aside = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.replaced.", dir=run_dir.parent))
-            os.replace(run_dir, aside / run_dir.name)
-    ensure_writable(run_dir)
+            with signals_deferred():
+                os.replace(run_dir, aside / run_dir.name)
     try:
+        ensure_writable(run_dir)
         yield run_dir
     except BaseException:
         if aside is not None:  # the new run did not finish: the old one comes back whole
-            shutil.rmtree(run_dir, ignore_errors=True)
-            os.replace(aside / run_dir.name, run_dir)
+            with signals_deferred():
+                failed = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.failed.", dir=run_dir.parent))
+                os.replace(run_dir, failed / run_dir.name)
+                os.replace(aside / run_dir.name, run_dir)
+            shutil.rmtree(failed, ignore_errors=True)
             shutil.rmtree(aside, ignore_errors=True)
         raise
     if aside is not None:

@@ -171,6 +171,9 @@ def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=(), stra
         notify(note)
     config = dataclasses.replace(config, task=task)  # the resolved task, so export need not guess it
     wanted = {**config.to_dict(), "data_sha256": data_fingerprint(data)}
+    if resume and RunCheckpoints(run_dir / CHECKPOINT_DIR, config.to_dict()).load() is None:
+        raise ConfigError(f"--resume: {run_dir} has no checkpoint to resume from"
+                          + (" (the run finished; see summary.json)." if (run_dir / "summary.json").is_file() else "."))
     with claim_run(run_dir, wanted, overwrite and not resume), run_lock(run_dir, "train"):
         write_json(run_dir / "config.json", wanted)
         return _train_run(config, data, task, run_dir, wanted, role, strategy, callbacks, float_callbacks, resume)
@@ -179,9 +182,7 @@ def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=(), stra
 def _train_run(config, data, task, run_dir, wanted, role, strategy, callbacks, float_callbacks, resume) -> dict:
     checkpoints = RunCheckpoints(run_dir / CHECKPOINT_DIR, config.to_dict())
     if resume:
-        if checkpoints.load() is None:
-            raise ConfigError(f"--resume: {run_dir} has no checkpoint to resume from"
-                              + (" (the run finished; see summary.json)." if (run_dir / "summary.json").is_file() else "."))
+        checkpoints.load()
     else:
         checkpoints.clear()
     resumed_from = {key: checkpoints.state[key] for key in ("phase", "epochs_done")} if checkpoints.state else None

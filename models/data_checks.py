@@ -29,9 +29,10 @@ from toolkit.errors import ConfigError
 
 __all__ = ["MIN_QAT_STEPS", "check_dataset", "check_finite", "qat_steps", "zoo_adaptation"]
 
-# The fewest optimizer steps QAT may run: the alpha schedule ramps over the steps before its
-# hold, and a ramp of a step or two jumps from soft to hard rounding instead of annealing.
-MIN_QAT_STEPS = 10
+# The fewest optimizer steps QAT may run. The alpha schedule ramps over the steps before its
+# hold: with one step the model trains at alpha_start only (never annealed), with two or three it
+# jumps from soft to near-hard; four visit alpha_start .. alpha_end^(3/4) (exponential ramp).
+MIN_QAT_STEPS = 4
 
 
 def check_finite(values, where: str, first_row: int = 0) -> None:
@@ -101,6 +102,9 @@ def check_dataset(data: Dataset, task: str, input_shape=None, classes: int | Non
                                                                   if target_shape == (1,) else "."))
     for split in splits:
         x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        if np.ndim(x) < 2 or np.ndim(y) < 1:
+            raise ConfigError(f"Dataset {name!r}: x_{split} must hold samples along its first axis (shape "
+                              f"{np.shape(x)}) and y_{split} one target per sample (shape {np.shape(y)}).")
         if len(x) == 0:
             raise ConfigError(f"Dataset {name!r} has an empty {split} split (x_{split} has 0 rows).")
         if len(x) != len(y):

@@ -1,6 +1,7 @@
 """TFLite Micro: the micro kernel family against TFLM itself, the C sources, arena and flash,
 budgets, --target micro, and the bundle's standalone micro check."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -236,6 +237,13 @@ def _run_micro_check(bundle, *extra, block=""):
                            str(bundle), *extra], capture_output=True, text=True, timeout=600)
 
 
+def _reseal(bundle) -> None:
+    """Records the current sha256 of every file in the manifest, as the exporter would."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"] = {name: hashlib.sha256((bundle / name).read_bytes()).hexdigest() for name in manifest["files"]}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_the_micro_check_runs_with_only_numpy_and_tflite_micro_and_catches_tampering(exported_run, tmp_path):
     run_dir, _, _ = exported_run
     bundle = run_dir / "export" / "bundle"
@@ -252,6 +260,11 @@ def test_the_micro_check_runs_with_only_numpy_and_tflite_micro_and_catches_tampe
     source = (tampered / "micro" / "model_data.cc").read_text()
     first = source.index("0x")
     (tampered / "micro" / "model_data.cc").write_text(source[:first] + "0xff" + source[first + 4:])
+    result = _run_micro_check(tampered)   # the seal: the file's sha256 is not the manifest's
+    assert result.returncode == micro_check.EXIT_BAD_BUNDLE and "model_data.cc has sha256" in result.stderr
+    manifest = json.loads((tampered / "manifest.json").read_text())   # resealed: the bytes are still checked
+    manifest["files"]["micro/model_data.cc"] = hashlib.sha256((tampered / "micro" / "model_data.cc").read_bytes()).hexdigest()
+    (tampered / "manifest.json").write_text(json.dumps(manifest))
     result = _run_micro_check(tampered)
     assert result.returncode == micro_check.EXIT_BAD_BUNDLE and "model_data.cc does not hold" in result.stderr
 
@@ -261,6 +274,7 @@ def test_the_micro_check_runs_with_only_numpy_and_tflite_micro_and_catches_tampe
         arrays = {key: archive[key] for key in archive.files}
     arrays["expected_micro"][0, 0] ^= 1
     np.savez(wrong / "eval.npz", **arrays)
+    _reseal(wrong)   # the integers' check itself, past the seal (tests/cli covers the seal)
     result = _run_micro_check(wrong, "--json")
     assert result.returncode == micro_check.EXIT_FAILED
     assert json.loads(result.stdout)["mismatched_elements"] == 1
@@ -273,6 +287,7 @@ def test_the_micro_check_runs_with_only_numpy_and_tflite_micro_and_catches_tampe
     perfect = np.full_like(arrays["expected_outputs"], -128)
     perfect[np.arange(len(perfect)), arrays["labels"]] = 127
     np.savez(better / "eval.npz", **{**arrays, "expected_outputs": perfect})
+    _reseal(better)
     result = _run_micro_check(better, "--json")
     assert result.returncode == micro_check.EXIT_OK, result.stdout[-2000:]
     checked = json.loads(result.stdout)
