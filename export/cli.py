@@ -91,7 +91,7 @@ def one_line(error: BaseException) -> str:
     from toolkit.errors import SoftedgeError
 
     if isinstance(error, (KeyboardInterrupt, Interrupted)):
-        return "Interrupted: nothing was replaced (the previous files are as they were)."
+        return "Interrupted: what was there before is as it was (an interrupted train keeps its checkpoint: --resume)."
     text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
     if isinstance(error, (SoftedgeError, BundleError)):
         return f"Error: {text}"

@@ -78,7 +78,9 @@ def claim_run(run_dir, wanted: dict, overwrite: bool = False):
     docstring). An interrupted or failed run leaves the directory as it was before."""
     run_dir = Path(run_dir)
     existing = [entry.name for entry in run_dir.iterdir()] if run_dir.is_dir() else []
-    existing = [name for name in existing if name not in (LOCK_NAME, "softedge.log")]
+    # The log records every command (refused ones too); worker-<i>/ is another worker's copy of
+    # this same run, made while the chief starts (multi-worker training).
+    existing = [name for name in existing if name not in (LOCK_NAME, "softedge.log") and not name.startswith("worker-")]
     aside = None
     if existing:
         config_path = run_dir / "config.json"

@@ -12,6 +12,8 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -193,6 +195,8 @@ CASES = [
     ("train-into-a-folder-of-other-files", ["train", "--run", "{root}", "--float-epochs", "1", "--qat-epochs", "1"], USAGE,
      r"already holds .* other file\(s\)", "run"),
     ("resume-without-a-checkpoint", [*TRAIN, "--resume"], USAGE, r"no checkpoint to resume from", "fresh"),
+    ("train-into-an-unwritable-place", ["train", "--run", "{user}/run", "--float-epochs", "1", "--qat-epochs", "1"],
+     ARTIFACT, r"Cannot write the run directory", "fresh"),
     ("ptq-of-a-zoo-name", ["ptq", "--model", "digits_cnn", "--run", "{fresh}"], USAGE, r"must be a \.keras file", "fresh"),
     ("ptq-of-nan-data", ["ptq", "--model", "{user}", "--data", "{nan_x}", "--run", "{fresh}"], USAGE, r"non-finite", "fresh"),
     # plan
@@ -247,6 +251,24 @@ def test_bad_input_is_refused_with_its_exit_code_and_nothing_changes(bad, argume
     assert_one_line_error(result, code, pattern)
     assert snapshot(Path(bad[watched])) == before
     assert not list(Path(bad["root"]).glob(".*")), "a temporary directory was left behind"
+
+
+def test_a_zoo_model_rebuilt_for_other_data_says_so(bad, tmp_path):
+    result = CliRunner().invoke(cli.main, ["train", "--run", str(tmp_path / "run"), "--data", bad["ten_by_ten"],
+                                           "--float-epochs", "1", "--qat-epochs", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "zoo model 'digits_cnn' is built for dataset 'ten_by_ten': input (10, 10, 1) (its default (8, 8, 1))" \
+        in result.output
+
+
+def test_argument_errors_answer_before_tensorflow_is_imported(tmp_path):
+    program = ("import sys\nfrom click.testing import CliRunner\nfrom export import cli\n"
+               "result = CliRunner().invoke(cli.main, ['train', '--run', sys.argv[1], '--seed', '-5'])\n"
+               "print(result.exit_code, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", program, str(tmp_path / "run")], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert done.stdout.split() == [str(USAGE), "False", "False"], done.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_second_export_of_a_locked_run_exits_3_and_changes_nothing(bad):
