@@ -1,5 +1,5 @@
 """`python -m export` runs the softedge CLI."""
 
-from export.cli import main
+from export.cli import entry
 
-main()
+entry()

@@ -164,6 +164,17 @@ def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+def entry() -> None:
+    """The `softedge` console entry: `main`, and once the command has finished (its files are in
+    place, its exit status decided), a late Ctrl-C is ignored, so that it cannot turn a finished
+    command into one killed by SIGINT while the interpreter shuts down."""
+    try:
+        main()
+    finally:
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="softedge")
 def main():

@@ -250,7 +250,6 @@ class WeightQuantizer:
         return Grid(scale=s, zero_point=tf.zeros_like(s), qmin=self.qmin, qmax=self.qmax)
 
 
-@keras.saving.register_keras_serializable(package="softedge")
 def nudged_grid(lo, hi, bits: int = 8) -> Grid:
     """The asymmetric grid TF's fake_quant_with_min_max_vars puts on [lo, hi] (lo <= 0 <= hi):
     s = (hi - lo) / (2^b - 1) and, in the unsigned domain, z_u = floor(-lo / s + 1/2) clipped to
@@ -277,6 +276,7 @@ def constant_fake_quant(values) -> tf.Tensor:
     return fake_quant(values, scale, zero_point, g.qmin, g.qmax, "ste")
 
 
+@keras.saving.register_keras_serializable(package="softedge")
 class ActivationQuantizer:
     """Quantizer for an activation tensor with a moving-average range, frozen in inference.
 

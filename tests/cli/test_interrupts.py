@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from export import cli
 from export.device import check as device_check
 from tests.cli.test_bad_input import snapshot
 
@@ -57,7 +58,7 @@ def test_sigint_at_20_points_of_an_export_never_leaves_a_mixed_export(exported_r
         process.send_signal(signal.SIGINT)
         code = process.wait(600)
         stderr = process.stderr.read()
-        assert code in (130, 0), stderr
+        assert code in (cli.EXIT_INTERRUPTED, 0), stderr
         after = snapshot(run / "export")
         if after != before:   # the export had finished (or was renaming into place) when the signal came
             _assert_whole(run)

@@ -22,8 +22,14 @@ TRAIN = ["train", "--model", "digits_cnn", "--data", "digits", "--weight-bits", 
 
 
 def _softedge(*args, env=None, **kwargs):
+    """`python -m export ARGS` with oneDNN's kernels off. They pick their blocking (so their
+    summation order) by batch size, and a worker's half batch (32) sums otherwise than the whole
+    (64): on an AVX-512 machine that alone put the two-worker float weights 4e-3 of a layer's
+    largest value from one worker's after 46 steps (Adam turns reassociation noise in near-zero
+    gradients into whole steps); with Eigen's kernels, 3e-6 (and 8e-5 with oneDNN on an AVX2 one)."""
+    env = {"TF_ENABLE_ONEDNN_OPTS": "0", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "export", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, **kwargs)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env}, **kwargs)
 
 
 def _free_ports(count):
@@ -57,8 +63,9 @@ def test_two_local_workers_train_the_model_one_worker_trains(tmp_path):
     """The same global batch (64) and data order: worker k computes the gradient of its half
     of each batch and the halves are summed. Not bit for bit: the sums run in another order
     (the BN moments as E[x^2] - E[x]^2 across workers), 1e-7 apart after one step, and training
-    amplifies that. Measured (seed 1), as a fraction of the layer's largest value: float.keras
-    8e-5 after 46 steps; smooth.keras 1.8e-3 after 23 more, where the annealed rounding's slope
+    amplifies that. Measured (seed 1, oneDNN off: `_softedge`), as a fraction of the layer's largest
+    value: float.keras 3e-6 after 46 steps (8e-5 with oneDNN on an AVX2 machine); smooth.keras 6e-5
+    after 23 more (1.8e-3), where the annealed rounding's slope
     (alpha/4 near half-integers, alpha up to 1e4) magnifies any difference; the loss curves
     within 2e-5 relative. So: float weights within 1e-3, the quantized model's within 1e-2, the
     loss curves of both phases within 1e-3 relative. Without the global-batch loss, synchronized

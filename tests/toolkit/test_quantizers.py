@@ -167,3 +167,16 @@ def test_quantizer_configs_round_trip(quantizer):
 def test_invalid_quantizer_arguments_are_named(factory, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         factory()
+
+
+def test_every_registered_softedge_object_is_a_class_that_round_trips_through_keras_serialization():
+    import export.hard_layers  # noqa: F401  (registers the hard layers)
+    import toolkit.distribute  # noqa: F401
+    import toolkit.qat_layers  # noqa: F401
+
+    registered = {name: obj for name, obj in keras.saving.get_custom_objects().items() if name.startswith("softedge>")}
+    assert {"softedge>WeightQuantizer", "softedge>ActivationQuantizer", "softedge>QuantizeActivation"} <= set(registered)
+    assert all(isinstance(obj, type) for obj in registered.values()), "only classes are registered, not functions"
+    for quantizer in (WeightQuantizer(bits=3), ActivationQuantizer(bits=8, fixed_range=(0.0, 1.0))):
+        rebuilt = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(quantizer))
+        assert type(rebuilt) is type(quantizer) and rebuilt.get_config() == quantizer.get_config()
