@@ -70,30 +70,32 @@ class Interrupted(BaseException):
     """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every `finally` cleans up."""
 
 
-def _exit_code(error: BaseException) -> int:
-    from export.device.check import BundleError
-    from toolkit.errors import ArtifactError, SoftedgeError, UnsupportedLayerError
+def _loaded(module: str, name: str) -> tuple:
+    """The class `module.name` if that module is loaded, else (): the error path imports nothing,
+    for an interrupt can arrive while TensorFlow is half imported (and an error raised before
+    softedge's modules loaded cannot be one of their classes)."""
+    found = getattr(sys.modules.get(module), name, None)
+    return (found,) if isinstance(found, type) else ()
 
+
+def _exit_code(error: BaseException) -> int:
     if isinstance(error, (KeyboardInterrupt, Interrupted)):
         return EXIT_INTERRUPTED
-    if isinstance(error, (ArtifactError, BundleError)):
+    if isinstance(error, (*_loaded("toolkit.errors", "ArtifactError"), *_loaded("export.device.check", "BundleError"))):
         return EXIT_ARTIFACT
-    if isinstance(error, UnsupportedLayerError):
+    if isinstance(error, _loaded("toolkit.errors", "UnsupportedLayerError")):
         return EXIT_UNSUPPORTED
-    if isinstance(error, SoftedgeError):
+    if isinstance(error, _loaded("toolkit.errors", "SoftedgeError")):
         return EXIT_USAGE
     return EXIT_INTERNAL
 
 
 def one_line(error: BaseException) -> str:
     """The error's message on one line."""
-    from export.device.check import BundleError
-    from toolkit.errors import SoftedgeError
-
     if isinstance(error, (KeyboardInterrupt, Interrupted)):
         return "Interrupted: what was there before is as it was (an interrupted train keeps its checkpoint: --resume)."
     text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
-    if isinstance(error, (SoftedgeError, BundleError)):
+    if isinstance(error, (*_loaded("toolkit.errors", "SoftedgeError"), *_loaded("export.device.check", "BundleError"))):
         return f"Error: {text}"
     return (f"Error: softedge failed unexpectedly ({type(error).__name__}: {text or 'no message'}); "
             f"run with --verbose for the traceback.")

@@ -271,6 +271,25 @@ def test_argument_errors_answer_before_tensorflow_is_imported(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_an_interrupt_while_tensorflow_is_imported_is_one_line_and_exit_130(tmp_path):
+    # The error path itself must import nothing: toolkit's package imports TensorFlow, which a
+    # Ctrl-C can leave half imported (seen in the SIGINT test: a traceback instead of 130).
+    program = ("import builtins, sys\nfrom click.testing import CliRunner\nfrom export import cli\n"
+               "real = builtins.__import__\n"
+               "def interrupted(name, *args, **kwargs):\n"
+               "    if name == 'tensorflow':\n        raise KeyboardInterrupt\n"
+               "    return real(name, *args, **kwargs)\n"
+               "builtins.__import__ = interrupted\n"
+               "result = CliRunner().invoke(cli.main, ['gradcheck'])\n"
+               "print(result.exit_code)\nprint(result.output)")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=120)
+    code, *output = done.stdout.splitlines()
+    assert int(code) == cli.EXIT_INTERRUPTED, done.stdout + done.stderr[-2000:]
+    assert [line for line in output if line.strip()] == [line for line in output if line.startswith("Interrupted")]
+    assert "Traceback" not in done.stdout
+
+
 def test_a_second_export_of_a_locked_run_exits_3_and_changes_nothing(bad):
     before = snapshot(bad["run"])
     with run_lock(bad["run"], "export"):
