@@ -634,11 +634,13 @@ def format_float_ops(rows: list[dict]) -> str:
 
 def format_drift_summary(report: dict) -> str:
     """The short drift summary printed after export/validate."""
+    from export.validate import format_metric
+
     lines = []
     if report["task"] == "classification":
         acc, agr = report["accuracy"], report["agreement"]
         lines += ["| | smooth Keras | hard Keras | TFLite |", "|---|---|---|---|",
-                  f"| accuracy | {acc.get('smooth', float('nan')):.4f} | {acc['hard']:.4f} | {acc['tflite']:.4f} |", "",
+                  f"| accuracy | {format_metric(acc.get('smooth'))} | {acc['hard']:.4f} | {acc['tflite']:.4f} |", "",
                   "agreement: " + ", ".join(f"{k.replace('_', ' vs ')} {v:.4f}" for k, v in agr.items())]
     elif report["task"] == "anomaly":
         lines.append("anomaly detection, ROC AUC: " + ", ".join(f"{name} {row['auc']:.4f}"

@@ -45,7 +45,7 @@ from models.training import task_metrics
 from toolkit.errors import ConfigError
 from toolkit.graph import producers
 
-__all__ = ["TASKS", "agreement", "check", "check_pair", "infer_task", "pair_layers", "per_layer_drift", "validate", "write_report"]
+__all__ = ["TASKS", "agreement", "check", "check_pair", "format_metric", "infer_task", "pair_layers", "per_layer_drift", "validate", "write_report"]
 
 
 # An error "exceeds one step" above this: Keras and TFLite hold the same step in slightly
@@ -324,6 +324,11 @@ def check_pair(hard_model: keras.Model, graph: Graph, where: str) -> None:
                               f"sample, the .tflite {tflite_shape}: they are not the same model.")
 
 
+def format_metric(value) -> str:
+    """A metric for a table: 4 decimals, or a dash where it was not measured (no smooth model)."""
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _markdown(report: dict) -> str:
     runtime = report["runtime"]
     lines = ["# softedge drift report", "",
@@ -332,7 +337,7 @@ def _markdown(report: dict) -> str:
     if report["task"] == "classification":
         acc, agr = report["accuracy"], report["agreement"]
         lines += ["| | smooth Keras | hard Keras | TFLite |", "|---|---|---|---|",
-                  f"| accuracy | {acc.get('smooth', float('nan')):.4f} | {acc['hard']:.4f} | {acc['tflite']:.4f} |", "",
+                  f"| accuracy | {format_metric(acc.get('smooth'))} | {acc['hard']:.4f} | {acc['tflite']:.4f} |", "",
                   "| agreement | value |", "|---|---|"]
         lines += [f"| {name.replace('_', ' / ')} | {value:.4f} |" for name, value in agr.items()]
         lines += ["", "| TFLite kernels | accuracy | agreement with hard Keras | max / mean output error (steps) |",
