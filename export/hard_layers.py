@@ -8,8 +8,8 @@ whose grid is exactly s, so the converter stores q and s and has nothing left to
     storage 4 bits: fake_quant(W, min =   -7 s, max =   7 s, num_bits=4, narrow_range=True)
 
 (a b-bit grid has |q| <= 2^(b-1) - 1 <= 127, resp. <= 7 for b <= 4, so both hold it exactly;
-see shared TFLITE-NOTES: a 3-bit fake-quant with +-3s makes the converter re-round onto ints
--7..7). Activations pass through `FakeQuant`, TF's fake_quant_with_min_max_vars on the nudged
+see docs/design/weight-storage.md: a 3-bit fake-quant with +-3s makes the converter re-round
+onto ints -7..7). Activations pass through `FakeQuant`, TF's fake_quant_with_min_max_vars on the nudged
 range (qmin - z) s .. (qmax - z) s, which the converter turns into int8 tensors with scale s and
 zero point z.
 

@@ -91,7 +91,7 @@ def storage_fake_quant(values, step, storage_bits: int = 8) -> tf.Tensor:
     With storage_bits 8 (int8) any grid of up to 8 bits is stored exactly with step s; with 4
     (packed int4) any grid of up to 4 bits. One step gives a per-tensor op, several a
     per-channel one on the last axis. (A b-bit fake-quant with +-qmax s instead makes the
-    converter re-round a 3-bit grid onto ints -7..7: TFLITE-NOTES.)
+    converter re-round a 3-bit grid onto ints -7..7: docs/design/weight-storage.md.)
     """
     limit = float(symmetric_qmax(storage_bits))
     step = tf.reshape(tf.convert_to_tensor(step), [-1])
