@@ -15,7 +15,7 @@ from pathlib import Path
 
 from toolkit.errors import ArtifactError
 
-__all__ = ["atomic_directory", "atomic_path", "replace_directory", "staging_directory", "strict_json", "write_bytes",
+__all__ = ["atomic_directory", "atomic_path", "json_text", "replace_directory", "staging_directory", "strict_json", "write_bytes",
            "write_json", "write_text"]
 
 
@@ -126,7 +126,10 @@ def strict_json(obj, path: str = "") -> tuple[object, list[str]]:
     return obj, []
 
 
+def json_text(obj) -> str:
+    """Strict JSON text, indented (`strict_json`: a non-finite float is written as null)."""
+    return json.dumps(strict_json(obj)[0], indent=2, sort_keys=False, allow_nan=False, default=float)
+
+
 def write_json(path, obj) -> Path:
-    """Strict JSON (`strict_json`: a non-finite float is written as null)."""
-    clean, _ = strict_json(obj)
-    return write_text(path, json.dumps(clean, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    return write_text(path, json_text(obj) + "\n")

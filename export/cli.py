@@ -25,7 +25,7 @@ from pathlib import Path
 import click
 
 from export.console import routed_output
-from export.options import Finite, Widths
+from export.options import Finite, Numbers, Widths
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -188,7 +188,8 @@ def main():
     "--alphas",
     default="0,0.5,1,2,5,10,20",
     show_default=True,
-    help="Comma-separated sharpness values for the soft methods.",
+    type=Numbers(low=0),
+    help="Comma-separated sharpness values (finite, >= 0) for the soft methods.",
 )
 @click.option("--eps", default=1e-6, show_default=True, type=Finite(low=0, low_open=True), help="Finite-difference step.")
 @click.option("--tolerance", default=1e-5, show_default=True, type=Finite(low=0), help="Max scaled error.")
@@ -206,15 +207,10 @@ def gradcheck(alphas, eps, tolerance, seed, as_json, verbose):
     Example: softedge gradcheck --alphas 0,1,5 --json
     """
     with quiet(verbose=verbose):
-        from toolkit.errors import ConfigError
         from toolkit.gradcheck import gradcheck_table
 
-        try:
-            alpha_values = tuple(float(a) for a in alphas.split(",") if a.strip())
-        except ValueError:
-            raise ConfigError(f"Expected comma-separated numbers for --alphas. Received: {alphas!r}") from None
         set_seed(seed)
-        results = gradcheck_table(alpha_values, eps=eps)
+        results = gradcheck_table(alphas, eps=eps)
         worst = max(max(r.max_error_x, r.max_error_alpha or 0.0) for r in results)
         if as_json:
             echo(json.dumps({"results": [r.to_dict() for r in results], "max_error": worst}, indent=2))
@@ -515,9 +511,9 @@ def export_command(run_dir, output, target, io, kernels, max_drift, min_agreemen
 
 def strict_json_text(report: dict) -> str:
     """The report as strict JSON (a non-finite value is null; `failures` names it)."""
-    from export.atomic import strict_json
+    from export.atomic import json_text
 
-    return json.dumps(strict_json(report)[0], indent=2, default=float, allow_nan=False)
+    return json_text(report)
 
 
 @main.command(name="convert")
@@ -586,43 +582,17 @@ def validate_command(hard_path, tflite_path, data, smooth_path, output, kernels,
     Example: softedge validate --hard runs/x/export/hard.keras --tflite runs/x/export/model.tflite --data digits
     """
     with quiet(verbose=verbose):
-        from export.artifacts import load_keras_model, read_tflite
-        from export.atomic import strict_json
-        from export.preflight import check_model_finite
-        from export.runs import model_classes
-        from export.validate import check, check_pair, validate, write_report
-        from models import datasets
-        from models.data_checks import check_dataset
+        from export.validate import validate_files, write_report
 
         set_seed(seed)
-        hard = load_keras_model(hard_path)
-        tflite_bytes = read_tflite(tflite_path)
-        check_pair(hard, parse_graph(tflite_bytes), f"--hard {hard_path} and --tflite {tflite_path}")
-        smooth = load_keras_model(smooth_path) if smooth_path else None
-        dataset = datasets.load(data)
-        resolved = datasets.infer_task(dataset.y_test, task)
-        check_dataset(dataset, resolved, input_shape=hard.inputs[0].shape[1:], classes=model_classes(hard, resolved),
-                      splits=("test",))
-        for model in (hard, smooth):
-            if model is not None:
-                check_model_finite(model)
-        report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels,
-                          task=task)
-        failures = check(report, max_drift, min_agreement)
-        failures += [f"{path} is not a finite number" for path in strict_json(report)[1]]
-        report["failures"] = failures
+        report, failures = validate_files(hard_path, tflite_path, data, smooth_path, kernels, task, max_drift,
+                                          min_agreement)
         if output:
             write_report(report, output)
         echo(strict_json_text(report) if as_json else format_drift_summary(report))
         for failure in failures:
             echo(f"FAILED: {failure}", err=True)
     sys.exit(EXIT_CHECK_FAILED if failures else EXIT_OK)
-
-
-def parse_graph(tflite_bytes: bytes):
-    from export.device.reference import Graph
-
-    return Graph(tflite_bytes)
 
 
 def format_float_ops(rows: list[dict]) -> str:

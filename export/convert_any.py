@@ -7,7 +7,6 @@ from pathlib import Path
 
 from export.artifacts import load_keras_model
 from export.harden import harden
-from export.runs import check_inputs_fit
 from export.tflite import TARGETS, convert, convert_saved_model, is_hard_model
 from models import datasets
 from models.data_checks import check_dataset
@@ -24,14 +23,16 @@ def model_kind(model) -> str:
     return "hard" if is_hard_model(model) else "float"
 
 
-def _representative(data: str | None, target: str):
-    """Training inputs of `data` for post-training int8 quantization (None for other targets)."""
+def _representative(data: str | None, target: str, model=None):
+    """Training inputs of `data` for post-training int8 quantization (None for other targets),
+    checked (`models.data_checks`; against `model`'s input shape where given)."""
     if target not in ("int8", "int4-weights"):
         return None
     if data is None:
         raise ConfigError("A float model needs --data (representative inputs) for int8 post-training quantization.")
     dataset = datasets.load(data)
-    check_dataset(dataset, datasets.infer_task(dataset.y_train), splits=("train",))
+    check_dataset(dataset, datasets.infer_task(dataset.y_train), splits=("train",),
+                  input_shape=None if model is None else model.inputs[0].shape[1:])
     return dataset.x_train
 
 
@@ -48,7 +49,5 @@ def convert_path(path, target: str = "int8", io: str = "int8", data: str | None 
     kind = model_kind(model)
     if kind == "quantized":
         model = harden(model)
-    representative = _representative(data, target) if kind == "float" else None
-    if representative is not None:
-        check_inputs_fit(model, representative, f"dataset {data!r}")
+    representative = _representative(data, target, model) if kind == "float" else None
     return convert(model, target, io, representative_data=representative), kind

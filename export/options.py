@@ -2,7 +2,7 @@
 
 click's FloatRange lets NaN through (every comparison with NaN is false), so a gate such as
 `--min-agreement nan` would silently pass everything; `Finite` refuses NaN and inf, and checks
-its bounds itself. `Widths` parses `--bits 2,3,4,8`.
+its bounds itself. `Numbers` parses `--alphas 0,1,5`, `Widths` `--bits 2,3,4,8`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 
 import click
 
-__all__ = ["Finite", "Widths"]
+__all__ = ["Finite", "Numbers", "Widths"]
 
 
 class Finite(click.ParamType):
@@ -39,6 +39,27 @@ class Finite(click.ParamType):
         return number
 
 
+def _comma_parts(value, what: str, param_type: click.ParamType, param, ctx) -> list[str]:
+    parts = [part.strip() for part in str(value).split(",") if part.strip()]
+    if not parts:
+        param_type.fail(f"{value!r} names no {what}; expected a comma-separated list.", param, ctx)
+    return parts
+
+
+class Numbers(click.ParamType):
+    """Comma-separated finite numbers, each checked by `Finite(low, high)`; a tuple, in order."""
+
+    name = "numbers"
+
+    def __init__(self, low: float | None = None, high: float | None = None):
+        self.item = Finite(low, high)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        return tuple(self.item.convert(part, param, ctx) for part in _comma_parts(value, "number", self, param, ctx))
+
+
 class Widths(click.ParamType):
     """Comma-separated bit widths, each 2..8, at least one; a sorted tuple without repeats."""
 
@@ -47,9 +68,7 @@ class Widths(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
-        parts = [part.strip() for part in str(value).split(",") if part.strip()]
-        if not parts:
-            self.fail(f"{value!r} names no width; expected comma-separated integers 2..8 such as 2,3,4,8.", param, ctx)
+        parts = _comma_parts(value, "width", self, param, ctx)
         try:
             widths = sorted({int(part) for part in parts})
         except ValueError:

@@ -1,8 +1,8 @@
 """Runs are owned and replaced whole: what a run directory is, who writes it, and how.
 
-- `identity(config, data)`: what a run is, as data: its config (model, data, scheme, recipe,
-  seed, task) and a fingerprint of its data set (sha256 over the arrays' shapes and bytes; for
-  shards, the labels, the test split and the training shape). `config.json` records it.
+- `identity(config)`: what a run is, as data: the entries of its config.json that name the
+  model, data, scheme, recipe, seed, task, PTQ settings and `data_fingerprint` (sha256 over the
+  data set's shapes and bytes; for shards, the labels, the test split and the training shape).
 - `claim_run(run_dir, identity, overwrite)`: `train` / `ptq` into an existing directory is
   refused (ConfigError, exit 2, nothing touched) when it holds anything but the same run,
   unless `overwrite`; then the old directory is moved aside, and restored whole if the new run
@@ -55,8 +55,9 @@ def identity(config: dict) -> dict:
 
 
 def _describe(config: dict) -> str:
-    scheme = config.get("scheme") or {}
-    method = f"ptq {config['ptq'].get('rounding')}" if config.get("ptq") else "QAT"
+    scheme = config.get("scheme") if isinstance(config.get("scheme"), dict) else {}
+    ptq = config.get("ptq")
+    method = f"ptq {ptq.get('rounding')}" if isinstance(ptq, dict) else "QAT"
     return (f"model {config.get('model')!r} on data {config.get('data')!r}, {method}, W{scheme.get('weight_bits')}"
             f"A{scheme.get('activation_bits')}, seed {config.get('seed')}")
 
@@ -69,7 +70,7 @@ def ensure_writable(directory: Path) -> None:
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as error:
-        raise ArtifactError(f"Cannot write the run directory {directory}: {error.strerror or error}") from None
+        raise ArtifactError(f"Cannot write in {directory}: {error.strerror or error}") from None
 
 
 @contextlib.contextmanager

@@ -34,8 +34,7 @@ def check_model_finite(model: keras.Model, where: str | None = None) -> None:
             if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
                 count = int(np.count_nonzero(~np.isfinite(values)))
                 raise ConfigError(f"{where}: layer {layer.name!r} weight {weight.path or weight.name!r} holds {count} "
-                                  f"non-finite value(s) (NaN or inf; did training diverge on non-finite data?); "
-                                  f"refusing to convert it.")
+                                  f"non-finite value(s) (NaN or inf; did training diverge?); refusing to use it.")
 
 
 def parse_tflite(tflite_bytes: bytes, where: str) -> Graph:

@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from export.artifacts import load_keras_model, save_keras_model, versions
-from export.atomic import replace_directory, staging_directory, strict_json, write_bytes, write_json
+from export.atomic import replace_directory, staging_directory, write_bytes, write_json
 from export.bundle import write_bundle
 from export.checkpoints import CHECKPOINT_DIR, EpochTimes, RunCheckpoints, merge_history
 from export.device.check import load_interpreter, quantize_input
@@ -40,9 +39,9 @@ from export.micro import budget_failures, micro_stage, require_micro_ops
 from export.ownership import claim_run, data_fingerprint, ensure_writable, run_lock
 from export.preflight import check_model_finite
 from export.tflite import convert
-from export.validate import agreement, check, validate, write_report
+from export.validate import agreement, check, non_finite_failures, validate, write_report
 from models import datasets, registry
-from models.data_checks import check_dataset, zoo_adaptation
+from models.data_checks import check_dataset, check_dataset_for_model, zoo_adaptation
 from models.training import Recipe, evaluate, learned_step_for, train_float, train_quantized
 from toolkit.distribute import is_multi_worker, worker_role
 from toolkit.errors import ArtifactError, ConfigError
@@ -54,7 +53,7 @@ from toolkit.scheme import QuantScheme
 
 MICRO_TARGET = "micro"  # int8 for TFLite Micro: an op it lacks is an error
 
-__all__ = ["MICRO_TARGET", "RunConfig", "check_inputs_fit", "export_run", "plan_run", "ptq_run", "read_config",
+__all__ = ["MICRO_TARGET", "RunConfig", "export_run", "plan_run", "ptq_run", "read_config",
            "train_run"]
 
 
@@ -107,20 +106,6 @@ def read_config(run_dir) -> RunConfig:
         raise ArtifactError(f"{path} is not a valid run config: {error}") from error
 
 
-def check_inputs_fit(model: keras.Model, x: np.ndarray, where: str) -> None:
-    """Raises ConfigError when `x`'s samples do not have the model's input shape. (Datasets are
-    float32 and non-empty by construction: `models.datasets.load` checks both.)"""
-    expected = tuple(model.inputs[0].shape[1:])
-    if tuple(x.shape[1:]) != expected:
-        raise ConfigError(f"{where}: inputs have shape {tuple(x.shape[1:])} per sample, but model "
-                          f"{model.name!r} expects {expected}.")
-
-
-def model_classes(model: keras.Model, task: str) -> int | None:
-    """The classes a classifier's output can name (its last dimension), else None."""
-    return int(model.outputs[0].shape[-1]) if task == "classification" and model.outputs[0].shape[-1] else None
-
-
 def check_run_data(config: RunConfig, data: datasets.Dataset, task: str, user_model: keras.Model | None = None,
                    splits=("train", "test"), qat: bool = True) -> str | None:
     """The boundary check of a run's data (`models.data_checks`) before anything is written;
@@ -128,8 +113,7 @@ def check_run_data(config: RunConfig, data: datasets.Dataset, task: str, user_mo
     recipe = config.recipe
     steps = (recipe.batch_size, recipe.qat_epochs) if qat else None
     if user_model is not None:
-        check_dataset(data, task, input_shape=user_model.inputs[0].shape[1:], classes=model_classes(user_model, task),
-                      splits=splits, min_train_steps=steps, output_shape=user_model.outputs[0].shape[1:])
+        check_dataset_for_model(data, task, user_model, splits=splits, min_train_steps=steps)
         check_scheme_fits(user_model, config.scheme)
         return None
     zoo_model = registry.entry(config.model)
@@ -176,10 +160,10 @@ def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=(), stra
                           + (" (the run finished; see summary.json)." if (run_dir / "summary.json").is_file() else "."))
     with claim_run(run_dir, wanted, overwrite and not resume), run_lock(run_dir, "train"):
         write_json(run_dir / "config.json", wanted)
-        return _train_run(config, data, task, run_dir, wanted, role, strategy, callbacks, float_callbacks, resume)
+        return _train_run(config, data, task, run_dir, role, strategy, callbacks, float_callbacks, resume)
 
 
-def _train_run(config, data, task, run_dir, wanted, role, strategy, callbacks, float_callbacks, resume) -> dict:
+def _train_run(config, data, task, run_dir, role, strategy, callbacks, float_callbacks, resume) -> dict:
     checkpoints = RunCheckpoints(run_dir / CHECKPOINT_DIR, config.to_dict())
     if resume:
         checkpoints.load()
@@ -217,7 +201,6 @@ def _train_run(config, data, task, run_dir, wanted, role, strategy, callbacks, f
     check_model_finite(smooth, f"training diverged: model {smooth.name!r}")
     float_metrics = evaluate(model, data.x_test, data.y_test, task)
     smooth_metrics = evaluate(smooth, data.x_test, data.y_test, task)
-    write_json(run_dir / "config.json", wanted)
     write_json(run_dir / "versions.json", versions())
     history = {"float": float_history, "qat": qat_history}
     write_json(run_dir / "history.json", json.loads(json.dumps(history, default=float)))
@@ -257,17 +240,16 @@ def ptq_run(config: RunConfig, run_dir, rounding: str = "adaround", samples: int
     wanted = {**config.to_dict(), "ptq": ptq, "data_sha256": data_fingerprint(data)}
     with claim_run(run_dir, wanted, overwrite), run_lock(run_dir, "ptq"):
         write_json(run_dir / "config.json", wanted)
-        return _ptq_run(config, data, task, float_model, run_dir, wanted, rounding, samples, settings, progress, start)
+        return _ptq_run(config, data, task, float_model, run_dir, rounding, samples, settings, progress, start)
 
 
-def _ptq_run(config, data, task, float_model, run_dir, wanted, rounding, samples, settings, progress, start) -> dict:
+def _ptq_run(config, data, task, float_model, run_dir, rounding, samples, settings, progress, start) -> dict:
     x = datasets.calibration_samples(data, samples, config.seed)
     keras.utils.set_random_seed(config.seed)
     quantized = quantize(float_model, config.scheme, calibration_data=x)
     records = post_training_rounding(float_model, quantized, x, rounding, settings, seed=config.seed, progress=progress)
     float_metrics = evaluate(float_model, data.x_test, data.y_test, task)
     quantized_metrics = evaluate(quantized, data.x_test, data.y_test, task)
-    write_json(run_dir / "config.json", wanted)
     write_json(run_dir / "versions.json", versions())
     save_keras_model(float_model, run_dir / "float.keras")
     save_keras_model(quantized, run_dir / "smooth.keras")
@@ -293,8 +275,7 @@ def plan_run(model_path, data_name: str, budget_bytes: int, bits=(2, 3, 4, 8), s
     float_model = load_keras_model(model_path)
     data = datasets.load(data_name)
     task = datasets.infer_task(data.y_train)
-    check_dataset(data, task, input_shape=float_model.inputs[0].shape[1:], classes=model_classes(float_model, task),
-                  splits=("train",))
+    check_dataset_for_model(data, task, float_model, splits=("train",))
     check_model_finite(float_model)
     float_bytes = 4 * float_model.count_params()
     if budget_bytes >= float_bytes:
@@ -332,12 +313,11 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
     smooth = load_keras_model(run_dir / "smooth.keras")
     dataset = config.dataset(data)
     task = config.resolve_task(dataset)
-    check_dataset(dataset, task, input_shape=smooth.inputs[0].shape[1:], classes=model_classes(smooth, task),
-                  splits=("test",))
+    check_dataset_for_model(dataset, task, smooth, splits=("test",))
     check_model_finite(smooth)
-    if (max_arena_kb is not None or max_flash_kb is not None) and target not in ("int8", MICRO_TARGET):
-        raise ConfigError(f"--max-arena-kb / --max-flash-kb apply to TFLite Micro, which runs int8 models; "
-                          f"target {target!r} is not one.")
+    if (max_arena_kb is not None or max_flash_kb is not None) and target not in ("int8", "int4-weights", MICRO_TARGET):
+        raise ConfigError(f"--max-arena-kb / --max-flash-kb apply to TFLite Micro, which runs integer models "
+                          f"(int8, int4-weights, micro); target {target!r} is not one.")
     ensure_writable(output.parent)
     with run_lock(run_dir, "export"):
         staged = staging_directory(output)
@@ -407,7 +387,7 @@ def _export_into(output: Path, run_dir: Path, config: RunConfig, smooth, dataset
             failures += [f"TFLite Micro check: {message}" for message in report["micro"].get("failures", [])]
     if "micro" in report:
         failures += budget_failures(report["micro"], max_arena_kb, max_flash_kb)
-    failures += [f"{path} is not a finite number" for path in strict_json(report)[1]]
+    failures += non_finite_failures(report)
     report["failures"] = failures
     return report, failures
 

@@ -32,20 +32,24 @@ import re
 import keras
 import numpy as np
 
-from export.atomic import write_bytes, write_json, write_text
+from export.artifacts import load_keras_model, read_tflite
+from export.atomic import strict_json, write_bytes, write_json, write_text
 from export.device.check import load_interpreter, predict, quantize_input, runtime_name
 from export.device.reference import Graph, UnsupportedOpError
 from export.exactness import compare_families, runtime_tensors
 from export.hard_layers import FakeQuant
 from export.plots import new_figure, png_bytes
-from export.preflight import check_tflite
+from export.preflight import check_model_finite, check_tflite
 from export.tflite import float_ops, weight_mismatches
+from models import datasets
+from models.data_checks import check_dataset_for_model
 from models.datasets import TASKS, infer_task
 from models.training import task_metrics
 from toolkit.errors import ConfigError
 from toolkit.graph import producers
 
-__all__ = ["TASKS", "agreement", "check", "check_pair", "format_metric", "infer_task", "pair_layers", "per_layer_drift", "validate", "write_report"]
+__all__ = ["TASKS", "agreement", "check", "check_pair", "format_metric", "infer_task", "non_finite_failures", "pair_layers",
+           "per_layer_drift", "validate", "validate_files", "write_report"]
 
 
 # An error "exceeds one step" above this: Keras and TFLite hold the same step in slightly
@@ -193,7 +197,8 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
              kernels: str = "xnnpack", task: str | None = None, layer_samples: int = 256) -> dict:
     """The drift report (a JSON-serializable dict); see the module docstring."""
     task = infer_task(y, task)
-    check_pair(hard_model, check_tflite(tflite_bytes, "the .tflite"), "validate")
+    graph = check_tflite(tflite_bytes, "the .tflite")
+    check_pair(hard_model, graph)
     hard = hard_model.predict(x, verbose=0, batch_size=256)
     interpreter = load_interpreter(tflite_bytes, kernels)
     input_detail, output_detail = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -202,7 +207,7 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
     tflite = outputs[kernels]
     output_step = output_detail["quantization"][0] or _last_step(hard_model) or 1.0
     error_steps = np.abs(tflite.astype(np.float64) - hard.astype(np.float64)) / output_step
-    reference, reference_error, values, graph = _reference_section(tflite_bytes, device_inputs)
+    reference, reference_error, values = _reference_section(tflite_bytes, device_inputs, graph)
     layer_kernels = kernels if kernels in values else "builtin"
     layers = per_layer_drift(hard_model, tflite_bytes, x[:min(layer_samples, len(x))], layer_kernels,
                              values=values[layer_kernels], graph=graph)
@@ -257,20 +262,19 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
     return report
 
 
-def _reference_section(tflite_bytes: bytes, device_inputs: np.ndarray):
-    """(reference comparisons, error text or None, tensor values per family, graph).
+def _reference_section(tflite_bytes: bytes, device_inputs: np.ndarray, graph: Graph):
+    """(reference comparisons, error text or None, tensor values per family).
 
     Where the reference cannot run the model (an op it lacks), the values are LiteRT's builtin
     kernels' (preserve-all-tensors), so per-layer drift is still measured, on those kernels.
     """
-    graph = Graph(tflite_bytes)
     try:
         comparisons, values = compare_families(tflite_bytes, device_inputs, graph=graph)
     except UnsupportedOpError as error:
         indices = [graph.inputs[0], *(index for op in graph.ops for index in op.outputs)]
         values = {"builtin": runtime_tensors(tflite_bytes, device_inputs, "builtin", indices)}
-        return {}, f"the integer reference cannot run this model: {error}", values, graph
-    return comparisons, None, values, graph
+        return {}, f"the integer reference cannot run this model: {error}", values
+    return comparisons, None, values
 
 
 def _last_step(hard_model):
@@ -313,15 +317,41 @@ def check(report: dict, max_drift: float | None = None, min_agreement: float | N
     return failures
 
 
-def check_pair(hard_model: keras.Model, graph: Graph, where: str) -> None:
+def check_pair(hard_model: keras.Model, graph: Graph) -> None:
     """ConfigError when a hard model and a .tflite do not belong together: other per-sample
     input or output shapes (LiteRT would fail deep inside a kernel, or compare unlike things)."""
     for kind, keras_shape, index in (("input", hard_model.inputs[0].shape, graph.inputs[0]),
                                      ("output", hard_model.outputs[0].shape, graph.outputs[0])):
         tflite_shape = tuple(graph.tensors[index].shape[1:])
         if tuple(keras_shape[1:]) != tflite_shape:
-            raise ConfigError(f"{where}: the hard model {hard_model.name!r} has {kind} shape {tuple(keras_shape[1:])} per "
+            raise ConfigError(f"The hard model {hard_model.name!r} has {kind} shape {tuple(keras_shape[1:])} per "
                               f"sample, the .tflite {tflite_shape}: they are not the same model.")
+
+
+def non_finite_failures(report: dict) -> list[str]:
+    """A failure for every NaN or inf in the report (written as null in report.json)."""
+    return [f"{path} is not a finite number" for path in strict_json(report)[1]]
+
+
+def validate_files(hard_path, tflite_path, data: str, smooth_path=None, kernels: str = "xnnpack",
+                   task: str | None = None, max_drift: float | None = None,
+                   min_agreement: float | None = None) -> tuple[dict, list[str]]:
+    """`softedge validate`: the files read and checked (`export.preflight`, the test split
+    against the hard model: `models.data_checks`) before anything runs, then `validate` and
+    `check` on the data set's test split. Returns (report, failures)."""
+    hard = load_keras_model(hard_path)
+    tflite_bytes = read_tflite(tflite_path)   # parsed, its scales checked; `validate` checks the pair
+    smooth = load_keras_model(smooth_path) if smooth_path else None
+    for model in (hard, smooth):
+        if model is not None:
+            check_model_finite(model)
+    dataset = datasets.load(data)
+    check_dataset_for_model(dataset, infer_task(dataset.y_test, task), hard, splits=("test",))
+    report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels,
+                      task=task)
+    failures = check(report, max_drift, min_agreement) + non_finite_failures(report)
+    report["failures"] = failures
+    return report, failures
 
 
 def format_metric(value) -> str:

@@ -20,14 +20,14 @@ Shards are checked part by part (memory-mapped, so no copy of the data set is ma
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from models.datasets import Dataset
+from models.epochs import epoch_steps
 from toolkit.errors import ConfigError
 
-__all__ = ["MIN_QAT_STEPS", "check_dataset", "check_finite", "qat_steps", "zoo_adaptation"]
+__all__ = ["MIN_QAT_STEPS", "check_dataset", "check_dataset_for_model", "check_finite", "model_classes",
+           "zoo_adaptation"]
 
 # The fewest optimizer steps QAT may run. The alpha schedule ramps over the steps before its
 # hold: with one step the model trains at alpha_start only (never annealed), with two or three it
@@ -61,9 +61,17 @@ def _check_inputs_finite(x, where: str) -> None:
             check_finite(part[start:start + 4096], f"{where} (shard {number})", start)
 
 
-def qat_steps(train_samples: int, batch_size: int, qat_epochs: int) -> int:
-    """Optimizer steps of the QAT phase: ceil(samples / batch) per epoch."""
-    return math.ceil(train_samples / batch_size) * qat_epochs
+def model_classes(model, task: str) -> int | None:
+    """The classes a classifier's output can name (its last dimension), else None."""
+    width = model.outputs[0].shape[-1]
+    return int(width) if task == "classification" and width else None
+
+
+def check_dataset_for_model(data: Dataset, task: str, model, splits=("train", "test"),
+                            min_train_steps: tuple[int, int] | None = None) -> None:
+    """`check_dataset` against a Keras model's own input shape, output shape and classes."""
+    check_dataset(data, task, input_shape=model.inputs[0].shape[1:], classes=model_classes(model, task),
+                  splits=splits, min_train_steps=min_train_steps, output_shape=model.outputs[0].shape[1:])
 
 
 def zoo_adaptation(zoo_model, data: Dataset) -> str | None:
@@ -119,11 +127,13 @@ def check_dataset(data: Dataset, task: str, input_shape=None, classes: int | Non
         _check_targets(np.asarray(y), task, f"Dataset {name!r}: y_{split}", classes, split == "train")
     if min_train_steps is not None and "train" in splits:
         batch_size, qat_epochs = min_train_steps
-        steps = qat_steps(len(data.x_train), batch_size, qat_epochs)
+        # An autoencoder trains on the normal rows only (`datasets.training_pairs`).
+        rows = int(np.sum(np.asarray(data.y_train) == 0)) if task == "anomaly" else len(data.x_train)
+        steps = epoch_steps(rows, batch_size) * qat_epochs
         if steps < MIN_QAT_STEPS:
-            raise ConfigError(f"Dataset {name!r}: QAT would run {steps} step(s) ({len(data.x_train)} training "
-                              f"samples, batch {batch_size}, {qat_epochs} epoch(s)); annealing the rounding needs at "
-                              f"least {MIN_QAT_STEPS}: give more --qat-epochs or more data.")
+            raise ConfigError(f"Dataset {name!r}: QAT would run {steps} step(s) ({rows} training samples, batch "
+                              f"{batch_size}, {qat_epochs} epoch(s)); annealing the rounding needs at least "
+                              f"{MIN_QAT_STEPS}: give more --qat-epochs or more data.")
 
 
 def _check_targets(y: np.ndarray, task: str, where: str, classes: int | None, train: bool) -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import re
+import typing
 from dataclasses import dataclass, field
 
 from toolkit import rounding
@@ -22,7 +23,6 @@ from toolkit.quantizers import check_bits
 
 __all__ = ["LayerScheme", "QuantScheme"]
 
-_OVERRIDABLE = {"weight_bits", "activation_bits", "rounding", "per_channel", "learned_step", "float"}
 _WEIGHT_ROUNDINGS = ("ste", "soft", "sigmoid")
 
 
@@ -146,13 +146,16 @@ class QuantScheme:
         return cls.from_dict(data)
 
 
+def _json_types(cls) -> dict[str, type]:
+    """Each field's type, read off the dataclass's own annotations (`dict[str, dict]` -> dict)."""
+    return {name: typing.get_origin(hint) or hint for name, hint in typing.get_type_hints(cls).items()}
+
+
 # The schema: every field's JSON type. JSON has no int/bool confusion to allow: `"per_channel":
-# "yes"` or `"false"` is an error, not a truthy string.
-_FIELD_TYPES = {"weight_bits": int, "activation_bits": int, "rounding": str, "activation_rounding": str,
-                "per_channel": bool, "symmetric_activations": bool, "learned_step": bool, "alpha": float,
-                "ema_decay": float, "unsupported": str, "overrides": dict}
-_OVERRIDE_TYPES = {"weight_bits": int, "activation_bits": int, "rounding": str, "per_channel": bool,
-                   "learned_step": bool, "float": bool}
+# "yes"` or `"false"` is an error, not a truthy string. An override sets LayerScheme's fields.
+_FIELD_TYPES = _json_types(QuantScheme)
+_OVERRIDE_TYPES = _json_types(LayerScheme)
+_OVERRIDABLE = set(_OVERRIDE_TYPES)
 _JSON_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "an object"}
 
 

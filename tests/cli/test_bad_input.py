@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -105,6 +106,9 @@ def bad(tmp_path_factory, exported_run):
     (root / "nan_scale.tflite").write_bytes(_nan_scale_tflite(tflite))
     other = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(4)], name="other")
     (root / "other.tflite").write_bytes(convert(other, "float32"))
+    regressor = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(1)], name="regressor")
+    regressor.save(root / "regressor.keras")
+    paths["regressor"] = str(root / "regressor.keras")
     nan_model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)], name="nan")
     nan_model.layers[-1].kernel.assign(np.full((64, 10), np.nan, np.float32))
     nan_model.save(root / "nan_weights.keras")
@@ -118,6 +122,7 @@ def bad(tmp_path_factory, exported_run):
         "label57": {"y_train": _with(y_train, 5, 57)},
         "float_labels": {"y_train": y_train.astype(np.float32), "y_test": y_test.astype(np.float32)},
         "nan_targets": {"y_train": _with(y_train.astype(np.float32), 0, np.nan), "y_test": y_test.astype(np.float32)},
+        "two_targets": {"y_train": np.zeros((600, 2), np.float32), "y_test": np.zeros((100, 2), np.float32)},
         "ten_by_ten": {"x_train": np.zeros((600, 10, 10, 1), np.float32), "x_test": np.zeros((100, 10, 10, 1), np.float32)},
         "empty_test": {"x_test": x_test[:0], "y_test": y_test[:0]},
         "one_sample": {"x_train": x_train[:1], "y_train": y_train[:1]},
@@ -156,7 +161,10 @@ CASES = [
      r"label 57, but the model has 10 outputs", "fresh"),
     ("float-labels-for-a-classifier", [*TRAIN, "--model", "{user}", "--data", "{float_labels}"], USAGE,
      r"give integer labels", "fresh"),
-    ("nan-regression-target", [*TRAIN, "--model", "{user}", "--data", "{nan_targets}"], USAGE, r"y_train|outputs", "fresh"),
+    ("nan-regression-target", [*TRAIN, "--model", "{regressor}", "--data", "{nan_targets}"], USAGE,
+     r"y_train holds non-finite values .* at index \[0\]", "fresh"),
+    ("targets-of-another-shape-than-the-outputs", [*TRAIN, "--model", "{regressor}", "--data", "{two_targets}"], USAGE,
+     r"regression targets of shape \(2,\) per sample, but the model outputs \(1,\)", "fresh"),
     ("inputs-the-user-model-cannot-take", [*TRAIN, "--model", "{user}", "--data", "{ten_by_ten}"], USAGE,
      r"\(10, 10, 1\) per sample; the model expects \(8, 8, 1\)", "fresh"),
     ("empty-test-split", [*TRAIN, "--data", "{empty_test}"], USAGE, r"empty test split", "fresh"),
@@ -193,10 +201,10 @@ CASES = [
                                            "--float-epochs", "1", "--qat-epochs", "1"], USAGE,
      r"already holds a run of model 'digits_cnn'.*--overwrite", "run"),
     ("train-into-a-folder-of-other-files", ["train", "--run", "{root}", "--float-epochs", "1", "--qat-epochs", "1"], USAGE,
-     r"already holds .* other file\(s\)", "run"),
+     r"already holds .* other file\(s\)", "root"),
     ("resume-without-a-checkpoint", [*TRAIN, "--resume"], USAGE, r"no checkpoint to resume from", "fresh"),
     ("train-into-an-unwritable-place", ["train", "--run", "{user}/run", "--float-epochs", "1", "--qat-epochs", "1"],
-     ARTIFACT, r"Cannot write the run directory", "fresh"),
+     ARTIFACT, r"Cannot write in .*user\.keras/run", "fresh"),
     ("ptq-of-a-zoo-name", ["ptq", "--model", "digits_cnn", "--run", "{fresh}"], USAGE, r"must be a \.keras file", "fresh"),
     ("ptq-of-nan-data", ["ptq", "--model", "{user}", "--data", "{nan_x}", "--run", "{fresh}"], USAGE, r"non-finite", "fresh"),
     # plan
@@ -213,12 +221,22 @@ CASES = [
     ("export-min-agreement-nan", ["export", "--run", "{run}", "--min-agreement", "nan"], USAGE, r"'--min-agreement': 'nan'", "run"),
     ("export-min-agreement-above-one", ["export", "--run", "{run}", "--min-agreement", "2"], USAGE, r"2 is not <= 1", "run"),
     ("export-on-nan-data", ["export", "--run", "{run}", "--data", "{inf_x_test}"], USAGE, r"non-finite", "run"),
-    ("export-of-nan-weights", ["export", "--run", "{nan_run}"], USAGE, r"non-finite value\(s\).*refusing to convert", "nan_run"),
+    ("export-of-nan-weights", ["export", "--run", "{nan_run}"], USAGE, r"non-finite value\(s\).*refusing to use it", "nan_run"),
     ("export-to-an-unwritable-place", ["export", "--run", "{run}", "--output", "{user}/export"], ARTIFACT,
      r"Cannot write", "run"),
+    ("export-arena-budget-nan", ["export", "--run", "{run}", "--max-arena-kb", "nan"], USAGE,
+     r"'--max-arena-kb': 'nan' is not a finite number", "run"),
+    ("export-budget-for-a-float-target", ["export", "--run", "{run}", "--target", "float32", "--max-flash-kb", "64"],
+     USAGE, r"apply to TFLite Micro, which runs integer models .* target 'float32' is not one", "run"),
     ("export-of-a-folder-that-is-no-run", ["export", "--run", "{fresh}"], ARTIFACT, r"config\.json does not exist", "fresh"),
     ("convert-nan-weights", ["convert", "{root}/nan_weights.keras", "--target", "float32", "--output", "{fresh}/x.tflite"],
      USAGE, r"layer 'dense\w*' weight .* non-finite", "fresh"),
+    # gradcheck
+    ("gradcheck-alpha-nan", ["gradcheck", "--alphas", "0,nan"], USAGE, r"'--alphas': 'nan' is not a finite number", "fresh"),
+    ("gradcheck-alpha-negative", ["gradcheck", "--alphas", "-1"], USAGE, r"'--alphas': -1 is not >= 0", "fresh"),
+    ("gradcheck-alphas-empty", ["gradcheck", "--alphas", ","], USAGE, r"names no number", "fresh"),
+    ("gradcheck-eps-zero", ["gradcheck", "--eps", "0"], USAGE, r"'--eps': 0 is not > 0", "fresh"),
+    ("gradcheck-tolerance-inf", ["gradcheck", "--tolerance", "inf"], USAGE, r"'--tolerance': 'inf' is not a finite", "fresh"),
     # validate
     ("validate-truncated-tflite", [*VALIDATE[:4], "{root}/truncated.tflite", *VALIDATE[5:]], ARTIFACT,
      r"not a valid TFLite model \(truncated or corrupt\)", "fresh"),
@@ -251,6 +269,30 @@ def test_bad_input_is_refused_with_its_exit_code_and_nothing_changes(bad, argume
     assert_one_line_error(result, code, pattern)
     assert snapshot(Path(bad[watched])) == before
     assert not list(Path(bad["root"]).glob(".*")), "a temporary directory was left behind"
+
+
+def test_overwrite_replaces_another_run_whole_and_the_same_run_needs_none(bad, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(bad["run"], run)
+    assert (run / "export").is_dir()
+    train = ["train", "--run", str(run), "--data", bad["good"], "--float-epochs", "1", "--qat-epochs", "1", "--json"]
+    result = CliRunner().invoke(cli.main, [*train, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert not (run / "export").exists()   # the old run's exports went with it
+    assert json.loads((run / "config.json").read_text())["data"] == bad["good"]
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]
+    result = CliRunner().invoke(cli.main, train)   # the same run again: it is this run's directory
+    assert result.exit_code == 0, result.output
+
+
+def test_micro_budgets_apply_to_int4_weights_too(bad, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(bad["run"], run)
+    result = CliRunner().invoke(cli.main, ["export", "--run", str(run), "--target", "int4-weights", "--max-arena-kb",
+                                           "1024", "--max-flash-kb", "1024", "--no-device-check", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "export" / "report.json").read_text())
+    assert report["target"] == "int4-weights" and report["micro"]["arena_bytes"] > 0
 
 
 def test_a_zoo_model_rebuilt_for_other_data_says_so(bad, tmp_path):

@@ -326,3 +326,45 @@ def test_builtin_add_rounds_its_input_rescales_once():
     twice = fp.multiply_by_quantized_multiplier
     double_rounded = np.clip(twice(twice((a - za) << 20, m_a, e_a) + twice((b - zb) << 20, m_b, e_b), m_o, e_o) + zo, zo, 127)
     assert np.count_nonzero(double_rounded != values["builtin"][op.outputs[0]]) > 0  # the rule is observable here
+
+
+def test_mean_on_one_grid_in_and_out_is_requantized_with_the_multiplier_on_every_runtime():
+    """A global average pool after ReLU6 whose calibrated range is ReLU6's own [0, 6] (MobileNetV2
+    at seed 2 of the zoo test): its MEAN has equal scales and zero points in and out. TFLite's older same-grid branch truncated sum // n there; LiteRT 2.3
+    (builtin, BUILTIN_REF) and TFLite Micro requantize with the multiplier like any other MEAN
+    (seed 2 of the zoo test found 3,790 of 20,480 MobileNetV2-0.35 elements off with truncation).
+    Inputs spread widely, so that most 3x3 sums are not multiples of 9."""
+    from export.device import micro_check
+    from export.device.check import quantize_input
+    from toolkit import QuantScheme, quantize
+
+    keras.utils.set_random_seed(seeded(0))
+    inputs = keras.Input((3, 3, 8))
+    conv = L.Conv2D(16, 1)
+    x = L.ReLU(6.0)(conv(inputs))   # as MobileNetV2 ends: ReLU6, then the pool
+    model = keras.Model(inputs, L.Dense(4)(L.GlobalAveragePooling2D()(x)))
+    # Channel 0 always saturates at 6 and channel 1 at 0, so the pool's calibrated range is
+    # ReLU6's [0, 6] (MobileNetV2's case); the other channels spread inside it.
+    bias = np.zeros(16, np.float32)
+    bias[:2] = 100.0, -100.0
+    conv.bias.assign(bias)
+    data = np.random.default_rng(seeded(0)).normal(0, 2, size=(64, 3, 3, 8)).astype(np.float32)
+    hard = harden(quantize(model, QuantScheme(weight_bits=8), calibration_data=data))
+    tflite_bytes = convert(hard, "int8")
+    graph = Graph(tflite_bytes)
+    (mean,) = [op for op in graph.ops if op.name == "MEAN"]
+    assert graph.tensors[mean.inputs[0]].grid() == graph.tensors[mean.outputs[0]].grid()   # the case under test
+    device_inputs = quantize_input(data, {"dtype": np.int8, "quantization": graph.tensors[graph.inputs[0]].grid()})
+    comparisons, values = compare_families(tflite_bytes, device_inputs, graph=graph)
+    _assert_exact(comparisons)
+    sums = values["reference"][mean.inputs[0]].astype(np.int64).sum(axis=(1, 2))
+    assert np.mean(sums % 9 != 0) > 0.2   # truncation and the multiplier path would disagree here
+    try:
+        micro_check.micro_runtime()
+    except micro_check.MicroUnavailable:
+        return
+    batch_one = convert(hard, "int8", batch_size=1)
+    arena = micro_check.smallest_arena(batch_one, device_inputs[0])
+    outputs, _ = micro_check.run_all(batch_one, device_inputs, arena + micro_check.ARENA_ALIGNMENT)
+    expected = Graph(batch_one).run(device_inputs, "micro")
+    np.testing.assert_array_equal(outputs, expected[Graph(batch_one).outputs[0]].reshape(outputs.shape))
