@@ -47,7 +47,7 @@ test-slow: $(STAMP) ## Run the slower end-to-end checks
 	$(PY) -m pytest -m slow tests
 
 lint: $(STAMP) ## ruff check
-	$(VENV)/bin/ruff check toolkit models export tests bench
+	$(VENV)/bin/ruff check toolkit models export app tests bench
 
 bench: $(STAMP) ## Run the benchmarks (QUICK=1: one seed, fewer epochs); tables, JSON and plots in bench/results
 	$(PY) -m pip install --quiet -e '.[bench]'

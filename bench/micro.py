@@ -24,9 +24,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from app.runs import ExportOptions, RunConfig, export_run, train_run  # noqa: E402
 from bench.readme import replace_section  # noqa: E402
 from export.atomic import write_json  # noqa: E402
-from export.runs import RunConfig, export_run, train_run  # noqa: E402
 from models.training import Recipe  # noqa: E402
 from toolkit import QuantScheme  # noqa: E402
 
@@ -50,7 +50,7 @@ def measure_model(name: str, recipe: Recipe, seed: int, workdir: Path) -> dict:
     train_run(RunConfig(name, DATA.get(name, "synthetic"), QuantScheme(weight_bits=4), recipe, seed), run_dir)
     row = {"model": name, "weight_bits": 4}
     for target in TARGETS:
-        report, failures = export_run(run_dir, run_dir / f"export-{target}", target=target)
+        report, failures = export_run(run_dir, ExportOptions(run_dir / f"export-{target}", target=target))
         micro = report["micro"]
         metric, micro_value = _metric(report, micro=True)
         row[target] = {

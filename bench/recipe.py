@@ -45,7 +45,7 @@ from models.training import (  # noqa: E402
 )
 from toolkit import QuantScheme  # noqa: E402
 from toolkit.ptq import set_mse_step  # noqa: E402
-from toolkit.quantize import quantized_layers  # noqa: E402
+from toolkit.rewrite import quantized_layers  # noqa: E402
 from toolkit.schedules import set_alpha  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "recipe.json"

@@ -5,13 +5,15 @@
       eval.npz        inputs exactly as the device receives them (int8 for an int8 input),
                       labels (or regression targets), the outputs the exporter's LiteRT produced
                       (raw), and `expected_<family>`: the integer reference's outputs for each
-                      kernel family (reference, builtin, xnnpack), which a device must match
+                      kernel family (reference, builtin, xnnpack, micro), which a device must match
                       exactly for the family it runs
       manifest.json   `files`: the sha256 of every other file of the bundle (check.py refuses a
                       bundle whose files differ: a relabelled eval.npz would otherwise pass at
                       accuracy 1.0), input/output quantization, expected accuracy and
                       tolerance, kernels, versions
-      check.py        the standalone on-device check (numpy + LiteRT only)
+      check.py        the standalone on-device check (numpy + LiteRT only), with
+      families.py     the kernel families (`KernelFamily`) and
+      tasks.py        the tasks (`Task`) it reads: softedge's own vocabularies, copied
       micro/          for TFLite Micro (when the model is int8): model.tflite (the same model
                       with a batch of 1), model_data.h / model_data.cc (its bytes as a C array,
                       and the measured arena size), micro_ops.h (a resolver with exactly its
@@ -32,8 +34,9 @@ import numpy as np
 from export.artifacts import versions
 from export.atomic import atomic_directory, write_json
 from export.device import check as device_check
-from export.device import micro_check
+from export.device import families, micro_check
 from export.device.reference import FAMILIES, Graph, UnsupportedOpError
+from models import tasks
 
 __all__ = ["DEFAULT_TOLERANCE", "reference_outputs", "write_bundle"]
 
@@ -91,6 +94,8 @@ def write_bundle(directory, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, k
             np.savez(handle, inputs=device_inputs, labels=labels, expected_outputs=outputs,
                      **{f"expected_{family}": values for family, values in expected.items()})
         shutil.copyfile(device_check.__file__, Path(tmp, "check.py"))
+        for vocabulary in (families, tasks):  # check.py's KernelFamily and Task
+            shutil.copyfile(vocabulary.__file__, Path(tmp, Path(vocabulary.__file__).name))
         if micro:
             Path(tmp, "micro").mkdir()
             Path(tmp, "micro", "model.tflite").write_bytes(micro["model"])

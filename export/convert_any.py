@@ -7,11 +7,12 @@ from pathlib import Path
 
 from export.artifacts import load_keras_model
 from export.harden import harden
+from export.targets import Target
 from export.tflite import TARGETS, convert, convert_saved_model, is_hard_model
 from models import datasets
 from models.data_checks import check_dataset
 from toolkit.errors import ArtifactError, ConfigError
-from toolkit.quantize import is_quantized_model
+from toolkit.rewrite import is_quantized_model
 
 __all__ = ["convert_path", "model_kind"]
 
@@ -26,7 +27,7 @@ def model_kind(model) -> str:
 def _representative(data: str | None, target: str, model=None):
     """Training inputs of `data` for post-training int8 quantization (None for other targets),
     checked (`models.data_checks`; against `model`'s input shape where given)."""
-    if target not in ("int8", "int4-weights"):
+    if not Target(target).integer:
         return None
     if data is None:
         raise ConfigError("A float model needs --data (representative inputs) for int8 post-training quantization.")

@@ -29,13 +29,13 @@ from toolkit.qat_layers import (
     QuantChannelAffine,
     QuantizeActivation,
 )
-from toolkit.quantize import PASS_THROUGH, is_quantized_model
 from toolkit.quantizers import (
     bias_on_accumulator_grid,
     constant_fake_quant,
     constant_range,
     nudged_grid,
 )
+from toolkit.rewrite import PASS_THROUGH, is_quantized_model
 
 __all__ = ["harden", "input_steps"]
 
@@ -103,7 +103,7 @@ def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
     The hard layers store weights as int8; `tflite.convert(..., "int4-weights")` packs them.
 
     Args:
-        model: the output of `toolkit.quantize` (trained or not), or a tfmot bridge model.
+        model: the output of `toolkit.rewrite` (trained or not), or a tfmot bridge model.
         bake_bias: put biases on TFLite's int32 grid (default). Without it the hard model is
             exactly the quantized model at alpha = inf, and TFLite rounds the biases itself.
     """

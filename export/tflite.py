@@ -27,13 +27,14 @@ import tensorflow as tf
 
 from export.hard_layers import HARD_LAYERS, FakeQuant
 from export.preflight import check_model_finite, check_tflite
+from export.targets import Target
 from toolkit.errors import ConfigError
 from toolkit.layer_types import layer_type_named
 
 __all__ = ["TARGETS", "check_runnable", "convert", "convert_saved_model", "expected_weights", "float_ops",
            "is_hard_model", "weight_mismatches", "weight_tensors"]
 
-TARGETS = ("int8", "int4-weights", "dynamic", "float16", "float32")
+TARGETS = tuple(Target.names(converter_only=True))  # what the converter is asked for
 
 
 def is_hard_model(model: keras.Model) -> bool:
@@ -107,7 +108,7 @@ def _configure(converter, target: str, io: str, carries_ranges: bool, representa
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if target == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if target not in ("int8", "int4-weights"):
+    if not Target(target).integer:
         return
     if not carries_ranges:
         if representative_data is None:
@@ -141,10 +142,10 @@ def convert(model: keras.Model, target: str = "int8", io: str = "int8", represen
     _check_recurrent_layers(model)
     check_model_finite(model)
     hard = is_hard_model(model)
-    if target == "int4-weights" and not hard:
+    if target == Target.INT4_WEIGHTS and not hard:
         raise ConfigError("Target 'int4-weights' needs a hard softedge model (export.harden).")
-    if target == "int4-weights" or batch_size is not None:
-        model = _rebuilt(model, 4 if target == "int4-weights" else None, batch_size)
+    if target == Target.INT4_WEIGHTS or batch_size is not None:
+        model = _rebuilt(model, 4 if target == Target.INT4_WEIGHTS else None, batch_size)
     with quiet_converter():  # from_keras_model exports a SavedModel and prints about it
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
     _configure(converter, target, io, hard, representative_data, f"Model {model.name!r}")
@@ -176,7 +177,7 @@ def check_runnable(tflite_bytes: bytes) -> None:
 def convert_saved_model(path, target: str = "int8", io: str = "int8", representative_data=None) -> bytes:
     """Converts a SavedModel directory (a float model: int8 is post-training quantization)."""
     _check_target(target, io)
-    if target == "int4-weights":
+    if target == Target.INT4_WEIGHTS:
         raise ConfigError("Target 'int4-weights' needs a hard softedge model, not a SavedModel.")
     converter = tf.lite.TFLiteConverter.from_saved_model(str(path))
     _configure(converter, target, io, False, representative_data, f"SavedModel {path}")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.tasks import Task
 from toolkit.errors import ArtifactError, ConfigError
 
 __all__ = ["NAMES", "TASKS", "Dataset", "calibration_samples", "infer_task", "load", "training_pairs"]
@@ -105,7 +106,7 @@ def _npz(path: Path) -> Dataset:
                    arrays["x_test"].astype(np.float32), _targets(arrays["y_test"]))
 
 
-TASKS = ("classification", "regression", "anomaly")
+TASKS = tuple(Task.names())
 
 
 def infer_task(y: np.ndarray, task: str | None = None) -> str:

@@ -31,7 +31,7 @@ from toolkit.distribute import (
 )
 from toolkit.errors import ConfigError
 from toolkit.graph import all_layers
-from toolkit.quantize import quantize
+from toolkit.rewrite import quantize
 from toolkit.schedules import AlphaSchedule, AnnealRounding
 from toolkit.scheme import QuantScheme
 

@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """A digits run trained for a few epochs (fast), shared by the export and CLI tests."""
-    from export.runs import RunConfig, train_run
+    from app.runs import RunConfig, train_run
     from models.training import Recipe
     from tests.seeds import seeded
     from toolkit import QuantScheme
@@ -40,7 +40,7 @@ def trained_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def exported_run(trained_run):
-    from export.runs import export_run
+    from app.runs import ExportOptions, export_run
 
-    report, failures = export_run(trained_run, min_agreement=None)
+    report, failures = export_run(trained_run, ExportOptions(min_agreement=None))
     return trained_run, report, failures

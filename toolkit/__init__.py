@@ -1,64 +1,44 @@
 """softedge's library core: differentiable rounding, quantizers, QAT layers, schedules.
 
-Pure TensorFlow / Keras 3, no file I/O. Importing it never imports tfmot or tf_keras.
+Pure TensorFlow / Keras 3, no file I/O. Importing it never imports tfmot or tf_keras, and imports TensorFlow only when a name that needs
+it is first used (PEP 562 module `__getattr__`): the vocabularies (`toolkit.roundings`) and the
+errors answer a command line's bad arguments before TensorFlow is loaded.
 """
 
-from toolkit import gradcheck, rounding
-from toolkit.batchnorm_folding import fold_batch_norm
-from toolkit.errors import ArtifactError, ConfigError, SoftedgeError, UnsupportedLayerError
-from toolkit.layer_types import LAYER_TYPES, KernelLayerType, layer_type_of
-from toolkit.qat_layers import (
-    QuantConv1D,
-    QuantConv2D,
-    QuantDense,
-    QuantDepthwiseConv2D,
-    QuantizeActivation,
-)
-from toolkit.quantize import calibrate, quantize, quantized_layers
-from toolkit.quantizers import ActivationQuantizer, Grid, WeightQuantizer
-from toolkit.rounding import (
-    round_hard,
-    round_ste,
-    round_to,
-    sigmoid_round,
-    soft_round,
-    soft_round_conditional_mean,
-    soft_round_inverse,
-)
-from toolkit.schedules import AlphaSchedule, AnnealRounding, set_alpha
-from toolkit.scheme import QuantScheme
+from __future__ import annotations
 
-__all__ = [
-    "LAYER_TYPES",
-    "KernelLayerType",
-    "layer_type_of",
-    "ActivationQuantizer",
-    "AlphaSchedule",
-    "AnnealRounding",
-    "Grid",
-    "QuantConv1D",
-    "QuantConv2D",
-    "QuantDense",
-    "QuantDepthwiseConv2D",
-    "QuantScheme",
-    "QuantizeActivation",
-    "WeightQuantizer",
-    "calibrate",
-    "fold_batch_norm",
-    "quantize",
-    "quantized_layers",
-    "set_alpha",
-    "ArtifactError",
-    "ConfigError",
-    "gradcheck",
-    "SoftedgeError",
-    "UnsupportedLayerError",
-    "round_hard",
-    "round_ste",
-    "round_to",
-    "rounding",
-    "sigmoid_round",
-    "soft_round",
-    "soft_round_conditional_mean",
-    "soft_round_inverse",
-]
+import importlib
+
+# name -> the module that defines it (the public API; `from toolkit import quantize` works as before).
+_API = {
+    "gradcheck": None, "rounding": None,  # submodules
+    "fold_batch_norm": "toolkit.batchnorm_folding",
+    "ArtifactError": "toolkit.errors", "ConfigError": "toolkit.errors", "SoftedgeError": "toolkit.errors",
+    "UnsupportedLayerError": "toolkit.errors",
+    "LAYER_TYPES": "toolkit.layer_types", "KernelLayerType": "toolkit.layer_types", "layer_type_of": "toolkit.layer_types",
+    "QuantConv1D": "toolkit.qat_layers", "QuantConv2D": "toolkit.qat_layers", "QuantDense": "toolkit.qat_layers",
+    "QuantDepthwiseConv2D": "toolkit.qat_layers", "QuantizeActivation": "toolkit.qat_layers",
+    "calibrate": "toolkit.rewrite", "quantize": "toolkit.rewrite", "quantized_layers": "toolkit.rewrite",
+    "ActivationQuantizer": "toolkit.quantizers", "Grid": "toolkit.quantizers", "Quantizer": "toolkit.quantizers",
+    "WeightQuantizer": "toolkit.quantizers",
+    "PtqRounding": "toolkit.roundings", "Rounding": "toolkit.roundings",
+    "round_hard": "toolkit.rounding", "round_ste": "toolkit.rounding", "round_to": "toolkit.rounding",
+    "sigmoid_round": "toolkit.rounding", "soft_round": "toolkit.rounding",
+    "soft_round_conditional_mean": "toolkit.rounding", "soft_round_inverse": "toolkit.rounding",
+    "AlphaSchedule": "toolkit.schedules", "AnnealRounding": "toolkit.schedules", "set_alpha": "toolkit.schedules",
+    "QuantScheme": "toolkit.scheme",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'toolkit' has no attribute {name!r}")
+    module = importlib.import_module(_API[name] or f"toolkit.{name}")
+    value = module if _API[name] is None else getattr(module, name)
+    globals()[name] = value  # also replaces a submodule bound under the same name (toolkit.rewrite's `quantize` is not a module)
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

@@ -26,7 +26,7 @@ import numpy as np
 
 from toolkit.errors import ConfigError
 from toolkit.ptq import post_training_rounding, ptq_scheme
-from toolkit.quantize import quantize, quantized_layers
+from toolkit.rewrite import quantize, quantized_layers
 from toolkit.scheme import QuantScheme
 
 __all__ = ["LayerChoice", "STORAGES", "choose_widths", "layer_bytes", "layer_sensitivities", "planned_scheme"]

@@ -38,13 +38,14 @@ from toolkit import adaround
 from toolkit.batchnorm_folding import fold_batch_norm
 from toolkit.errors import ConfigError
 from toolkit.graph import to_functional
-from toolkit.quantize import quantized_layers
+from toolkit.rewrite import quantized_layers
+from toolkit.roundings import PtqRounding
 from toolkit.scheme import QuantScheme
 from toolkit.separable import split_separable_convs
 
 __all__ = ["AdaRoundSettings", "ROUNDINGS", "mse_steps", "post_training_rounding", "ptq_scheme", "set_mse_step"]
 
-ROUNDINGS = ("nearest", "adaround")
+ROUNDINGS = tuple(PtqRounding.names())
 STEP_FRACTIONS = np.round(np.arange(0.30, 1.0001, 0.01), 2)
 _STEPS_PER_CALL = 1000   # AdaRound steps per compiled call; the progress and loss history interval
 

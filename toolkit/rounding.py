@@ -34,6 +34,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from toolkit.errors import ConfigError
+from toolkit.roundings import Rounding
 
 __all__ = [
     "METHODS",
@@ -239,12 +240,11 @@ def sigmoid_round(x, alpha):
 # ----------------------------------------------------------------------------- registry
 
 METHODS: dict[str, Callable] = {
-    "ste": round_ste,
-    "soft": soft_round,
-    "sigmoid": sigmoid_round,
-    "hard": round_hard,
+    Rounding.STE.value: round_ste,
+    Rounding.SOFT.value: soft_round,
+    Rounding.SIGMOID.value: sigmoid_round,
+    Rounding.HARD.value: round_hard,
 }
-_USES_ALPHA = frozenset({"soft", "sigmoid"})
 
 
 def get(name: str) -> Callable:
@@ -265,7 +265,7 @@ def get(name: str) -> Callable:
 def uses_alpha(name: str) -> bool:
     """Whether the method `name` takes a sharpness `alpha`."""
     get(name)
-    return name in _USES_ALPHA
+    return not callable(name) and Rounding(name).uses_alpha
 
 
 def apply(name: str, x, alpha=None):

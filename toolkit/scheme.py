@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from toolkit import rounding
 from toolkit.errors import ConfigError
 from toolkit.quantizers import check_bits
+from toolkit.roundings import Rounding
 
 __all__ = ["LayerScheme", "QuantScheme"]
 
-_WEIGHT_ROUNDINGS = ("ste", "soft", "sigmoid")
+_WEIGHT_ROUNDINGS = tuple(Rounding.training_names())
 
 
 @dataclass(frozen=True)

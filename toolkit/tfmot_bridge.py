@@ -209,14 +209,14 @@ def quantize_tfmot(model, scheme: QuantScheme | None = None):
         scheme: bit widths, rounding and overrides (activations stay tfmot's 8-bit).
 
     Raises:
-        ConfigError: for a Keras 3 model (use `toolkit.quantize`).
+        ConfigError: for a Keras 3 model (use `toolkit.rewrite`).
     """
     import keras
 
     if isinstance(model, keras.Model):  # a Keras 3 model: tfmot only takes tf_keras (Keras 2) models
         raise ConfigError(
             f"Model {model.name!r} is a Keras 3 model; tfmot (and so quantize_tfmot) only takes tf_keras "
-            "models. Use toolkit.quantize(model, scheme), softedge's native Keras 3 path.")
+            "models. Use toolkit.rewrite(model, scheme), softedge's native Keras 3 path.")
     import tensorflow_model_optimization as tfmot
 
     scheme = scheme or QuantScheme()

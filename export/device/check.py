@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import sys
@@ -33,7 +34,26 @@ import warnings
 
 import numpy as np
 
-KERNELS = ("xnnpack", "builtin", "reference")
+
+def _beside(name: str):
+    """The module `name`.py that lies beside this file in a device bundle (loaded by path, so
+    nothing is added to sys.path of a process that checks several bundles)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"softedge_bundle_{name}", path)
+    if spec is None or not os.path.isfile(path):
+        raise ImportError(f"{path} is missing: check.py needs the {name}.py of its bundle")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+if __package__:  # export.device.check, inside softedge
+    from export.device.families import KernelFamily
+    from models.tasks import Task
+else:  # a device bundle's copy: softedge's vocabularies were copied beside it
+    KernelFamily, Task = _beside("families").KernelFamily, _beside("tasks").Task
+
+KERNELS = tuple(KernelFamily.litert_names())
 FAMILY_PREFIX = "expected_"
 EXIT_OK, EXIT_OUT_OF_TOLERANCE, EXIT_BAD_BUNDLE = 0, 1, 2
 
@@ -153,7 +173,7 @@ _MANIFEST_SCHEMA = {"files": (dict,), "model_sha256": (str,), "kernels": (str,),
                     "tolerance": (dict,), "input_quantization": (dict,), "output_quantization": (dict,),
                     "expected_accuracy": (float, int, type(None)), "expected_auc": (float, int, type(None))}
 _TOLERANCE_KEYS = ("accuracy", "min_agreement")
-TASKS = ("classification", "regression", "anomaly")
+TASKS = tuple(Task.names())
 
 
 def verify_files(bundle: str, manifest: dict, manifest_path: str) -> None:

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 
+from app.runs import RunConfig, train_run
 from export.artifacts import load_keras_model
-from export.runs import RunConfig, train_run
 from models.training import Recipe
 from tests.seeds import seeded
 from toolkit import QuantScheme

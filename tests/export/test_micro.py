@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from export import cli
+from app import cli
 from export.device import micro_check
 from export.device.reference import Graph
 from export.harden import harden
@@ -274,7 +274,7 @@ def test_the_micro_check_runs_with_only_numpy_and_tflite_micro_and_catches_tampe
         arrays = {key: archive[key] for key in archive.files}
     arrays["expected_micro"][0, 0] ^= 1
     np.savez(wrong / "eval.npz", **arrays)
-    _reseal(wrong)   # the integers' check itself, past the seal (tests/cli covers the seal)
+    _reseal(wrong)   # the integers' check itself, past the seal (tests/app covers the seal)
     result = _run_micro_check(wrong, "--json")
     assert result.returncode == micro_check.EXIT_FAILED
     assert json.loads(result.stdout)["mismatched_elements"] == 1
@@ -309,8 +309,8 @@ def test_budget_flags_over_and_under(exported_run, tmp_path):
 
 
 def test_target_micro_exits_4_naming_the_op_tflite_micro_lacks(tmp_path):
+    from app.runs import RunConfig, train_run
     from export.artifacts import save_keras_model
-    from export.runs import RunConfig, train_run
     from models.training import Recipe
 
     save_keras_model(_gelu_model(), tmp_path / "gelu.keras")

@@ -7,12 +7,12 @@ import keras
 import numpy as np
 from click.testing import CliRunner
 
+from app.cli import EXIT_USAGE, main
+from app.runs import ExportOptions, export_run
 from export.artifacts import load_keras_model
-from export.cli import EXIT_USAGE, main
-from export.runs import export_run
 from tests.seeds import seeded
 from toolkit import QuantScheme
-from toolkit.quantize import quantized_layers
+from toolkit.rewrite import quantized_layers
 
 L = keras.layers
 
@@ -50,7 +50,7 @@ def test_ptq_then_export_stores_the_chosen_integers(tmp_path):
     assert config["ptq"]["rounding"] == "adaround" and config["ptq"]["samples"] == 64
 
     smooth = load_keras_model(run / "smooth.keras")
-    report, failures = export_run(run, device_check=False)
+    report, failures = export_run(run, ExportOptions(device_check=False))
     assert failures == [] and report["weights_exact"] is True   # the .tflite holds these integers
     for layer in quantized_layers(smooth):
         step = np.asarray(layer.weight_quantizer.scale(layer.float_kernel))

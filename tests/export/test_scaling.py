@@ -28,7 +28,7 @@ def _softedge(*args, env=None, **kwargs):
     largest value from one worker's after 46 steps (Adam turns reassociation noise in near-zero
     gradients into whole steps); with Eigen's kernels, 3e-6 (and 8e-5 with oneDNN on an AVX2 one)."""
     env = {"TF_ENABLE_ONEDNN_OPTS": "0", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "export", *args], cwd=ROOT, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "app", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **env}, **kwargs)
 
 

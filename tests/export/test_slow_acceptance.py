@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from export.runs import RunConfig, export_run, train_run
+from app.runs import ExportOptions, RunConfig, export_run, train_run
 from models.training import Recipe
 from toolkit import QuantScheme
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def test_mnist1d_int8_export_agrees_with_the_hard_model(tmp_path, weight_bits):
     run_dir = tmp_path / f"mnist1d-w{weight_bits}"
     train_run(RunConfig("mnist1d_cnn", "mnist1d", QuantScheme(weight_bits=weight_bits), Recipe(qat_epochs=10)), run_dir)
-    report, failures = export_run(run_dir, min_agreement=None)
+    report, failures = export_run(run_dir, ExportOptions(min_agreement=None))
     assert failures == []
     assert report["weights_exact"]
     # A float simulation vs integers: only a margin no machine's float kernels can move (the

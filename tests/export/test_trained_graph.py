@@ -120,7 +120,7 @@ def test_a_float_layer_is_quantized_on_both_sides_and_listed_with_its_bytes():
 def test_validate_and_convert_name_the_float_ops(tmp_path):
     from click.testing import CliRunner
 
-    from export.cli import main
+    from app.cli import main
     from export.validate import _markdown, validate
 
     keras.utils.set_random_seed(seeded(0))

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 from click.testing import CliRunner
 
-from export.cli import main
-from export.runs import RunConfig, export_run, train_run
+from app.cli import main
+from app.runs import ExportOptions, RunConfig, export_run, train_run
 from models.training import Recipe
 from tests.seeds import seeded
 from toolkit import QuantScheme
@@ -65,6 +65,6 @@ def test_a_user_regression_model_trains_and_exports(tmp_path):
     config = RunConfig(str(tmp_path / "ae.keras"), str(data), QuantScheme(weight_bits=8), Recipe(qat_epochs=1), seed=seeded(0))
     summary = train_run(config, tmp_path / "run")
     assert summary["task"] == "regression" and summary["smooth_mse"] >= 0 and "smooth_accuracy" not in summary
-    report, failures = export_run(tmp_path / "run", device_check=False)
+    report, failures = export_run(tmp_path / "run", ExportOptions(device_check=False))
     assert failures == [] and report["task"] == "regression" and report["weights_exact"]
     assert all(row["outputs_equal"] for row in report["reference"].values())

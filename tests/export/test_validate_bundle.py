@@ -52,7 +52,7 @@ def test_check_names_the_worst_layer():
 def test_bundle_check_passes_and_detects_tampering(exported_run, tmp_path):
     run_dir, _, _ = exported_run
     bundle = run_dir / "export" / "bundle"
-    assert sorted(p.name for p in bundle.iterdir()) == ["check.py", "eval.npz", "manifest.json", "micro", "model.tflite"]
+    assert sorted(p.name for p in bundle.iterdir()) == ["check.py", "eval.npz", "families.py", "manifest.json", "micro", "model.tflite", "tasks.py"]
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["input_quantization"]["dtype"] == "int8"
     with np.load(bundle / "eval.npz") as archive:

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from app.runs import RunConfig, export_run, read_config, train_run
 from export.device.reference import probed_families
-from export.runs import RunConfig, export_run, read_config, train_run
 from models.training import Recipe
 from tests.seeds import seeded
 from toolkit import QuantScheme
@@ -53,7 +53,7 @@ def test_a_classifier_zoo_model_refuses_anomaly_data(tmp_path):
 def test_softedge_train_and_export_on_synthetic_data(tmp_path, name):
     """The issue's done-when, with short training: both commands exit 0 and the export is exact."""
     run_dir = tmp_path / name
-    softedge = [sys.executable, "-m", "export"]
+    softedge = [sys.executable, "-m", "app"]
     train = subprocess.run([*softedge, "train", "--model", name, "--data", "synthetic", "--weight-bits", "4",
                             "--float-epochs", "2", "--qat-epochs", "1", "--run", str(run_dir)],
                            capture_output=True, text=True, timeout=1800)

@@ -98,7 +98,7 @@ def _digits_as_shards(directory, parts=4):
 
 
 def test_a_directory_of_shards_is_a_dataset_that_trains_and_exports(tmp_path):
-    from export.runs import RunConfig, export_run, train_run
+    from app.runs import ExportOptions, RunConfig, export_run, train_run
     from models import datasets
     from models.training import Recipe
     from toolkit import QuantScheme
@@ -117,7 +117,7 @@ def test_a_directory_of_shards_is_a_dataset_that_trains_and_exports(tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history["float"]["loss"]) == 2 and len(history["qat"]["alpha"]) == 1
     assert 0.0 <= summary["smooth_accuracy"] <= 1.0
-    report, failures = export_run(tmp_path / "run", device_check=False)
+    report, failures = export_run(tmp_path / "run", ExportOptions(device_check=False))
     assert report["weights_exact"] is True and report["samples"] == len(digits.x_test)
 
 

@@ -21,7 +21,7 @@ from toolkit import QuantScheme, quantize
 from toolkit.errors import ConfigError
 from toolkit.ptq import AdaRoundSettings, post_training_rounding, ptq_scheme
 from toolkit.qat_layers import QuantAveragePooling
-from toolkit.quantize import quantized_layers
+from toolkit.rewrite import quantized_layers
 
 L = keras.layers
 MLPERF = ("ds_cnn", "resnet8", "mobilenet_v1_025", "fc_autoencoder", "mobilenet_v2_035")

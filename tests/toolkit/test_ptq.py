@@ -16,7 +16,7 @@ from toolkit.ptq import (
     ptq_scheme,
     set_mse_step,
 )
-from toolkit.quantize import quantized_layers
+from toolkit.rewrite import quantized_layers
 
 
 def test_mse_steps_minimise_the_rounding_error_over_the_candidates():

@@ -41,7 +41,7 @@ def small_tf_keras_model(tf_keras):
 
 
 def test_importing_softedge_does_not_import_tfmot():
-    code = ("import sys, toolkit, models, export.cli, export.harden, export.tflite, export.validate; "
+    code = ("import sys, toolkit, models, app.cli, export.harden, export.tflite, export.validate; "
             "print('tensorflow_model_optimization' in sys.modules, 'tf_keras' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})

@@ -24,8 +24,12 @@ from pathlib import Path
 
 import click
 
-from export.console import routed_output
-from export.options import Finite, Numbers, Widths
+from app.console import routed_output
+from app.options import Finite, Numbers, Widths
+from export.device.families import KernelFamily
+from export.targets import Target
+from models.tasks import Task
+from toolkit.roundings import PtqRounding, Rounding
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -131,6 +135,13 @@ def handles_errors(command):
     return wrapper
 
 
+def task_option(command):
+    """--task, a `Task`; by default the zoo model's, else read off the labels."""
+    return click.option("--task", type=click.Choice(Task.names()), default=None,
+                        help="Default: the zoo model's, else from the labels (1-D integers: classification; floats: "
+                             "regression). anomaly: an autoencoder, scored by reconstruction error (ROC AUC).")(command)
+
+
 def seed_option(command):
     return click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=2**32 - 1),
                         help="Random seed (0 .. 2^32-1).")(command)
@@ -145,7 +156,7 @@ def echo_run_summary(summary: dict, how: str, run_dir, as_json: bool) -> None:
     if as_json:
         echo(json.dumps(summary, indent=2))
         return
-    metric = {"classification": "accuracy", "anomaly": "auc"}.get(summary["task"], "mse")
+    metric = Task(summary["task"]).metric
     echo(f"float {metric} {summary[f'float_{metric}']:.4f}; quantized ({how}) {summary[f'smooth_{metric}']:.4f}; "
          f"run in {run_dir}")
 
@@ -254,7 +265,8 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
               help="digits, mnist1d, synthetic (generated for the zoo model), a path to an .npz, or a directory "
                    "(or glob) of .npz shards with test.npz beside them, streamed from disk.")
 @width_options(weight_bits=8)
-@click.option("--rounding", default="soft", show_default=True, help="ste, soft or sigmoid.")
+@click.option("--rounding", type=click.Choice(Rounding.training_names()), default=Rounding.SOFT.value, show_default=True,
+              help="How QAT rounds the weights: ste (straight-through), soft (soft round, annealed) or sigmoid.")
 @click.option("--step", type=click.Choice(["auto", "learned", "max-abs"]), default="auto", show_default=True,
               help="Kernel step: learned (LSQ), max-abs, or auto (learned at 2 bits).")
 @click.option("--float-epochs", default=30, show_default=True, type=click.IntRange(min=1),
@@ -266,9 +278,7 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @click.option("--steps-per-execution", type=click.IntRange(min=1), default=None,
               help="Training steps per compiled call (default: up to 16, one epoch at most).")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
-@click.option("--task", type=click.Choice(["classification", "regression", "anomaly"]), default=None,
-              help="Default: the zoo model's, else from the labels (1-D integers: classification; floats: "
-                   "regression). anomaly: an autoencoder, scored by reconstruction error (ROC AUC).")
+@task_option
 @click.option("--scheme", "scheme_path", default=None, type=click.Path(dir_okay=False),
               help="A QuantScheme JSON (per-layer bit widths, e.g. from `softedge plan`); replaces --weight-bits, "
                    "--activation-bits, --rounding and --step.")
@@ -306,7 +316,7 @@ def train(model_name, data, weight_bits, activation_bits, rounding, step, float_
 
         distribution = strategy_named(strategy)   # first: collective ops are configured before TensorFlow runs
 
-        from export.runs import RunConfig, train_run
+        from app.runs import RunConfig, train_run
         from models.training import Recipe, learned_step_for
         from toolkit.scheme import QuantScheme
 
@@ -348,7 +358,7 @@ def read_scheme(path):
               help="Calibration samples are drawn from its training split (labels unused): digits, mnist1d, an .npz, "
                    "or a directory of .npz shards.")
 @width_options(weight_bits=4)
-@click.option("--rounding", type=click.Choice(["nearest", "adaround"]), default="adaround", show_default=True,
+@click.option("--rounding", type=click.Choice(PtqRounding.names()), default=PtqRounding.ADAROUND.value, show_default=True,
               help="nearest: round each weight to its nearest level; adaround: learn up or down per weight.")
 @click.option("--samples", default=512, show_default=True, type=click.IntRange(min=1),
               help="Calibration samples (activation ranges and AdaRound's reconstruction).")
@@ -358,7 +368,7 @@ def read_scheme(path):
               help="A QuantScheme JSON (per-layer bit widths, e.g. from `softedge plan`); replaces --weight-bits "
                    "and --activation-bits.")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
-@click.option("--task", type=click.Choice(["classification", "regression", "anomaly"]), default=None,
+@click.option("--task", type=click.Choice(Task.names()), default=None,
               help="Default: from the labels.")
 @click.option("--overwrite", is_flag=True,
               help="Replace RUN when it holds another run (its exports too); without it such a RUN is refused.")
@@ -379,7 +389,7 @@ def ptq(model_path, data, weight_bits, activation_bits, rounding, samples, itera
              softedge export --run runs/m1d-ptq3
     """
     with quiet(Path(run_dir) / LOG_NAME, verbose):
-        from export.runs import RunConfig, ptq_run
+        from app.runs import RunConfig, ptq_run
         from toolkit.ptq import AdaRoundSettings
         from toolkit.scheme import QuantScheme
 
@@ -431,8 +441,8 @@ def plan(model_path, data, budget_kb, bits, storage, samples, output, seed, as_j
              softedge ptq --model runs/m1d/float.keras --data mnist1d --scheme plan.json --run runs/m1d-plan
     """
     with quiet(verbose=verbose):
+        from app.runs import plan_run
         from export.atomic import write_text
-        from export.runs import plan_run
 
         set_seed(seed)
         scheme, chosen, sensitivities = plan_run(model_path, data, int(budget_kb * 1024), bits, storage, samples, seed)
@@ -450,14 +460,14 @@ def plan(model_path, data, budget_kb, bits, storage, samples, output, seed, as_j
             echo(f"{total} of {int(budget_kb * 1024)} bytes; scheme written to {output}")
 
 
-TARGET_CHOICE = click.Choice(["int8", "int4-weights", "dynamic", "float16", "float32"])
-KERNEL_CHOICE = click.Choice(["xnnpack", "builtin", "reference"])
+CONVERTER_TARGET_CHOICE = click.Choice(Target.names(converter_only=True))
+KERNEL_CHOICE = click.Choice(KernelFamily.litert_names())
 
 
 @main.command(name="export")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory (softedge train).")
 @click.option("--output", type=click.Path(file_okay=False), default=None, help="Default: RUN/export.")
-@click.option("--target", type=click.Choice([*TARGET_CHOICE.choices, "micro"]), default="int8", show_default=True,
+@click.option("--target", type=click.Choice(Target.names()), default=Target.INT8.value, show_default=True,
               help="micro: int8 for TFLite Micro; an op it lacks is an error (exit 4) naming the op.")
 @click.option("--io", type=click.Choice(["int8", "float"]), default="int8", show_default=True, help="Input/output type.")
 @click.option("--kernels", type=KERNEL_CHOICE, default="xnnpack", show_default=True, help="LiteRT kernels to validate on.")
@@ -489,13 +499,14 @@ def export_command(run_dir, output, target, io, kernels, max_drift, min_agreemen
              softedge export --run runs/ds_cnn-w4 --target micro --max-arena-kb 64 --max-flash-kb 256
     """
     with quiet(Path(run_dir) / LOG_NAME, verbose):
-        from export.runs import export_run
+        from app.runs import ExportOptions, export_run
 
+        options = ExportOptions(output, target, io, kernels, max_drift, min_agreement, data, device_check,
+                                max_arena_kb, max_flash_kb)
         set_seed(seed)
         if not as_json:
             echo(f"exporting {run_dir} to {target}", err=True)
-        report, failures = export_run(run_dir, output, target, io, kernels, max_drift, min_agreement, data,
-                                      device_check, max_arena_kb, max_flash_kb,
+        report, failures = export_run(run_dir, options,
                                       progress=None if as_json else (lambda stage: echo(f"  {stage} ...", err=True)))
         if as_json:
             echo(strict_json_text(report))
@@ -519,7 +530,7 @@ def strict_json_text(report: dict) -> str:
 @main.command(name="convert")
 @click.argument("model_path", type=click.Path())
 @click.option("--output", required=True, type=click.Path(dir_okay=False), help="The .tflite file to write.")
-@click.option("--target", type=TARGET_CHOICE, default="int8", show_default=True)
+@click.option("--target", type=CONVERTER_TARGET_CHOICE, default=Target.INT8.value, show_default=True)
 @click.option("--io", type=click.Choice(["int8", "float"]), default="int8", show_default=True)
 @click.option("--data", default=None, help="Representative data for post-training quantization of a float model.")
 @seed_option
@@ -543,7 +554,7 @@ def convert_command(model_path, output, target, io, data, seed, as_json, verbose
         set_seed(seed)
         tflite_bytes, kind = convert_path(model_path, target, io, data)
         write_bytes(output, tflite_bytes)
-        floats = float_ops(tflite_bytes) if target in ("int8", "int4-weights") else []
+        floats = float_ops(tflite_bytes) if Target(target).integer else []
         result = {"output": output, "bytes": len(tflite_bytes), "target": target, "model_kind": kind, "float_ops": floats}
         if as_json:
             echo(json.dumps(result, indent=2))
@@ -563,9 +574,7 @@ def convert_command(model_path, output, target, io, data, seed, as_json, verbose
 @click.option("--max-drift", type=Finite(low=0), default=None, help="Fail if a layer drifts more steps than this (>= 0).")
 @click.option("--min-agreement", type=Finite(low=0, high=1), default=None,
               help="Fail below this hard/TFLite top-1 agreement (0..1).")
-@click.option("--task", type=click.Choice(["classification", "regression", "anomaly"]), default=None,
-              help="Default: the zoo model's, else from the labels (1-D integers: classification; floats: "
-                   "regression). anomaly: an autoencoder, scored by reconstruction error (ROC AUC).")
+@task_option
 @seed_option
 @json_option
 @verbose_option

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from export import cli
+from app import cli
 from export.artifacts import load_keras_model
 from tests.seeds import seeded
 from toolkit.errors import ArtifactError
@@ -113,7 +113,7 @@ def test_dataset_that_does_not_fit_the_model_and_empty_dataset(exported_run, tmp
     [
         (["--weight-bits", "9"], "Invalid value for '--weight-bits': 9 is not in the range 2<=x<=8"),
         (["--weight-bits", "1"], "1 is not in the range 2<=x<=8"),
-        (["--rounding", "nearest"], "Unknown rounding method 'nearest'"),
+        (["--rounding", "nearest"], "Invalid value for '--rounding': 'nearest' is not one of 'ste', 'soft', 'sigmoid'"),
         (["--model", "resnet"], "Unknown model 'resnet'"),
         (["--data", "imagenet"], "Unknown dataset 'imagenet'"),
     ],

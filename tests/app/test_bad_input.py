@@ -25,10 +25,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from export import cli
+from app import cli
+from app.ownership import run_lock
 from export.device import check as device_check
 from export.device import micro_check
-from export.ownership import run_lock
 from models.data_checks import check_dataset
 from models.datasets import Dataset
 from toolkit.errors import SoftedgeError
@@ -304,7 +304,7 @@ def test_a_zoo_model_rebuilt_for_other_data_says_so(bad, tmp_path):
 
 
 def test_argument_errors_answer_before_tensorflow_is_imported(tmp_path):
-    program = ("import sys\nfrom click.testing import CliRunner\nfrom export import cli\n"
+    program = ("import sys\nfrom click.testing import CliRunner\nfrom app import cli\n"
                "result = CliRunner().invoke(cli.main, ['train', '--run', sys.argv[1], '--seed', '-5'])\n"
                "print(result.exit_code, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", program, str(tmp_path / "run")], capture_output=True, text=True,
@@ -316,7 +316,7 @@ def test_argument_errors_answer_before_tensorflow_is_imported(tmp_path):
 def test_an_interrupt_while_tensorflow_is_imported_is_one_line_and_exit_130(tmp_path):
     # The error path itself must import nothing: toolkit's package imports TensorFlow, which a
     # Ctrl-C can leave half imported (seen in the SIGINT test: a traceback instead of 130).
-    program = ("import builtins, sys\nfrom click.testing import CliRunner\nfrom export import cli\n"
+    program = ("import builtins, sys\nfrom click.testing import CliRunner\nfrom app import cli\n"
                "real = builtins.__import__\n"
                "def interrupted(name, *args, **kwargs):\n"
                "    if name == 'tensorflow':\n        raise KeyboardInterrupt\n"
@@ -341,8 +341,8 @@ def test_a_second_export_of_a_locked_run_exits_3_and_changes_nothing(bad):
 
 
 def test_a_corrupt_checkpoint_is_refused_before_training(bad, tmp_path):
-    from export.checkpoints import CHECKPOINT_DIR
-    from export.runs import RunConfig, read_config
+    from app.checkpoints import CHECKPOINT_DIR
+    from app.runs import RunConfig, read_config
 
     run = tmp_path / "run"
     shutil.copytree(bad["run"], run)

@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-try:  # inside the package, or copied beside check.py into a device bundle
-    from . import fixed_point as fp
-except ImportError:  # pragma: no cover - exercised by the bundle's own check
-    import fixed_point as fp
+from . import fixed_point as fp
 
 __all__ = ["exp_on_negative_values", "get_reciprocal", "one_over_one_plus_x_for_x_in_0_1",
            "rounding_divide_by_pot", "saturating_left_shift", "srdhm"]

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import cli
+from app import cli
 from export.device import check as device_check
-from tests.cli.test_bad_input import snapshot
+from tests.app.test_bad_input import snapshot
 
 pytestmark = pytest.mark.slow   # 20 interrupted exports, ~5 minutes
 
@@ -27,7 +27,7 @@ POINTS = 20
 
 
 def _export(run: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "export", "export", "--run", str(run)], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "app", "export", "--run", str(run)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -82,7 +82,7 @@ def test_an_interrupted_overwrite_brings_the_old_run_back_whole(exported_run, tm
     run = tmp_path / "run"
     shutil.copytree(exported_run[0], run)
     before = snapshot(run)
-    process = subprocess.Popen([sys.executable, "-m", "export", "train", "--run", str(run), "--model", "mnist1d_cnn",
+    process = subprocess.Popen([sys.executable, "-m", "app", "train", "--run", str(run), "--model", "mnist1d_cnn",
                                 "--data", "mnist1d", "--float-epochs", "30", "--qat-epochs", "1", "--overwrite"],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300

@@ -9,7 +9,7 @@ one, post-training), `export_run` exports from one.
       history.json    both training phases, with the alpha column
       summary.json    test metrics, workers, seconds per epoch
       softedge.log    what TensorFlow printed (the CLI)
-      checkpoint/     while training: the state after the last epoch (`export.checkpoints`)
+      checkpoint/     while training: the state after the last epoch (`app.checkpoints`)
       worker-<i>/     with several workers: worker i's own copy of the run (the chief writes RUN)
       export/         hard.keras, model.tflite, report.json/.md, drift.png, bundle/, device.json
 
@@ -29,15 +29,17 @@ from pathlib import Path
 
 import keras
 
+from app.checkpoints import CHECKPOINT_DIR, EpochTimes, RunCheckpoints, merge_history
+from app.ownership import claim_run, data_fingerprint, ensure_writable, run_lock
 from export.artifacts import load_keras_model, save_keras_model, versions
 from export.atomic import replace_directory, staging_directory, write_bytes, write_json
 from export.bundle import write_bundle
-from export.checkpoints import CHECKPOINT_DIR, EpochTimes, RunCheckpoints, merge_history
 from export.device.check import load_interpreter, quantize_input
+from export.device.families import KernelFamily
 from export.harden import harden
 from export.micro import budget_failures, micro_stage, require_micro_ops
-from export.ownership import claim_run, data_fingerprint, ensure_writable, run_lock
 from export.preflight import check_model_finite
+from export.targets import Target
 from export.tflite import convert
 from export.validate import agreement, check, non_finite_failures, validate, write_report
 from models import datasets, registry
@@ -47,13 +49,11 @@ from toolkit.distribute import is_multi_worker, worker_role
 from toolkit.errors import ArtifactError, ConfigError
 from toolkit.plan import choose_widths, layer_sensitivities, planned_scheme
 from toolkit.ptq import AdaRoundSettings, post_training_rounding, ptq_scheme
-from toolkit.quantize import check_scheme_fits, quantize
+from toolkit.rewrite import check_scheme_fits, quantize
 from toolkit.schedules import set_alpha
 from toolkit.scheme import QuantScheme
 
-MICRO_TARGET = "micro"  # int8 for TFLite Micro: an op it lacks is an error
-
-__all__ = ["MICRO_TARGET", "RunConfig", "export_run", "plan_run", "ptq_run", "read_config",
+__all__ = ["ExportOptions", "RunConfig", "export_run", "plan_run", "ptq_run", "read_config",
            "train_run"]
 
 
@@ -135,10 +135,10 @@ def train_run(config: RunConfig, run_dir, callbacks=(), float_callbacks=(), stra
     with several workers, each runs this function, the chief writes `run_dir` and worker i its
     own copy in `run_dir`/worker-i (every worker must save too: reading some distributed
     variables is a collective step). The run saves a checkpoint after every epoch
-    (`export.checkpoints`); `resume` continues from it, to the result an uninterrupted run has.
+    (`app.checkpoints`); `resume` continues from it, to the result an uninterrupted run has.
 
     Before anything is written the data set is checked against the model and the recipe
-    (`check_run_data`), and `run_dir` is claimed (`export.ownership.claim_run`): a directory
+    (`check_run_data`), and `run_dir` is claimed (`app.ownership.claim_run`): a directory
     holding another run is refused unless `overwrite`, and restored whole if this run fails or is
     interrupted. `notify(text)`: told what a zoo model is rebuilt for.
     """
@@ -289,10 +289,45 @@ def plan_run(model_path, data_name: str, budget_bytes: int, bits=(2, 3, 4, 8), s
 FAILED_SUFFIX = ".failed"  # where an export whose checks failed leaves its report
 
 
-def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", kernels: str = "xnnpack",
-               max_drift: float | None = None, min_agreement: float | None = None, data: str | None = None,
-               device_check: bool = True, max_arena_kb: float | None = None,
-               max_flash_kb: float | None = None, progress=None) -> tuple[dict, list[str]]:
+@dataclass(frozen=True)
+class ExportOptions:
+    """What `export_run` builds and checks (the `softedge export` options).
+
+    output: the export directory (default RUN/export). target: a `Target`; "micro" is int8, and
+    an op TFLite Micro lacks is then an error (UnsupportedOnMicroError) rather than a report
+    line. io: "int8" or "float" model inputs and outputs. kernels: the LiteRT `KernelFamily`
+    validation and the bundle run on. max_drift / min_agreement: the gates (None: not checked).
+    data: the evaluation data (default: the run's). device_check: run the bundle's own checks.
+    max_arena_kb / max_flash_kb: budgets for TFLite Micro's tensor arena and the model data,
+    which apply to integer targets only."""
+
+    output: Path | None = None
+    target: Target = Target.INT8
+    io: str = "int8"
+    kernels: KernelFamily = KernelFamily.XNNPACK
+    max_drift: float | None = None
+    min_agreement: float | None = None
+    data: str | None = None
+    device_check: bool = True
+    max_arena_kb: float | None = None
+    max_flash_kb: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "target", Target(self.target))
+        object.__setattr__(self, "kernels", KernelFamily(self.kernels))
+        if self.output is not None:
+            object.__setattr__(self, "output", Path(self.output))
+        if (self.max_arena_kb is not None or self.max_flash_kb is not None) and not self.target.integer:
+            integer = ", ".join(t.value for t in Target if t.integer)
+            raise ConfigError(f"--max-arena-kb / --max-flash-kb apply to TFLite Micro, which runs integer models "
+                              f"({integer}); target {self.target.value!r} is not one.")
+
+    @property
+    def budgets(self) -> bool:
+        return self.max_arena_kb is not None or self.max_flash_kb is not None
+
+
+def export_run(run_dir, options: ExportOptions | None = None, progress=None) -> tuple[dict, list[str]]:
     """harden + convert + validate + bundle (+ device checks: LiteRT, TFLite Micro) of a run;
     returns (report, failures).
 
@@ -300,30 +335,25 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
     RUN/export), which replaces OUTPUT whole only when every check passed. When a check fails,
     the report and what was built go to OUTPUT.failed instead and OUTPUT stays as it was; an
     error or an interrupt (Ctrl-C, SIGTERM) leaves both as they were. RUN is locked meanwhile
-    (`export.ownership.run_lock`). `report["written_to"]` says where it went.
+    (`app.ownership.run_lock`). `report["written_to"]` says where it went.
 
-    `target` "micro": int8, and an op TFLite Micro lacks is an error (UnsupportedOnMicroError)
-    rather than a report line. `max_arena_kb` / `max_flash_kb`: budgets for TFLite Micro's
-    tensor arena and the model data (failures when exceeded). `progress(stage)`: called as each
+    `options` (`ExportOptions`) say what to build and check; `progress(stage)` is called as each
     stage starts."""
+    options = options or ExportOptions()
     stage = progress or (lambda _: None)
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    output = Path(output) if output is not None else run_dir / "export"
+    output = options.output if options.output is not None else run_dir / "export"
     smooth = load_keras_model(run_dir / "smooth.keras")
-    dataset = config.dataset(data)
+    dataset = config.dataset(options.data)
     task = config.resolve_task(dataset)
     check_dataset_for_model(dataset, task, smooth, splits=("test",))
     check_model_finite(smooth)
-    if (max_arena_kb is not None or max_flash_kb is not None) and target not in ("int8", "int4-weights", MICRO_TARGET):
-        raise ConfigError(f"--max-arena-kb / --max-flash-kb apply to TFLite Micro, which runs integer models "
-                          f"(int8, int4-weights, micro); target {target!r} is not one.")
     ensure_writable(output.parent)
     with run_lock(run_dir, "export"):
         staged = staging_directory(output)
         try:
-            report, failures = _export_into(staged, run_dir, config, smooth, dataset, task, target, io, kernels,
-                                            max_drift, min_agreement, device_check, max_arena_kb, max_flash_kb, stage)
+            report, failures = _export_into(staged, run_dir, config, smooth, dataset, task, options, stage)
             destination = output if not failures else output.with_name(output.name + FAILED_SUFFIX)
             report["written_to"] = str(destination)
             write_report(report, staged)
@@ -334,29 +364,29 @@ def export_run(run_dir, output=None, target: str = "int8", io: str = "int8", ker
     return report, failures
 
 
-def _export_into(output: Path, run_dir: Path, config: RunConfig, smooth, dataset, task, target, io, kernels,
-                 max_drift, min_agreement, device_check, max_arena_kb, max_flash_kb, stage) -> tuple[dict, list[str]]:
+def _export_into(output: Path, run_dir: Path, config: RunConfig, smooth, dataset, task,
+                 options: ExportOptions, stage) -> tuple[dict, list[str]]:
     stage("hardening")
     hard = harden(smooth)
-    conversion_target = "int8" if target == MICRO_TARGET else target
+    target, conversion_target = options.target, options.target.converter_target
     stage(f"converting to {conversion_target} TFLite")
     micro_bytes, micro_error = None, None
-    if conversion_target in ("int8", "int4-weights"):  # the batch-1 form a microcontroller runs
+    if conversion_target.integer:  # the batch-1 form a microcontroller runs
         try:
-            micro_bytes = convert(hard, conversion_target, io, batch_size=1)
+            micro_bytes = convert(hard, conversion_target, options.io, batch_size=1)
         except ConfigError as error:
-            if target == MICRO_TARGET or max_arena_kb is not None or max_flash_kb is not None:
+            if target is Target.MICRO or options.budgets:
                 raise
             micro_error = f"no batch-1 model for TFLite Micro: {error}"  # LiteRT's export goes on
-        if target == MICRO_TARGET:
+        if target is Target.MICRO:
             require_micro_ops(micro_bytes, f"model {hard.name!r}")
-    tflite_bytes = convert(hard, conversion_target, io)
+    tflite_bytes = convert(hard, conversion_target, options.io)
     stage(f"validating on {dataset.name}'s {len(dataset.x_test)} test samples (LiteRT and the integer reference)")
-    report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels,
+    report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=options.kernels,
                       task=task)
     float_model = load_keras_model(run_dir / "float.keras")
-    report["float_tflite_bytes"] = len(convert(float_model, "float32"))
-    report["target"] = target
+    report["float_tflite_bytes"] = len(convert(float_model, Target.FLOAT32))
+    report["target"] = target.value
     report["scheme"] = config.scheme.to_dict()
     report["float"] = evaluate(float_model, dataset.x_test, dataset.y_test, report["task"])
     if report["task"] == "classification":
@@ -374,10 +404,10 @@ def _export_into(output: Path, run_dir: Path, config: RunConfig, smooth, dataset
     stage("writing the export")
     save_keras_model(hard, output / "hard.keras")
     write_bytes(output / "model.tflite", tflite_bytes)
-    write_bundle(output / "bundle", tflite_bytes, dataset.x_test, dataset.y_test, kernels=kernels, task=report["task"],
-                 extra={"run": str(run_dir), "target": target}, micro=micro_part)
-    failures = check(report, max_drift, min_agreement)
-    if device_check:
+    write_bundle(output / "bundle", tflite_bytes, dataset.x_test, dataset.y_test, kernels=options.kernels,
+                 task=report["task"], extra={"run": str(run_dir), "target": target.value}, micro=micro_part)
+    failures = check(report, options.max_drift, options.min_agreement)
+    if options.device_check:
         stage("device check (bundle/check.py, LiteRT)")
         report["device"] = run_device_check(output / "bundle")
         failures += [f"device check: {message}" for message in report["device"].get("failures", [])]
@@ -386,7 +416,7 @@ def _export_into(output: Path, run_dir: Path, config: RunConfig, smooth, dataset
             report["micro"].update(run_micro_check(output / "bundle"))
             failures += [f"TFLite Micro check: {message}" for message in report["micro"].get("failures", [])]
     if "micro" in report:
-        failures += budget_failures(report["micro"], max_arena_kb, max_flash_kb)
+        failures += budget_failures(report["micro"], options.max_arena_kb, options.max_flash_kb)
     failures += non_finite_failures(report)
     report["failures"] = failures
     return report, failures

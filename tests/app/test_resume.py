@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
+from app.checkpoints import RunCheckpoints, config_differences
+from app.runs import RunConfig, train_run
 from export.artifacts import load_keras_model
-from export.checkpoints import RunCheckpoints, config_differences
-from export.runs import RunConfig, train_run
 from models.training import Recipe
 from tests.seeds import seeded
 from toolkit import QuantScheme

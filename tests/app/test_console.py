@@ -4,11 +4,11 @@ import subprocess
 import sys
 import textwrap
 
-from export.cli import LOG_NAME
+from app.cli import LOG_NAME
 
 _NOISY = textwrap.dedent("""\
     import os, sys, warnings
-    from export.console import routed_output
+    from app.console import routed_output
     log = sys.argv[1]
     with routed_output(log if log != "-" else None, verbose=sys.argv[2] == "1") as console:
         print("python stdout noise")
@@ -49,7 +49,7 @@ def test_softedge_export_prints_no_converter_or_tensorflow_noise(exported_run, t
     """The issue's test: no "TensorSpec", "retracing" or "cuInit" in `softedge export`'s output;
     what the converter printed is in RUN/softedge.log instead."""
     run_dir, _, _ = exported_run
-    result = subprocess.run([sys.executable, "-m", "export", "export", "--run", str(run_dir), "--output",
+    result = subprocess.run([sys.executable, "-m", "app", "export", "--run", str(run_dir), "--output",
                              str(tmp_path / "out")], capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-2000:]
     printed = result.stdout + result.stderr

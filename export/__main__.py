@@ -1,5 +1,0 @@
-"""`python -m export` runs the softedge CLI."""
-
-from export.cli import entry
-
-entry()
