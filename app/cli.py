@@ -509,22 +509,15 @@ def export_command(run_dir, output, target, io, kernels, max_drift, min_agreemen
         report, failures = export_run(run_dir, options,
                                       progress=None if as_json else (lambda stage: echo(f"  {stage} ...", err=True)))
         if as_json:
-            echo(strict_json_text(report))
+            echo(report.to_json())
         else:
-            echo(format_drift_summary(report))
+            echo(report.to_text())
             for failure in failures:
                 echo(f"FAILED: {failure}", err=True)
             if failures:
                 echo(f"the report is in {report['written_to']}; {output or Path(run_dir) / 'export'} was left as it was",
                      err=True)
     sys.exit(EXIT_CHECK_FAILED if failures else EXIT_OK)
-
-
-def strict_json_text(report: dict) -> str:
-    """The report as strict JSON (a non-finite value is null; `failures` names it)."""
-    from export.atomic import json_text
-
-    return json_text(report)
 
 
 @main.command(name="convert")
@@ -549,6 +542,7 @@ def convert_command(model_path, output, target, io, data, seed, as_json, verbose
     with quiet(verbose=verbose):
         from export.atomic import write_bytes
         from export.convert_any import convert_path
+        from export.drift_report import float_ops_warning
         from export.tflite import float_ops
 
         set_seed(seed)
@@ -561,7 +555,7 @@ def convert_command(model_path, output, target, io, data, seed, as_json, verbose
         else:
             echo(f"wrote {output} ({len(tflite_bytes)} bytes, {kind} model, {target})")
             if floats:
-                echo(format_float_ops(floats))
+                echo(float_ops_warning(floats))
 
 
 @main.command(name="validate")
@@ -598,83 +592,10 @@ def validate_command(hard_path, tflite_path, data, smooth_path, output, kernels,
                                           min_agreement)
         if output:
             write_report(report, output)
-        echo(strict_json_text(report) if as_json else format_drift_summary(report))
+        echo(report.to_json() if as_json else report.to_text())
         for failure in failures:
             echo(f"FAILED: {failure}", err=True)
     sys.exit(EXIT_CHECK_FAILED if failures else EXIT_OK)
-
-
-def format_float_ops(rows: list[dict]) -> str:
-    """One warning line naming the ops that run in float on the device, and their float bytes."""
-    ops = ", ".join(f"{row['op']} ({row['tensor'].split(';')[0]})" for row in rows)
-    return (f"warning: {len(rows)} op(s) run in float on the device ({sum(row['weight_bytes'] for row in rows)} "
-            f"float weight bytes): {ops}")
-
-
-def format_drift_summary(report: dict) -> str:
-    """The short drift summary printed after export/validate."""
-    from export.validate import format_metric
-
-    lines = []
-    if report["task"] == "classification":
-        acc, agr = report["accuracy"], report["agreement"]
-        lines += ["| | smooth Keras | hard Keras | TFLite |", "|---|---|---|---|",
-                  f"| accuracy | {format_metric(acc.get('smooth'))} | {acc['hard']:.4f} | {acc['tflite']:.4f} |", "",
-                  "agreement: " + ", ".join(f"{k.replace('_', ' vs ')} {v:.4f}" for k, v in agr.items())]
-    elif report["task"] == "anomaly":
-        lines.append("anomaly detection, ROC AUC: " + ", ".join(f"{name} {row['auc']:.4f}"
-                                                                for name, row in report["error"].items()))
-    else:
-        lines.append("regression: " + ", ".join(f"{name} MSE {row['mse']:.6g} MAE {row['mae']:.6g}"
-                                                for name, row in report["error"].items()))
-    out = report["output_error_steps"]
-    lines.append(f"output error hard Keras vs TFLite ({report['runtime']['kernels']} kernels): max {out['max']:.2f}, "
-                 f"mean {out['mean']:.4f} steps; weights stored exactly: {report['weights_exact']}")
-    reference = report.get("reference") or {}
-    if reference:
-        lines.append("runtime == integer reference: " + ", ".join(
-            f"{name} {row.get('runtime_error') and 'not loadable' or ('exact' if row['mismatched_elements'] == 0 else str(row['mismatched_elements']) + ' elements differ')}"
-            f" ({row['tensors_compared']} tensors)" for name, row in reference.items()))
-    elif report.get("reference_error"):
-        lines.append(report["reference_error"])
-    worst = report.get("worst_layer")
-    if worst:
-        local = report.get("worst_local_layer") or {}
-        lines.append(f"worst layer ({report['runtime']['layer_kernels']} kernels): {worst['name']} "
-                     f"{worst['error_steps']:.2f} steps accumulated; first over one step: {report['first_layer_over_one_step']}"
-                     + (f"; worst local (its own error): {local['name']} {local['error_steps']:.2f} steps" if local else ""))
-    if "float_tflite_bytes" in report:
-        lines.append(f".tflite {report['tflite_bytes']} bytes vs float {report['float_tflite_bytes']} bytes")
-    if report.get("float_ops"):
-        lines.append(format_float_ops(report["float_ops"]))
-    device = report.get("device")
-    if device and "matches" in device:
-        lines.append(f"device check ({device['runtime']}, {device['kernels']}): matches {', '.join(device['matches']) or 'no family'}"
-                     + (f", accuracy {device['accuracy']:.4f}" if device.get("accuracy") is not None else "")
-                     + (f", ROC AUC {device['auc']:.4f}" if device.get("auc") is not None else "")
-                     + f", p50 {device['latency_us']['p50']:.1f} us -> {'OK' if device['ok'] else 'FAILED'}")
-    if "micro" in report:
-        lines.append(format_micro_summary(report["micro"]))
-    return "\n".join(lines)
-
-
-def format_micro_summary(micro: dict) -> str:
-    """One line: TFLite Micro runs or not, arena, flash, integers, accuracy."""
-    if micro.get("skipped"):
-        return f"TFLite Micro: not checked ({micro['skipped']})"
-    if not micro.get("runs"):
-        return f"TFLite Micro: does not run ({micro.get('error')})"
-    parts = [f"arena {micro['arena_bytes']} bytes", f"flash {micro['flash_bytes']} bytes (model data)"]
-    if micro.get("mismatched_elements") is not None:
-        parts.append("outputs == integer reference" if micro["outputs_equal"]
-                     else f"{micro['mismatched_elements']} output elements differ from the integer reference")
-    for metric, label in (("accuracy", "accuracy"), ("auc", "ROC AUC")):
-        if micro.get(metric) is not None:
-            parts.append(f"{label} {micro[metric]:.4f}")
-    if micro.get("us_per_inference"):
-        parts.append(f"{micro['us_per_inference']['mean']:.0f} us per inference here")
-    status = "" if "ok" not in micro else (" -> OK" if micro["ok"] else " -> FAILED")
-    return f"TFLite Micro ({len(micro['ops'])} ops): " + ", ".join(parts) + status
 
 
 def format_gradcheck_table(results) -> str:

@@ -355,7 +355,7 @@ def export_run(run_dir, options: ExportOptions | None = None, progress=None) -> 
         try:
             report, failures = _export_into(staged, run_dir, config, smooth, dataset, task, options, stage)
             destination = output if not failures else output.with_name(output.name + FAILED_SUFFIX)
-            report["written_to"] = str(destination)
+            report.written_to = str(destination)
             write_report(report, staged)
             replace_directory(staged, destination)
         except BaseException:
@@ -385,40 +385,40 @@ def _export_into(output: Path, run_dir: Path, config: RunConfig, smooth, dataset
     report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=options.kernels,
                       task=task)
     float_model = load_keras_model(run_dir / "float.keras")
-    report["float_tflite_bytes"] = len(convert(float_model, Target.FLOAT32))
-    report["target"] = target.value
-    report["scheme"] = config.scheme.to_dict()
-    report["float"] = evaluate(float_model, dataset.x_test, dataset.y_test, report["task"])
-    if report["task"] == "classification":
-        report["float_accuracy"] = report["float"]["accuracy"]
+    report.float_tflite_bytes = len(convert(float_model, Target.FLOAT32))
+    report.target = target.value
+    report.scheme = config.scheme.to_dict()
+    report.float = evaluate(float_model, dataset.x_test, dataset.y_test, report.task)
+    if report.task == "classification":
+        report.float_accuracy = report.float["accuracy"]
         set_alpha(smooth, 1e9)  # the smooth model judged as hard rounding: a check of harden itself
-        report["harden_agreement_with_alpha_inf"] = agreement(smooth.predict(dataset.x_test, verbose=0),
-                                                              hard.predict(dataset.x_test, verbose=0))
+        report.harden_agreement_with_alpha_inf = agreement(smooth.predict(dataset.x_test, verbose=0),
+                                                           hard.predict(dataset.x_test, verbose=0))
     micro_part = None
     if micro_error is not None:
-        report["micro"] = {"runs": False, "ops": [], "error": micro_error}
+        report.micro = {"runs": False, "ops": [], "error": micro_error}
     if micro_bytes is not None:
         stage("TFLite Micro: ops and arena")
         sample = quantize_input(dataset.x_test[:1], load_interpreter(tflite_bytes, "builtin").get_input_details()[0])[0]
-        report["micro"], micro_part = micro_stage(micro_bytes, hard.name, sample)
+        report.micro, micro_part = micro_stage(micro_bytes, hard.name, sample)
     stage("writing the export")
     save_keras_model(hard, output / "hard.keras")
     write_bytes(output / "model.tflite", tflite_bytes)
     write_bundle(output / "bundle", tflite_bytes, dataset.x_test, dataset.y_test, kernels=options.kernels,
-                 task=report["task"], extra={"run": str(run_dir), "target": target.value}, micro=micro_part)
+                 task=report.task, extra={"run": str(run_dir), "target": target.value}, micro=micro_part)
     failures = check(report, options.max_drift, options.min_agreement)
     if options.device_check:
         stage("device check (bundle/check.py, LiteRT)")
-        report["device"] = run_device_check(output / "bundle")
-        failures += [f"device check: {message}" for message in report["device"].get("failures", [])]
-        if micro_part is not None and report["micro"].get("runs"):
+        report.device = run_device_check(output / "bundle")
+        failures += [f"device check: {message}" for message in report.device.get("failures", [])]
+        if micro_part is not None and report.micro.get("runs"):
             stage("device check (bundle/micro/check.py, TFLite Micro)")
-            report["micro"].update(run_micro_check(output / "bundle"))
-            failures += [f"TFLite Micro check: {message}" for message in report["micro"].get("failures", [])]
-    if "micro" in report:
-        failures += budget_failures(report["micro"], options.max_arena_kb, options.max_flash_kb)
+            report.micro.update(run_micro_check(output / "bundle"))
+            failures += [f"TFLite Micro check: {message}" for message in report.micro.get("failures", [])]
+    if report.micro is not None:
+        failures += budget_failures(report.micro, options.max_arena_kb, options.max_flash_kb)
     failures += non_finite_failures(report)
-    report["failures"] = failures
+    report.failures = failures
     return report, failures
 
 

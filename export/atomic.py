@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from toolkit.errors import ArtifactError
@@ -113,7 +114,7 @@ def write_text(path, text: str) -> Path:
 def strict_json(obj, path: str = "") -> tuple[object, list[str]]:
     """(`obj` with every NaN / inf float replaced by None, the paths of those values), so that
     the file written is strict JSON (RFC 8259 has no NaN) and a reader can say what was lost."""
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):  # a dict, or a record read as one (DriftReport)
         pairs = [(key, strict_json(value, f"{path}.{key}" if path else str(key))) for key, value in obj.items()]
         return {key: clean for key, (clean, _) in pairs}, [bad for _, (_, paths) in pairs for bad in paths]
     if isinstance(obj, (list, tuple)):

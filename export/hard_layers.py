@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from toolkit.layer_types import LAYER_TYPES, register_hard
-from toolkit.quantizers import storage_fake_quant
+from toolkit.quantizers import nudged_grid, storage_fake_quant
 
 __all__ = ["HARD_LAYERS", "FakeQuant", "HardConstantOp", "HardConv1D", "HardConv2D", "HardDense", "HardDepthwiseConv2D"]
 
@@ -51,11 +51,10 @@ class FakeQuant(keras.layers.Layer):
         return input_shape
 
     def grid(self) -> tuple[float, int]:
-        """(scale, signed zero point) of the nudged range, as the converter will store them."""
-        levels = 2 ** self.num_bits - 1
-        scale = (self.max_value - self.min_value) / levels
-        zero_unsigned = int(np.floor(-self.min_value / scale + 0.5))
-        return scale, zero_unsigned - 2 ** (self.num_bits - 1)
+        """(scale, signed zero point) of the nudged range, as the converter will store them
+        (`toolkit.quantizers.nudged_grid`, in float64)."""
+        grid = nudged_grid(tf.constant(self.min_value, tf.float64), tf.constant(self.max_value, tf.float64), self.num_bits)
+        return float(grid.scale), int(grid.zero_point)
 
     def get_config(self):
         return {**super().get_config(), "min_value": self.min_value, "max_value": self.max_value,

@@ -92,8 +92,7 @@ def _hard_layer(layer, input_step: float | None = None):
 def _hard_constant(op: str, variable, name: str) -> HardConstantOp:
     """The constant of a `QuantChannelAffine` on its int8 grid, with that grid's nudged range."""
     values = constant_fake_quant(variable).numpy()
-    grid = nudged_grid(*constant_range(variable), 8)
-    lo, hi = ((grid.qmin - grid.zero_point) * grid.scale).numpy(), ((grid.qmax - grid.zero_point) * grid.scale).numpy()
+    lo, hi = (bound.numpy() for bound in nudged_grid(*constant_range(variable), 8).min_max())
     return HardConstantOp(op, values, float(lo), float(hi), name=name)
 
 
@@ -103,7 +102,7 @@ def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
     The hard layers store weights as int8; `tflite.convert(..., "int4-weights")` packs them.
 
     Args:
-        model: the output of `toolkit.rewrite` (trained or not), or a tfmot bridge model.
+        model: the output of `toolkit.quantize` (trained or not), or a tfmot bridge model.
         bake_bias: put biases on TFLite's int32 grid (default). Without it the hard model is
             exactly the quantized model at alpha = inf, and TFLite rounds the biases itself.
     """

@@ -33,12 +33,12 @@ import keras
 import numpy as np
 
 from export.artifacts import load_keras_model, read_tflite
-from export.atomic import strict_json, write_bytes, write_json, write_text
+from export.atomic import strict_json, write_bytes, write_text
 from export.device.check import load_interpreter, predict, quantize_input, runtime_name
 from export.device.reference import Graph, UnsupportedOpError
+from export.drift_report import DriftReport
 from export.exactness import compare_families, runtime_tensors
 from export.hard_layers import FakeQuant
-from export.plots import new_figure, png_bytes
 from export.preflight import check_model_finite, check_tflite
 from export.tflite import float_ops, weight_mismatches
 from models import datasets
@@ -48,7 +48,7 @@ from models.training import task_metrics
 from toolkit.errors import ConfigError
 from toolkit.graph import producers
 
-__all__ = ["TASKS", "agreement", "check", "check_pair", "format_metric", "infer_task", "non_finite_failures", "pair_layers",
+__all__ = ["TASKS", "DriftReport", "agreement", "check", "check_pair", "infer_task", "non_finite_failures", "pair_layers",
            "per_layer_drift", "validate", "validate_files", "write_report"]
 
 
@@ -194,8 +194,8 @@ def _local_values(hard_model: keras.Model, x: np.ndarray, paired: set[str], devi
 
 
 def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, smooth_model=None,
-             kernels: str = "xnnpack", task: str | None = None, layer_samples: int = 256) -> dict:
-    """The drift report (a JSON-serializable dict); see the module docstring."""
+             kernels: str = "xnnpack", task: str | None = None, layer_samples: int = 256) -> DriftReport:
+    """The drift report; see the module docstring."""
     task = infer_task(y, task)
     graph = check_tflite(tflite_bytes, "the .tflite")
     check_pair(hard_model, graph)
@@ -216,49 +216,45 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
     first_over = next((row["name"] for row in measured if row["max_error_steps"] > ONE_STEP), None)
     local = [row for row in measured if row["local_max_error_steps"] is not None]
     worst_local = max(local, key=lambda row: row["local_max_error_steps"], default=None)
-    report = {
-        "task": task,
-        "samples": int(len(y)),
-        "output_error_steps": {"max": float(error_steps.max()), "mean": float(error_steps.mean()), "step": float(output_step)},
-        "reference": reference,
-        "weights_exact": None,
-        "weight_mismatches": [],
-        "worst_layer": {"name": worst["name"], "error_steps": worst["max_error_steps"]} if worst else None,
-        "first_layer_over_one_step": first_over,
-        "worst_local_layer": {"name": worst_local["name"], "error_steps": worst_local["local_max_error_steps"]}
+    mismatches = weight_mismatches(hard_model, tflite_bytes)
+    report = DriftReport(
+        task=task,
+        samples=int(len(y)),
+        output_error_steps={"max": float(error_steps.max()), "mean": float(error_steps.mean()), "step": float(output_step)},
+        reference=reference,
+        weights_exact=not mismatches,
+        weight_mismatches=mismatches,
+        worst_layer={"name": worst["name"], "error_steps": worst["max_error_steps"]} if worst else None,
+        first_layer_over_one_step=first_over,
+        worst_local_layer={"name": worst_local["name"], "error_steps": worst_local["local_max_error_steps"]}
         if worst_local else None,
-        "layers": layers,
-        "unmatched_layers": [row["name"] for row in layers if row["max_error_steps"] is None],
-        "runtime": {"name": runtime_name(), "kernels": kernels, "layer_kernels": layer_kernels,
-                    "layer_source": "LiteRT (the integer reference cannot run this model)" if reference_error
-                    else "integer reference", "machine": platform.machine()},
-        "tflite_bytes": len(tflite_bytes),
-        "float_ops": float_ops(tflite_bytes),
-        "layer_samples": int(min(layer_samples, len(y))),
-    }
-    if reference_error:
-        report["reference_error"] = reference_error
+        layers=layers,
+        unmatched_layers=[row["name"] for row in layers if row["max_error_steps"] is None],
+        runtime={"name": runtime_name(), "kernels": str(kernels), "layer_kernels": str(layer_kernels),
+                 "layer_source": "LiteRT (the integer reference cannot run this model)" if reference_error
+                 else "integer reference", "machine": platform.machine()},
+        tflite_bytes=len(tflite_bytes),
+        float_ops=float_ops(tflite_bytes),
+        layer_samples=int(min(layer_samples, len(y))),
+        reference_error=reference_error or None,
+    )
     models = {"hard": hard, "tflite": tflite}
     if smooth_model is not None:
         models = {"smooth": smooth_model.predict(x, verbose=0, batch_size=256), **models}
     if task == "classification":
-        report["accuracy"] = {name: task_metrics(out, x, y, task)["accuracy"] for name, out in models.items()}
-        report["agreement"] = {"hard_tflite": agreement(hard, tflite)}
+        report.accuracy = {name: task_metrics(out, x, y, task)["accuracy"] for name, out in models.items()}
+        report.agreement = {"hard_tflite": agreement(hard, tflite)}
         if "smooth" in models:
-            report["agreement"]["smooth_hard"] = agreement(models["smooth"], hard)
-            report["agreement"]["smooth_tflite"] = agreement(models["smooth"], tflite)
+            report.agreement["smooth_hard"] = agreement(models["smooth"], hard)
+            report.agreement["smooth_tflite"] = agreement(models["smooth"], tflite)
     else:
-        report["error"] = {name: task_metrics(out, x, y, task) for name, out in models.items()}
-    report["by_kernels"] = {}
+        report.error = {name: task_metrics(out, x, y, task) for name, out in models.items()}
     for name, other in outputs.items():
         steps = np.abs(other.astype(np.float64) - hard.astype(np.float64)) / output_step
         row = {"max_error_steps": float(steps.max()), "mean_error_steps": float(steps.mean()), **task_metrics(other, x, y, task)}
         if task == "classification":
             row["agreement_hard"] = agreement(hard, other)
-        report["by_kernels"][name] = row
-    mismatches = weight_mismatches(hard_model, tflite_bytes)
-    report["weights_exact"] = not mismatches
-    report["weight_mismatches"] = mismatches
+        report.by_kernels[str(name)] = row
     return report
 
 
@@ -335,7 +331,7 @@ def non_finite_failures(report: dict) -> list[str]:
 
 def validate_files(hard_path, tflite_path, data: str, smooth_path=None, kernels: str = "xnnpack",
                    task: str | None = None, max_drift: float | None = None,
-                   min_agreement: float | None = None) -> tuple[dict, list[str]]:
+                   min_agreement: float | None = None) -> tuple[DriftReport, list[str]]:
     """`softedge validate`: the files read and checked (`export.preflight`, the test split
     against the hard model: `models.data_checks`) before anything runs, then `validate` and
     `check` on the data set's test split. Returns (report, failures)."""
@@ -350,121 +346,16 @@ def validate_files(hard_path, tflite_path, data: str, smooth_path=None, kernels:
     report = validate(hard, tflite_bytes, dataset.x_test, dataset.y_test, smooth_model=smooth, kernels=kernels,
                       task=task)
     failures = check(report, max_drift, min_agreement) + non_finite_failures(report)
-    report["failures"] = failures
+    report.failures = failures
     return report, failures
 
 
-def format_metric(value) -> str:
-    """A metric for a table: 4 decimals, or a dash where it was not measured (no smooth model)."""
-    return "-" if value is None else f"{value:.4f}"
-
-
-def _markdown(report: dict) -> str:
-    runtime = report["runtime"]
-    lines = ["# softedge drift report", "",
-             f"{report['samples']} samples, {report['task']}; TFLite on {runtime['name']} ({runtime['kernels']} kernels; "
-             f"per-layer drift on the integer reference of the same kernels).", ""]
-    if report["task"] == "classification":
-        acc, agr = report["accuracy"], report["agreement"]
-        lines += ["| | smooth Keras | hard Keras | TFLite |", "|---|---|---|---|",
-                  f"| accuracy | {format_metric(acc.get('smooth'))} | {acc['hard']:.4f} | {acc['tflite']:.4f} |", "",
-                  "| agreement | value |", "|---|---|"]
-        lines += [f"| {name.replace('_', ' / ')} | {value:.4f} |" for name, value in agr.items()]
-        lines += ["", "| TFLite kernels | accuracy | agreement with hard Keras | max / mean output error (steps) |",
-                  "|---|---|---|---|"]
-        lines += [f"| {name} | {row['accuracy']:.4f} | {row['agreement_hard']:.4f} | "
-                  f"{row['max_error_steps']:.2f} / {row['mean_error_steps']:.4f} |" for name, row in report["by_kernels"].items()]
-    elif report["task"] == "anomaly":
-        lines += ["| | ROC AUC | mean score of normal samples |", "|---|---|---|"]
-        lines += [f"| {name} | {row['auc']:.4f} | {row['normal_mse']:.6g} |" for name, row in report["error"].items()]
-        lines += ["", "| TFLite kernels | ROC AUC | max / mean output error vs hard Keras (steps) |", "|---|---|---|"]
-        lines += [f"| {name} | {row['auc']:.4f} | {row['max_error_steps']:.2f} / {row['mean_error_steps']:.4f} |"
-                  for name, row in report["by_kernels"].items()]
-    else:
-        lines += ["| | MSE | MAE |", "|---|---|---|"]
-        lines += [f"| {name} | {row['mse']:.6g} | {row['mae']:.6g} |" for name, row in report["error"].items()]
-        lines += ["", "| TFLite kernels | MSE | max / mean output error vs hard Keras (steps) |", "|---|---|---|"]
-        lines += [f"| {name} | {row['mse']:.6g} | {row['max_error_steps']:.2f} / {row['mean_error_steps']:.4f} |"
-                  for name, row in report["by_kernels"].items()]
-    lines += ["", "| kernels | runtime == integer reference | mismatched elements | tensors compared |", "|---|---|---|---|"]
-    for name, row in report.get("reference", {}).items():
-        equal = row.get("runtime_error") or ("yes" if row["outputs_equal"] and not row["mismatched_elements"] else "NO")
-        lines.append(f"| {name} | {equal} | {row['mismatched_elements']} | {row['tensors_compared']} |")
-    if report.get("reference_error"):
-        lines.append(f"\n{report['reference_error']}")
-    if report.get("float_ops"):
-        lines += ["", "| op running in float on the device | tensor | float weight bytes |", "|---|---|---|"]
-        lines += [f"| {row['op']} | {row['tensor'].split(';')[0]} | {row['weight_bytes']} |" for row in report["float_ops"]]
-    if "micro" in report:
-        lines += ["", *_micro_markdown(report["micro"])]
-    out = report["output_error_steps"]
-    lines += ["", f"Output error (hard Keras vs TFLite): max {out['max']:.2f}, mean {out['mean']:.4f} steps "
-              f"of {out['step']:.4g}. Weights stored exactly: {report['weights_exact']}.", "",
-              "| layer | TFLite tensor | step | max error (steps) | mean error (steps) | share > 1 step | local max (steps) |",
-              "|---|---|---|---|---|---|---|"]
-    for row in report["layers"]:
-        tensor = (row["tflite_tensor"] or "").split(";")[0]
-        if row["max_error_steps"] is None:
-            lines.append(f"| {row['name']} | unmatched | {row['scale']:.4g} | | | | |")
-        else:
-            local = row.get("local_max_error_steps")
-            lines.append(f"| {row['name']} | {tensor} | {row['scale']:.4g} | {row['max_error_steps']:.2f} | "
-                         f"{row['mean_error_steps']:.4f} | {row['over_one_step']:.4f} | "
-                         f"{'' if local is None else f'{local:.2f}'} |")
-    worst = report.get("worst_layer")
-    if worst:
-        lines += ["", f"Worst layer: {worst['name']} ({worst['error_steps']:.2f} steps). "
-                  f"First layer over one step: {report['first_layer_over_one_step']}."]
-    local = report.get("worst_local_layer")
-    if local:
-        lines += [f"Worst local error (the layer's own, from the device's inputs): {local['name']} "
-                  f"({local['error_steps']:.2f} steps)."]
-    return "\n".join(lines) + "\n"
-
-
-def _plot(report: dict) -> bytes:
-    rows = [row for row in report["layers"] if row["max_error_steps"] is not None]
-    figure, axis = new_figure(figsize=(max(6, 0.6 * len(rows)), 4))
-    positions = np.arange(len(rows))
-    axis.bar(positions - 0.2, [r["max_error_steps"] for r in rows], 0.4, label="max")
-    axis.bar(positions + 0.2, [r["mean_error_steps"] for r in rows], 0.4, label="mean")
-    axis.axhline(1.0, color="red", linestyle="--", linewidth=1, label="one step")
-    axis.set_xticks(positions, [r["name"] for r in rows], rotation=45, ha="right")
-    axis.set_ylabel("|TFLite - hard Keras| (quantization steps)")
-    axis.set_title(f"Per-layer drift, hard Keras vs TFLite ({report['runtime']['layer_kernels']} kernels, "
-                   f"{min(report['samples'], report.get('layer_samples', report['samples']))} inputs)")
-    axis.legend()
-    return png_bytes(figure)
-
-
-def _micro_markdown(micro: dict) -> list[str]:
-    lines = ["## TFLite Micro", ""]
-    if micro.get("skipped"):
-        return lines + [f"Not checked: {micro['skipped']}"]
-    lines.append(f"Ops: {', '.join(micro['ops'])}.")
-    if not micro.get("runs"):
-        return lines + ["", f"Does not run: {micro.get('error')}"]
-    peak = micro.get("peak") or {}
-    rows = [("tensor arena (bytes, bisection)", micro["arena_bytes"]),
-            ("tensor arena (bytes, recording allocator)", micro.get("arena_recorded_bytes")),
-            ("flash: model data (bytes)", micro["flash_bytes"]),
-            ("activations peak at", f"{peak.get('layer')} ({peak.get('op')}, {peak.get('live_bytes')} bytes live)"),
-            ("outputs == integer reference (micro)", micro.get("outputs_equal")),
-            ("mismatched output elements", micro.get("mismatched_elements")),
-            ("accuracy", micro.get("accuracy")), ("ROC AUC", micro.get("auc")), ("MSE", micro.get("mse")),
-            ("time per inference on this host (us)", (micro.get("us_per_inference") or {}).get("mean"))]
-    lines += ["", "| | TFLite Micro |", "|---|---|"]
-    lines += [f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |"
-              for name, value in rows if value is not None]
-    return lines
-
-
-def write_report(report: dict, directory) -> None:
+def write_report(report: DriftReport, directory) -> None:
     """report.json, report.md and drift.png in `directory`, each written atomically."""
     from pathlib import Path
 
     directory = Path(directory)
-    write_json(directory / "report.json", report)
-    write_text(directory / "report.md", _markdown(report))
-    write_bytes(directory / "drift.png", _plot(report))
+    write_text(directory / "report.json", report.to_json())
+    write_text(directory / "report.md", report.to_markdown())
+    write_bytes(directory / "drift.png", report.to_png())
 

@@ -22,6 +22,12 @@ For a kernel layer y = act(x (*) W + b) a `KernelLayerType` states:
 and, registered by the stages that own them (adding a layer type is one description here and a
 registration in each form's module, `register_qat` in toolkit.qat_layers and `register_hard`
 in export.hard_layers): its QAT class and its hard class.
+
+The layers without a kernel that `quantize` takes are described here too, one `GridLayerType`
+each: which int8 grid their output is on in the converted graph. "input" layers keep their
+input's grid (TFLite's RESHAPE, MAX_POOL_2D, PAD, ... take one grid in and out), "own" layers
+get a quantizer of their own (ADD, CONCATENATION and MEAN requantize; AVERAGE_POOL_2D keeps its
+input's grid too, which `quantize` models with `QuantAveragePooling`).
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ import numpy as np
 
 from toolkit.errors import ConfigError
 
-__all__ = ["LAYER_TYPES", "KernelLayerType", "layer_type_named", "layer_type_of", "register_hard", "register_qat"]
+__all__ = ["GRID_LAYER_TYPES", "LAYER_TYPES", "GridLayerType", "KernelLayerType", "grid_layer_classes",
+           "layer_type_named", "layer_type_of", "register_hard", "register_qat"]
 
 
 @dataclass
@@ -145,3 +152,53 @@ def register_qat(name: str):
 def register_hard(name: str):
     """Class decorator: `cls` is the hard (exported) form of the layer type `name`."""
     return _register("hard_class", name)
+
+
+@dataclass(frozen=True)
+class GridLayerType:
+    """A layer without a kernel: the int8 grid of its output in the converted graph.
+
+    output_grid: "input" (its input's grid: a pass-through) or "own" (a quantizer of its own).
+    identity_at_inference: it computes nothing at inference (Dropout): an average pooling after
+    it still pools its producer's grid. average_pooling: TFLite's AVERAGE_POOL_2D, which keeps
+    the input's grid although `quantize` gives the layer feeding it the quantizer."""
+
+    name: str
+    keras_classes: tuple[type, ...]
+    output_grid: str
+    tflite_ops: tuple[str, ...]
+    identity_at_inference: bool = False
+    average_pooling: bool = False
+
+
+_L = keras.layers
+GRID_LAYER_TYPES: dict[str, GridLayerType] = {
+    description.name: description
+    for description in (
+        GridLayerType("input", (_L.InputLayer,), "input", ()),
+        GridLayerType("flatten", (_L.Flatten,), "input", ("RESHAPE",)),
+        GridLayerType("reshape", (_L.Reshape,), "input", ("RESHAPE",)),
+        GridLayerType("dropout", (_L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D), "input", (),
+                      identity_at_inference=True),
+        GridLayerType("identity", (_L.Identity,), "input", (), identity_at_inference=True),
+        GridLayerType("max_pooling", (_L.MaxPooling1D, _L.MaxPooling2D), "input", ("MAX_POOL_2D",)),
+        GridLayerType("global_max_pooling", (_L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D), "input", ("REDUCE_MAX",)),
+        GridLayerType("zero_padding", (_L.ZeroPadding1D, _L.ZeroPadding2D), "input", ("PAD",)),
+        GridLayerType("cropping", (_L.Cropping1D, _L.Cropping2D), "input", ("STRIDED_SLICE",)),
+        GridLayerType("add", (_L.Add,), "own", ("ADD",)),
+        GridLayerType("concatenate", (_L.Concatenate,), "own", ("CONCATENATION",)),
+        GridLayerType("average_pooling", (_L.AveragePooling1D, _L.AveragePooling2D), "own", ("AVERAGE_POOL_2D",),
+                      average_pooling=True),
+        GridLayerType("global_average_pooling", (_L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D), "own",
+                      ("MEAN",)),
+    )
+}
+
+
+def grid_layer_classes(output_grid: str | None = None, **flags: bool) -> tuple[type, ...]:
+    """The Keras classes of the grid layer types with `output_grid` ("input" / "own", None: any)
+    and the given flags (e.g. `identity_at_inference=True`)."""
+    return tuple(cls for description in GRID_LAYER_TYPES.values()
+                 if output_grid in (None, description.output_grid)
+                 and all(getattr(description, flag) == value for flag, value in flags.items())
+                 for cls in description.keras_classes)

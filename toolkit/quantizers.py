@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import keras
 import numpy as np
@@ -45,6 +46,7 @@ from toolkit.errors import ConfigError
 __all__ = [
     "ActivationQuantizer",
     "Grid",
+    "Quantizer",
     "WeightQuantizer",
     "bias_on_accumulator_grid",
     "check_bits",
@@ -117,6 +119,40 @@ class Grid:
     zero_point: tf.Tensor
     qmin: int
     qmax: int
+
+    def min_max(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """The range ((qmin - z) s, (qmax - z) s) that TF's fake_quant_with_min_max_vars (and so
+        the converter) turns back into exactly this grid (`nudged_grid` of it is itself)."""
+        return (self.qmin - self.zero_point) * self.scale, (self.qmax - self.zero_point) * self.scale
+
+
+@runtime_checkable
+class Quantizer(Protocol):
+    """What every softedge quantizer is (weights: `WeightQuantizer`; activations:
+    `ActivationQuantizer`): a Keras-serializable configuration whose state lives as weights of
+    the layer that owns it, a fake-quant forward with a differentiable rounding, and the integer
+    grid it stands on, which export bakes exactly.
+
+    bits, qmin, qmax: the integer range; rounding: a `toolkit.roundings.Rounding` name.
+    build(layer, ...): creates the state on `layer`. __call__(x, ...): the fake-quant forward
+    x_hat = (R(clip(x / s + z, qmin, qmax)) - z) s. grid(...): the `Grid` (s, z, qmin, qmax).
+    """
+
+    bits: int
+    qmin: int
+    qmax: int
+    rounding: str
+
+    def build(self, layer, *args, **kwargs) -> None: ...
+
+    def __call__(self, x, *args, **kwargs): ...
+
+    def grid(self, *args) -> Grid: ...
+
+    def get_config(self) -> dict: ...
+
+    @classmethod
+    def from_config(cls, config: dict): ...
 
 
 def fake_quant(x, scale, zero_point, qmin: int, qmax: int, method: str = "ste", alpha=None):
@@ -253,7 +289,8 @@ class WeightQuantizer:
 def nudged_grid(lo, hi, bits: int = 8) -> Grid:
     """The asymmetric grid TF's fake_quant_with_min_max_vars puts on [lo, hi] (lo <= 0 <= hi):
     s = (hi - lo) / (2^b - 1) and, in the unsigned domain, z_u = floor(-lo / s + 1/2) clipped to
-    [0, 2^b - 1]; the signed zero point is z_u - 2^(b-1)."""
+    [0, 2^b - 1]; the signed zero point is z_u - 2^(b-1). The one definition of an activation
+    grid: QAT quantizes on it, harden bakes it, and `FakeQuant.grid` reads it back (in float64)."""
     qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     levels = qmax - qmin
     s = tf.maximum(hi - lo, _TINY) / levels
@@ -369,8 +406,7 @@ class ActivationQuantizer:
 
     def min_max(self) -> tuple[tf.Tensor, tf.Tensor]:
         """The nudged range ((qmin - z) s, (qmax - z) s) that reproduces the grid exactly."""
-        g = self.grid()
-        return (g.qmin - g.zero_point) * g.scale, (g.qmax - g.zero_point) * g.scale
+        return self.grid().min_max()
 
     def __call__(self, x, training: bool = False) -> tf.Tensor:
         if training:

@@ -39,6 +39,7 @@ import numpy as np
 from toolkit.batchnorm_folding import fold_batch_norm
 from toolkit.errors import ConfigError, UnsupportedLayerError
 from toolkit.graph import consumers, producers, to_functional
+from toolkit.layer_types import grid_layer_classes
 from toolkit.qat_layers import (
     QUANT_KERNEL_LAYERS,
     QUANT_LAYERS,
@@ -50,16 +51,14 @@ from toolkit.quantizers import ActivationQuantizer, WeightQuantizer
 from toolkit.scheme import QuantScheme
 from toolkit.separable import split_separable_convs
 
-__all__ = ["calibrate", "is_quantized_model", "quantize", "quantized_layers"]
+__all__ = ["ModelRewrite", "calibrate", "is_quantized_model", "quantize", "quantized_layers"]
 
 L = keras.layers
-PASS_THROUGH = (L.InputLayer, L.Flatten, L.Reshape, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
-                L.MaxPooling1D, L.MaxPooling2D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D,
-                L.ZeroPadding1D, L.ZeroPadding2D, L.Identity, L.Cropping1D, L.Cropping2D)
-RESCALING = (L.Add, L.Concatenate, L.AveragePooling1D, L.AveragePooling2D,
-             L.GlobalAveragePooling1D, L.GlobalAveragePooling2D)
-AVERAGE_POOLING = (L.AveragePooling1D, L.AveragePooling2D)
-IDENTITY_AT_INFERENCE = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.Identity)
+# The layers without a kernel, by the grid of their output (`toolkit.layer_types.GRID_LAYER_TYPES`).
+PASS_THROUGH = grid_layer_classes("input")
+RESCALING = grid_layer_classes("own")
+AVERAGE_POOLING = grid_layer_classes(average_pooling=True)
+IDENTITY_AT_INFERENCE = grid_layer_classes(identity_at_inference=True)
 FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
 # TFLite int8 kernels fix these output ranges (scale 1/256 zp -128; tanh 1/128 zp 0).
 FIXED_RANGE_ACTIVATIONS = {"softmax": (0.0, 255 / 256), "sigmoid": (0.0, 255 / 256), "tanh": (-1.0, 127 / 128)}
@@ -127,49 +126,76 @@ def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_
     scheme = scheme or QuantScheme()
     if not isinstance(scheme, QuantScheme):
         raise ConfigError(f"Expected a QuantScheme. Received: {type(scheme).__name__}")
-    source = fold_batch_norm(split_separable_convs(to_functional(model)))
-    _check_overrides_match(source, scheme, model.name)
-    consumed_by = consumers(source)
-    float_names = _check_supported(source, scheme)
-    quantized_tensors: dict[int, object] = {}
-    pooled_by, between_pools = _average_pooled_outputs(source, float_names)
-    deferred: dict[str, QuantizeActivation] = {}  # average pooling name -> its input's quantizer
+    quantized = ModelRewrite(model, scheme).rewritten()
+    if calibration_data is not None:
+        calibrate(quantized, calibration_data)
+    return quantized
 
-    def finish(layer_name, quantizer, tensor):
-        """Applies a layer's output quantizer, or hands it to the average pooling that reads it."""
-        if layer_name in pooled_by:
-            deferred[pooled_by[layer_name]] = quantizer
-            return tensor
-        return quantizer(tensor)
 
-    def activation_quantizer(bits, name, fixed_range=None):
+class ModelRewrite:
+    """One `quantize` pass: the source graph (functional, separable convolutions split, batch
+    norms folded) cloned layer by layer (`clone_layer`: each layer's QAT form) and call by call
+    (`call_layer`: where quantizers go), then the float weights copied in (`copy_weights`)."""
+
+    def __init__(self, model: keras.Model, scheme: QuantScheme):
+        self.scheme = scheme
+        self.source = fold_batch_norm(split_separable_convs(to_functional(model)))
+        _check_overrides_match(self.source, scheme, model.name)
+        self.consumed_by = consumers(self.source)
+        self.float_names = _check_supported(self.source, scheme)
+        self.pooled_by, self.between_pools = _average_pooled_outputs(self.source, self.float_names)
+        self.quantized_inputs: dict[int, object] = {}          # id(model input tensor) -> its quantized tensor
+        self.deferred: dict[str, QuantizeActivation] = {}      # average pooling name -> its input's quantizer
+
+    def rewritten(self) -> keras.Model:
+        quantized = keras.models.clone_model(self.source, clone_function=self.clone_layer,
+                                             call_function=self.call_layer)
+        quantized.name = f"{self.source.name}_quantized"
+        self.copy_weights(quantized)
+        return quantized
+
+    # ------------------------------------------------------------------ quantizers
+
+    def activation_quantizer(self, bits: int, name: str, fixed_range=None) -> QuantizeActivation:
+        scheme = self.scheme
         return QuantizeActivation(
             ActivationQuantizer(bits=bits, symmetric=scheme.symmetric_activations, rounding=scheme.activation_rounding,
                                 ema_decay=scheme.ema_decay, fixed_range=fixed_range, alpha=scheme.alpha),
             name=name,
         )
 
-    def quantize_input(tensor):
+    def finish(self, layer_name: str, quantizer: QuantizeActivation, tensor):
+        """Applies a layer's output quantizer, or hands it to the average pooling that reads it."""
+        if layer_name in self.pooled_by:
+            self.deferred[self.pooled_by[layer_name]] = quantizer
+            return tensor
+        return quantizer(tensor)
+
+    def quantize_input(self, tensor):
         """Model inputs are quantized once, however many layers read them."""
         history = getattr(tensor, "_keras_history", None)
         if history is None or not isinstance(history.operation, L.InputLayer):
             return tensor
         key = id(tensor)
-        if key not in quantized_tensors:
-            quantized_tensors[key] = activation_quantizer(
-                scheme.activation_bits, f"{history.operation.name}_quant")(tensor)
-        return quantized_tensors[key]
+        if key not in self.quantized_inputs:
+            self.quantized_inputs[key] = self.activation_quantizer(
+                self.scheme.activation_bits, f"{history.operation.name}_quant")(tensor)
+        return self.quantized_inputs[key]
 
-    def clone_layer(layer):
-        config = layer.get_config()
-        if isinstance(layer, L.BatchNormalization) and layer.name not in float_names:  # nothing to fold into
+    # ------------------------------------------------------------------ the clone
+
+    def clone_layer(self, layer):
+        """The layer's QAT form: a kernel layer's twin with its WeightQuantizer, a lone batch norm's
+        QuantChannelAffine, or a copy (a float layer, a layer without a kernel)."""
+        scheme, config = self.scheme, layer.get_config()
+        if isinstance(layer, L.BatchNormalization) and layer.name not in self.float_names:  # nothing to fold into
             bits = scheme.for_layer(layer.name).activation_bits
             return QuantChannelAffine(
                 layer.moving_mean.shape[0], name=layer.name,
                 product_quantizer=ActivationQuantizer(bits=bits, symmetric=scheme.symmetric_activations,
                                                       rounding=scheme.activation_rounding, ema_decay=scheme.ema_decay))
         replacement = QUANT_LAYERS.get(type(layer))
-        if replacement is None or layer.name in float_names:
+        if replacement is None or layer.name in self.float_names:
             return layer.__class__.from_config(config)
         settings = scheme.for_layer(layer.name)
         per_channel = settings.per_channel and replacement.layer_type.per_channel
@@ -177,66 +203,78 @@ def quantize(model: keras.Model, scheme: QuantScheme | None = None, calibration_
             bits=settings.weight_bits, rounding=settings.rounding, per_channel=per_channel,
             learned_step=settings.learned_step, alpha=scheme.alpha).get_config()
         if config.get("activation") in FIXED_RANGE_ACTIVATIONS:
-            config["activation"] = "linear"  # applied after the logits are quantized, below
+            config["activation"] = "linear"  # applied after the logits are quantized, in call_layer
         return replacement.from_config(config)
 
-    def call_layer(layer, *args, **kwargs):
-        args, kwargs = keras.tree.map_structure(quantize_input, (args, kwargs))
-        if layer.name in deferred:  # an average pooling on its input's grid
-            quantizer = deferred.pop(layer.name)
-            between = [keras.layers.serialize(source.get_layer(name)) for name in between_pools.get(layer.name, [])]
+    def call_layer(self, layer, *args, **kwargs):
+        """Calls the cloned layer and puts the quantizers the converted graph has around it."""
+        args, kwargs = keras.tree.map_structure(self.quantize_input, (args, kwargs))
+        if layer.name in self.deferred:  # an average pooling on its input's grid
+            quantizer = self.deferred.pop(layer.name)
+            between = [keras.layers.serialize(self.source.get_layer(name))
+                       for name in self.between_pools.get(layer.name, [])]
             return QuantAveragePooling(keras.layers.serialize(layer), quantizer.name, quantizer.quantizer,
                                        between=between, name=layer.name)(args[0])
-        if any(layer.name in names for names in between_pools.values()):
+        if any(layer.name in names for names in self.between_pools.values()):
             return args[0]  # moved into the QuantAveragePooling after it
         outputs = layer(*args, **kwargs)
-        original = source.get_layer(layer.name)
-        bits = scheme.for_layer(layer.name).activation_bits
-        if layer.name in float_names:
-            # The boundary back to int8: without it the converter keeps the next kernel layer in
-            # float, with float weights (its trained integers lost, the file float-sized).
-            readers = [reader for reader in consumed_by.get(layer.name, []) if reader.name not in float_names]
-            return activation_quantizer(bits, f"{layer.name}_quant")(outputs) if readers else outputs
-        after = consumed_by.get(layer.name, [])
-        fused_next = len(after) == 1 and _fuses_into_producer(after[0]) and after[0].name not in float_names
+        if layer.name in self.float_names:
+            return self._float_boundary(layer, outputs)
+        return self._quantized_output(layer, outputs)
+
+    def _float_boundary(self, layer, outputs):
+        """A float layer's output back on an int8 grid where a quantized layer reads it: without
+        it the converter keeps the next kernel layer in float, with float weights (its trained
+        integers lost, the file float-sized)."""
+        readers = [reader for reader in self.consumed_by.get(layer.name, []) if reader.name not in self.float_names]
+        if not readers:
+            return outputs
+        return self.activation_quantizer(self.scheme.for_layer(layer.name).activation_bits, f"{layer.name}_quant")(outputs)
+
+    def _quantized_output(self, layer, outputs):
+        """The output quantizer of a quantized layer (after a ReLU TFLite fuses into it)."""
+        original = self.source.get_layer(layer.name)
+        bits = self.scheme.for_layer(layer.name).activation_bits
+        after = self.consumed_by.get(layer.name, [])
+        fused_next = len(after) == 1 and _fuses_into_producer(after[0]) and after[0].name not in self.float_names
         if isinstance(original, tuple(QUANT_LAYERS)):
             activation = original.get_config().get("activation", "linear")
             if activation in FIXED_RANGE_ACTIVATIONS:
-                outputs = activation_quantizer(bits, f"{layer.name}_quant")(outputs)
+                outputs = self.activation_quantizer(bits, f"{layer.name}_quant")(outputs)
                 outputs = L.Activation(activation, name=f"{layer.name}_{activation}")(outputs)
-                return finish(layer.name, activation_quantizer(bits, f"{layer.name}_{activation}_quant",
-                                                               FIXED_RANGE_ACTIVATIONS[activation]), outputs)
+                return self.finish(layer.name, self.activation_quantizer(
+                    bits, f"{layer.name}_{activation}_quant", FIXED_RANGE_ACTIVATIONS[activation]), outputs)
             if activation == "linear" and fused_next:
                 return outputs
-            return finish(layer.name, activation_quantizer(bits, f"{layer.name}_quant"), outputs)
+            return self.finish(layer.name, self.activation_quantizer(bits, f"{layer.name}_quant"), outputs)
         if isinstance(original, (*RESCALING, L.BatchNormalization)):
-            return outputs if fused_next else finish(layer.name, activation_quantizer(bits, f"{layer.name}_quant"), outputs)
+            if fused_next:
+                return outputs
+            return self.finish(layer.name, self.activation_quantizer(bits, f"{layer.name}_quant"), outputs)
         name = _activation_name(original)
         if name in FIXED_RANGE_ACTIVATIONS:
-            return finish(layer.name, activation_quantizer(bits, f"{layer.name}_quant", FIXED_RANGE_ACTIVATIONS[name]),
-                          outputs)
+            return self.finish(layer.name, self.activation_quantizer(bits, f"{layer.name}_quant",
+                                                                     FIXED_RANGE_ACTIVATIONS[name]), outputs)
         if name is not None:  # relu, relu6, linear
-            return finish(layer.name, activation_quantizer(bits, f"{layer.name}_quant"), outputs)
+            return self.finish(layer.name, self.activation_quantizer(bits, f"{layer.name}_quant"), outputs)
         return outputs  # pass-through layers keep their input's grid
 
-    quantized = keras.models.clone_model(source, clone_function=clone_layer, call_function=call_layer)
-    quantized.name = f"{source.name}_quantized"
-    for layer in quantized.layers:
-        if isinstance(layer, (L.InputLayer, QuantizeActivation)) or not layer.weights:
-            continue
-        original_weights = source.get_layer(layer.name).get_weights()
-        if isinstance(layer, QuantChannelAffine):
-            layer.set_from_batch_norm(source.get_layer(layer.name))
-        elif hasattr(layer, "weight_quantizer"):
-            layer.float_kernel.assign(original_weights[0])
-            if layer.use_bias:
-                layer.bias.assign(original_weights[1])
-            layer.weight_quantizer.reset_step(layer.float_kernel)
-        else:
-            layer.set_weights(original_weights)
-    if calibration_data is not None:
-        calibrate(quantized, calibration_data)
-    return quantized
+    def copy_weights(self, quantized: keras.Model) -> None:
+        """The source's (folded) float weights into the QAT layers; learned steps re-initialized."""
+        for layer in quantized.layers:
+            if isinstance(layer, (L.InputLayer, QuantizeActivation)) or not layer.weights:
+                continue
+            original = self.source.get_layer(layer.name)
+            if isinstance(layer, QuantChannelAffine):
+                layer.set_from_batch_norm(original)
+            elif hasattr(layer, "weight_quantizer"):
+                weights = original.get_weights()
+                layer.float_kernel.assign(weights[0])
+                if layer.use_bias:
+                    layer.bias.assign(weights[1])
+                layer.weight_quantizer.reset_step(layer.float_kernel)
+            else:
+                layer.set_weights(original.get_weights())
 
 
 def _average_pooled_outputs(model: keras.Model, float_names: set[str]) -> tuple[dict[str, str], dict[str, list[str]]]:

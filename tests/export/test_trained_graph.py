@@ -121,7 +121,7 @@ def test_validate_and_convert_name_the_float_ops(tmp_path):
     from click.testing import CliRunner
 
     from app.cli import main
-    from export.validate import _markdown, validate
+    from export.validate import validate
 
     keras.utils.set_random_seed(seeded(0))
     inputs = keras.Input((6,), name="x")
@@ -131,7 +131,7 @@ def test_validate_and_convert_name_the_float_ops(tmp_path):
     hard = harden(quantize(model, QuantScheme(weight_bits=8, unsupported="float"), calibration_data=data))
     report = validate(hard, convert(hard, "int8"), data, np.zeros(len(data), np.int64))
     assert [row["op"] for row in report["float_ops"]] == ["ELU"]
-    assert "| ELU |" in _markdown(report)
+    assert "| ELU |" in report.to_markdown()
     path = tmp_path / "hard.keras"
     hard.save(path)
     result = CliRunner().invoke(main, ["convert", str(path), "--output", str(tmp_path / "m.tflite")])
