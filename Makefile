@@ -16,8 +16,12 @@ ROUNDING ?= soft
 SEED ?= 0
 RUN ?= runs/$(MODEL)-w$(WEIGHT_BITS)-$(ROUNDING)
 OVERWRITE ?=
+# Epochs of float training and of QAT (empty: softedge's defaults, 30 and 10); e.g. a quick try:
+# make train export FLOAT_EPOCHS=3 QAT_EPOCHS=2
+FLOAT_EPOCHS ?=
+QAT_EPOCHS ?=
 
-.PHONY: help install train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo bench-micro bench-speed bench-streaming bench-ptq bench-mixed gradcheck clean test-seeded
+.PHONY: help install docs train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo bench-micro bench-speed bench-streaming bench-ptq bench-mixed gradcheck clean test-seeded
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,9 +34,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install softedge with its dev and micro (TFLite Micro) extras
 
-train: $(STAMP) ## Train MODEL on DATA (quantized, ROUNDING annealed to hard) into RUN (OVERWRITE=1 replaces another run there)
+train: $(STAMP) ## Train MODEL on DATA (quantized, ROUNDING annealed to hard) into RUN (FLOAT_EPOCHS, QAT_EPOCHS; OVERWRITE=1 replaces another run there)
 	$(VENV)/bin/softedge train --model $(MODEL) --data $(DATA) --weight-bits $(WEIGHT_BITS) \
-		--rounding $(ROUNDING) --seed $(SEED) --run $(RUN) $(if $(OVERWRITE),--overwrite)
+		--rounding $(ROUNDING) --seed $(SEED) --run $(RUN) $(if $(OVERWRITE),--overwrite) \
+		$(if $(FLOAT_EPOCHS),--float-epochs $(FLOAT_EPOCHS)) $(if $(QAT_EPOCHS),--qat-epochs $(QAT_EPOCHS))
 
 export: $(STAMP) ## Harden, convert to int8 TFLite, validate drift, bundle and device-check RUN
 	$(VENV)/bin/softedge export --run $(RUN) --seed $(SEED)
@@ -90,6 +95,9 @@ bench-reference: $(STAMP) ## Integer reference vs LiteRT: mismatches per kernel 
 
 bench-recipe: $(STAMP) ## The ablations behind the training recipe's defaults (3 seeds, ~20 minutes)
 	$(PY) -m bench.recipe
+
+docs: $(STAMP) ## Regenerate docs/zoo.md and the vocabulary tables in docs/ (a test checks they are current)
+	$(PY) -m app.docs
 
 gradcheck: $(STAMP) ## Print the gradient-check table of every rounding method
 	$(VENV)/bin/softedge gradcheck

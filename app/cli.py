@@ -270,8 +270,10 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @click.option("--step", type=click.Choice(["auto", "learned", "max-abs"]), default="auto", show_default=True,
               help="Kernel step: learned (LSQ), max-abs, or auto (learned at 2 bits).")
 @click.option("--float-epochs", default=30, show_default=True, type=click.IntRange(min=1),
+              envvar="SOFTEDGE_FLOAT_EPOCHS", show_envvar=True,
               help="Epochs of float training of a zoo model (skipped for --model my.keras).")
 @click.option("--qat-epochs", default=10, show_default=True, type=click.IntRange(min=1),
+              envvar="SOFTEDGE_QAT_EPOCHS", show_envvar=True,
               help="Epochs of quantization-aware fine-tuning, the rounding annealed from soft to hard.")
 @click.option("--alpha-end", default=1e4, show_default=True, type=Finite(low=0, low_open=True),
               help="Final rounding sharpness (> 0).")
@@ -363,6 +365,7 @@ def read_scheme(path):
 @click.option("--samples", default=512, show_default=True, type=click.IntRange(min=1),
               help="Calibration samples (activation ranges and AdaRound's reconstruction).")
 @click.option("--iterations", default=10_000, show_default=True, type=click.IntRange(min=1),
+              envvar="SOFTEDGE_PTQ_ITERATIONS", show_envvar=True,
               help="AdaRound iterations per layer.")
 @click.option("--scheme", "scheme_path", default=None, type=click.Path(dir_okay=False),
               help="A QuantScheme JSON (per-layer bit widths, e.g. from `softedge plan`); replaces --weight-bits "

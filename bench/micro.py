@@ -8,7 +8,7 @@ reference's `micro` family over every evaluation input (one inference at a time)
 tensor arena (bisection, checked against the recording allocator); the model data's flash
 bytes; TFLite Micro's time per inference on this host (its portable reference kernels) against
 LiteRT's batch-1 p50 (XNNPACK); the task metric on TFLite Micro and on LiteRT. Writes
-bench/results/micro.json and the README table.
+bench/results/micro.json and the table in docs/benchmarks.md.
 
     python -m bench.micro                       # every model, float 2 epochs + QAT 1
     python -m bench.micro --models ds_cnn       # re-measure one model, keep the other rows
@@ -25,7 +25,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from app.runs import ExportOptions, RunConfig, export_run, train_run  # noqa: E402
-from bench.readme import replace_section  # noqa: E402
+from bench.tables import replace_section  # noqa: E402
 from export.atomic import write_json  # noqa: E402
 from models.training import Recipe  # noqa: E402
 from toolkit import QuantScheme  # noqa: E402
@@ -106,7 +106,7 @@ def main(argv=None) -> None:
     parser.add_argument("--float-epochs", type=int, default=2)
     parser.add_argument("--qat-epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--table-only", action="store_true", help="rewrite the README table from micro.json")
+    parser.add_argument("--table-only", action="store_true", help="rewrite the table in docs/benchmarks.md from micro.json")
     args = parser.parse_args(argv)
     recipe = Recipe(float_epochs=args.float_epochs, qat_epochs=args.qat_epochs)
     setup = {"recipe": json.loads(json.dumps(recipe.to_dict())), "seed": args.seed}

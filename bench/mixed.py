@@ -14,7 +14,7 @@ rounding; learned steps at 2 bits, as `softedge train` and `softedge plan` do) a
 <= 4-bit layers int4-packed) under LiteRT on the test split; `exact` says the .tflite holds the
 trained integers. A plan equal to an earlier scheme is not trained again (its rows repeat
 that scheme's numbers). Writes bench/results/mixed.json, bench/results/mixed_accuracy.png and
-the README table (mean and min-max over the seeds).
+the table in docs/benchmarks.md (mean and min-max over the seeds).
 
     python -m bench.mixed                  # 3 seeds (~25 minutes on 2 cores)
     python -m bench.mixed --seeds 0 --iterations 1000     # a quick look
@@ -202,11 +202,11 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=AdaRoundSettings().iterations)
     parser.add_argument("--report-only", action="store_true",
-                        help="redraw the plot and the README table from bench/results/mixed.json, measuring nothing")
+                        help="redraw the plot and the table in docs/benchmarks.md from bench/results/mixed.json, measuring nothing")
     args = parser.parse_args(argv)
     import json
 
-    from bench.readme import replace_section
+    from bench.tables import replace_section
     from export.atomic import write_bytes, write_json
 
     if args.report_only:

@@ -10,7 +10,7 @@ For mnist1d_cnn (MNIST-1D) and digits_cnn (digits), per seed: the float model (t
   (min-max, MSE, GPTQ), calibrated on the same 512 samples.
 Every row's accuracy is the .tflite's on the test split under LiteRT; softedge's W4/W3 files
 store int4-packed weights (`int4-weights`), the peer's its own. Writes bench/results/ptq.json
-and the README table (mean and spread over the seeds).
+and the table in docs/benchmarks.md (mean and spread over the seeds).
 
     python -m bench.ptq                   # 3 seeds (~20 minutes on 2 cores)
     python -m bench.ptq --seeds 0         # a quick look
@@ -153,7 +153,7 @@ def main(argv=None) -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--iterations", type=int, default=AdaRoundSettings().iterations)
     args = parser.parse_args(argv)
-    from bench.readme import replace_section
+    from bench.tables import replace_section
     from export.atomic import write_json
 
     rows = [row for model in args.models for seed in args.seeds for row in measure(model, seed, args.iterations)]

@@ -18,7 +18,7 @@ fails keeps its place with `error` set.
     QUICK=1 python -m bench.qat          # 1 seed, fewer epochs
 
 Writes bench/results/qat.json (a list of rows) and qat_summary.json (means over seeds, the
-alpha sweep); prints a markdown table. `bench/report.py` turns the summary into the README's
+alpha sweep); prints a markdown table. `bench/report.py` turns the summary into docs/benchmarks.md's
 Results section and the two plots.
 """
 

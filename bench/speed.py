@@ -5,7 +5,7 @@ of float training and of QAT, with 1 step per compiled call and with the recipe'
 choice (`models.training.steps_per_call`), each with XLA on and off; and tfmot's own QAT epoch
 (tf_keras, W3A8) on the same data and batch size. Every configuration runs `--repeats` times
 in alternation, so machine noise falls on all of them alike; the table shows the median of the
-repeats. Writes bench/results/speed.json and the README table.
+repeats. Writes bench/results/speed.json and the table in docs/benchmarks.md.
 
     python -m bench.speed                 # 3 repeats, 5 epochs each
     python -m bench.speed --repeats 1     # a quick look
@@ -24,7 +24,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.qat import EpochTimer, bench_tfmot  # noqa: E402
-from bench.readme import replace_section  # noqa: E402
+from bench.tables import replace_section  # noqa: E402
 from export.atomic import write_json  # noqa: E402
 from models import datasets, registry  # noqa: E402
 from models.training import Recipe, steps_per_call, train_float, train_quantized, use_xla  # noqa: E402

@@ -5,7 +5,7 @@ and time, not accuracy) at 1x and 10x `--samples`, written as shards of 10,000 s
 test.npz) and as one .npz. Each case trains mnist1d_cnn in float for `--epochs` epochs (the
 recipe: batch 64, XLA, 16 steps per call) in a fresh process, which reports its peak resident
 memory (ru_maxrss: TensorFlow's own few hundred MB included) and its warm epochs' time (all
-but the first). Writes bench/results/streaming.json and the README table.
+but the first). Writes bench/results/streaming.json and the table in docs/benchmarks.md.
 
     python -m bench.streaming                      # 100,000 and 1,000,000 samples
     python -m bench.streaming --samples 20000      # a quick look
@@ -120,7 +120,7 @@ def main(argv=None) -> None:
     if args.case:
         print(json.dumps(run_case(args.case, args.epochs, args.seed)))
         return
-    from bench.readme import replace_section
+    from bench.tables import replace_section
     from export.atomic import write_json
 
     rows = measure(args.samples, args.scale, args.epochs, args.seed)

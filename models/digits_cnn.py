@@ -15,7 +15,8 @@ import keras
 from models.registry import register
 
 
-@register("digits_cnn", (8, 8, 1), 10, real_data="built in: scikit-learn's 8x8 digits (`--data digits`)")
+@register("digits_cnn", (8, 8, 1), 10, real_data="built in: scikit-learn's 8x8 digits (`--data digits`)",
+          reference="softedge's own small CNN for the 8x8 digits")
 def build(input_shape=(8, 8, 1), num_classes=10, keras_module=keras, batch_norm=True) -> keras.Model:
     layers = keras_module.layers
     inputs = keras_module.Input(shape=input_shape, name="image")

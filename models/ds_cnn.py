@@ -20,7 +20,8 @@ L = keras.layers
 
 @register("ds_cnn", (49, 10, 1), 12,
           real_data="Speech Commands v2, 12 classes (10 words, silence, unknown); 49x10 MFCC frames (30 ms windows, "
-                    "20 ms stride, 10 coefficients) as x_*: float32 (N, 49, 10, 1), y_*: int (N,)")
+                    "20 ms stride, 10 coefficients) as x_*: float32 (N, 49, 10, 1), y_*: int (N,)",
+          reference="MLPerf Tiny keyword spotting: DS-CNN (Hello Edge, Zhang et al. 2017)")
 def build(input_shape=(49, 10, 1), num_classes=12, filters=64) -> keras.Model:
     regularizer = keras.regularizers.L2(1e-4)
     inputs = keras.Input(shape=input_shape, name="mfcc")

@@ -17,7 +17,8 @@ L = keras.layers
 @register("fc_autoencoder", (640,), None, task="anomaly",
           real_data="ToyADMOS / DCASE 2020 task 2 machine sounds, 5 frames x 128 log-mel bands: x_train: float32 "
                     "(N, 640) normal sounds (rows whose y_train is not 0 are left out of training), x_test, y_test: "
-                    "int (N,) 1 = anomalous")
+                    "int (N,) 1 = anomalous",
+          reference="MLPerf Tiny anomaly detection: FC autoencoder (DCASE 2020 task 2 baseline)")
 def build(input_shape=(640,)) -> keras.Model:
     inputs = keras.Input(shape=input_shape, name="log_mel")
     x = inputs

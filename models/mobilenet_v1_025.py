@@ -23,7 +23,8 @@ _BLOCKS = ((1, 2), (2, 4), (1, 4), (2, 8), (1, 8), (2, 16), (1, 16), (1, 16), (1
 
 @register("mobilenet_v1_025", (96, 96, 3), 2,
           real_data="Visual Wake Words (COCO 2014, person / not person), 96x96 RGB: x_*: float32 (N, 96, 96, 3) "
-                    "in [0, 1], y_*: int (N,) 1 = person")
+                    "in [0, 1], y_*: int (N,) 1 = person",
+          reference="MLPerf Tiny visual wake words: MobileNetV1, width 0.25")
 def build(input_shape=(96, 96, 3), num_classes=2, filters=8) -> keras.Model:
     regularizer = keras.regularizers.L2(1e-4)
     inputs = keras.Input(shape=input_shape, name="image")

@@ -15,7 +15,8 @@ from models.registry import register
 
 @register("mobilenet_v2_035", (96, 96, 3), 2,
           real_data="Visual Wake Words or any small image set, 96x96 RGB: x_*: float32 (N, 96, 96, 3) in [0, 1], "
-                    "y_*: int (N,)")
+                    "y_*: int (N,)",
+          reference="keras.applications MobileNetV2, width 0.35")
 def build(input_shape=(96, 96, 3), num_classes=2) -> keras.Model:
     base = keras.applications.MobileNetV2(input_shape=input_shape, alpha=0.35, include_top=True, weights=None,
                                           classes=num_classes, classifier_activation="softmax")

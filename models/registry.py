@@ -2,8 +2,9 @@
 
 Each architecture file registers a builder `builder(input_shape, num_classes, **options) ->
 keras.Model` with its default input shape, class count and task, and one line on the real data
-set it is made for (the README's data table is this registry). `--data synthetic` generates a
-learnable stand-in of that shape (`models.synthetic`).
+set it is made for and the reference it follows; `make docs` (`app/docs.py`) generates
+docs/zoo.md from it. `--data synthetic` generates a learnable stand-in of that shape
+(`models.synthetic`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from models.tasks import Task
 from toolkit.errors import ConfigError
 
 __all__ = ["ZooModel", "build", "entry", "names", "register"]
@@ -28,15 +30,16 @@ class ZooModel:
     num_classes: int | None
     task: str
     real_data: str
+    reference: str = ""
 
 
 _ZOO: dict[str, ZooModel] = {}
 
 
 def register(name: str, input_shape: tuple[int, ...], num_classes: int | None = None, task: str = "classification",
-             real_data: str = ""):
+             real_data: str = "", reference: str = ""):
     def decorate(builder):
-        _ZOO[name] = ZooModel(name, builder, tuple(input_shape), num_classes, task, real_data)
+        _ZOO[name] = ZooModel(name, builder, tuple(input_shape), num_classes, Task(task).value, real_data, reference)
         return builder
 
     return decorate
@@ -68,13 +71,13 @@ def build(name: str, input_shape=None, num_classes=None, **options):
 
 
 def _load_zoo():
-    # Importing the architecture modules registers them (one file per architecture).
-    from models import (  # noqa: F401
-        digits_cnn,
-        ds_cnn,
-        fc_autoencoder,
-        mnist1d_cnn,
-        mobilenet_v1_025,
-        mobilenet_v2_035,
-        resnet8,
-    )
+    """Imports every architecture module of `models/` (a file that calls `@register`), which
+    registers it: adding a zoo model is adding its file."""
+    import importlib
+    import pkgutil
+    from pathlib import Path
+
+    package = Path(__file__).parent
+    for module in pkgutil.iter_modules([str(package)]):
+        if "@register(" in (package / f"{module.name}.py").read_text():
+            importlib.import_module(f"models.{module.name}")

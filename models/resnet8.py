@@ -21,7 +21,8 @@ def _conv(filters: int, kernel: int, strides: int, name: str):
 
 
 @register("resnet8", (32, 32, 3), 10,
-          real_data="CIFAR-10: x_*: float32 (N, 32, 32, 3) in [0, 1], y_*: int (N,)")
+          real_data="CIFAR-10: x_*: float32 (N, 32, 32, 3) in [0, 1], y_*: int (N,)",
+          reference="MLPerf Tiny image classification: ResNet-8 (16 filters)")
 def build(input_shape=(32, 32, 3), num_classes=10, filters=16) -> keras.Model:
     inputs = keras.Input(shape=input_shape, name="image")
     x = L.Activation("relu", name="relu0")(L.BatchNormalization(name="bn0")(_conv(filters, 3, 1, "conv0")(inputs)))

@@ -35,3 +35,14 @@ def test_the_layering_check_sees_a_lazy_import(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from app.cli import main\n    import export.tflite\n")
     assert imported_rooms(module) == {"app", "export"}
+
+
+def test_no_function_is_longer_than_80_lines():
+    """Small functions with names, not closure nests: every function of the four rooms fits on a screen."""
+    long = []
+    for room in ROOMS:
+        for path in sorted((ROOT / room).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert long == []

@@ -2,12 +2,17 @@
 
 Pure TensorFlow / Keras 3, no file I/O. Importing it never imports tfmot or tf_keras, and imports TensorFlow only when a name that needs
 it is first used (PEP 562 module `__getattr__`): the vocabularies (`toolkit.roundings`) and the
-errors answer a command line's bad arguments before TensorFlow is loaded.
+errors answer a command line's bad arguments before TensorFlow is loaded. Where softedge loads
+TensorFlow first, its start-up lines stay off the terminal (`toolkit.quiet`).
 """
 
 from __future__ import annotations
 
 import importlib
+
+from toolkit import quiet
+
+quiet.install()
 
 # name -> the module that defines it (the public API; `from toolkit import quantize` works as before).
 _API = {

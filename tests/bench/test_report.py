@@ -1,4 +1,4 @@
-"""The README results are computed from the benchmark JSON; the target verdicts can say "missed"."""
+"""The results in docs/benchmarks.md are computed from the benchmark JSON; the target verdicts can say "missed"."""
 
 from bench import report
 
