@@ -27,13 +27,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from app.runs import ExportOptions, RunConfig, export_run, train_run  # noqa: E402
 from bench.tables import replace_section  # noqa: E402
 from export.atomic import write_json  # noqa: E402
+from export.targets import Target  # noqa: E402
 from models.training import Recipe  # noqa: E402
 from toolkit import QuantScheme  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("digits_cnn", "mnist1d_cnn", "ds_cnn", "resnet8", "mobilenet_v1_025", "fc_autoencoder", "mobilenet_v2_035")
 DATA = {"digits_cnn": "digits", "mnist1d_cnn": "mnist1d"}   # the rest: synthetic data for the model
-TARGETS = ("int8", "int4-weights")
+TARGETS = (Target.INT8, Target.INT4_WEIGHTS)
 
 
 def _metric(report: dict, micro: bool) -> tuple[str, float | None]:

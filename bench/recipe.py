@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 from bench.qat import EpochTimer  # noqa: E402
 from export.atomic import write_json  # noqa: E402
 from export.device.check import load_interpreter, predict  # noqa: E402
+from export.device.families import KernelFamily  # noqa: E402
 from export.harden import harden  # noqa: E402
 from export.tflite import convert  # noqa: E402
 from export.validate import agreement  # noqa: E402
@@ -120,7 +121,7 @@ def run(seed: int = 0) -> list[dict]:
         hard_outputs = hard_model.predict(data.x_test, verbose=0)
         row = {"ablation": "bias_on_int32_grid", "setting": bake_bias, "weight_bits": 3,
                "agreement_with_alpha_inf": agreement(hard_outputs, hard_keras)}
-        for kernels in ("xnnpack", "builtin"):
+        for kernels in (KernelFamily.XNNPACK, KernelFamily.BUILTIN):
             row[f"hard_tflite_agreement_{kernels}"] = agreement(hard_outputs, predict(load_interpreter(tflite_bytes, kernels), data.x_test))
         rows.append(row)
     return rows

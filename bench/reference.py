@@ -21,6 +21,7 @@ from export.device.check import load_interpreter, quantize_input, run
 from export.device.reference import Graph
 from export.exactness import compare_families
 from export.harden import harden
+from export.targets import Target
 from export.tflite import convert
 from models import datasets, registry
 from toolkit import QuantScheme, quantize
@@ -77,7 +78,7 @@ def main() -> None:
     rows = []
     for model_name, data_name in MODELS:
         for bits in (2, 3, 4, 8):
-            for target in ("int8", "int4-weights") if bits <= 4 else ("int8",):
+            for target in (Target.INT8, Target.INT4_WEIGHTS) if bits <= 4 else (Target.INT8,):
                 rows.append(measure(model_name, data_name, bits, target))
                 print(f"{model_name} W{bits} {target}: done", flush=True)
     lines = ["| model | weights | target | reference | builtin | xnnpack | reference time / LiteRT builtin |",

@@ -35,6 +35,7 @@ import numpy as np
 from export.artifacts import load_keras_model, read_tflite
 from export.atomic import strict_json, write_bytes, write_text
 from export.device.check import load_interpreter, predict, quantize_input, runtime_name
+from export.device.families import KernelFamily
 from export.device.reference import Graph, UnsupportedOpError
 from export.drift_report import DriftReport
 from export.exactness import compare_families, runtime_tensors
@@ -203,7 +204,7 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
     interpreter = load_interpreter(tflite_bytes, kernels)
     input_detail, output_detail = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     device_inputs = quantize_input(x, input_detail)
-    outputs = {name: predict(load_interpreter(tflite_bytes, name), x) for name in dict.fromkeys(("xnnpack", "builtin", kernels))}
+    outputs = {name: predict(load_interpreter(tflite_bytes, name), x) for name in dict.fromkeys((KernelFamily.XNNPACK, KernelFamily.BUILTIN, KernelFamily(kernels)))}
     tflite = outputs[kernels]
     output_step = output_detail["quantization"][0] or _last_step(hard_model) or 1.0
     error_steps = np.abs(tflite.astype(np.float64) - hard.astype(np.float64)) / output_step

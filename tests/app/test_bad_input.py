@@ -177,8 +177,8 @@ CASES = [
     ("unknown-dataset", [*TRAIN, "--data", "imagenet"], USAGE, r"Unknown dataset 'imagenet'", "fresh"),
     # option ranges, answered by click before TensorFlow loads
     ("negative-seed", [*TRAIN, "--seed", "-5"], USAGE, r"'--seed': -5 is not in the range", "fresh"),
-    ("negative-float-epochs", [*TRAIN, "--float-epochs", "-1"], USAGE, r"'--float-epochs': -1", "fresh"),
-    ("zero-qat-epochs", [*TRAIN, "--qat-epochs", "0"], USAGE, r"'--qat-epochs': 0", "fresh"),
+    ("negative-float-epochs", [*TRAIN, "--float-epochs", "-1"], USAGE, r"'--float-epochs' \(env var: 'SOFTEDGE_FLOAT_EPOCHS'\): -1", "fresh"),
+    ("zero-qat-epochs", [*TRAIN, "--qat-epochs", "0"], USAGE, r"'--qat-epochs' \(env var: 'SOFTEDGE_QAT_EPOCHS'\): 0", "fresh"),
     ("negative-alpha-end", [*TRAIN, "--alpha-end", "-1"], USAGE, r"'--alpha-end': -1 is not > 0", "fresh"),
     ("nan-alpha-end", [*TRAIN, "--alpha-end", "nan"], USAGE, r"'--alpha-end': 'nan' is not a finite number", "fresh"),
     ("weight-bits-9", [*TRAIN, "--weight-bits", "9"], USAGE, r"'--weight-bits': 9 is not in the range 2<=x<=8", "fresh"),

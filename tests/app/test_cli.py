@@ -184,3 +184,11 @@ def test_keras_zip_without_config_is_reported_corrupt(tmp_path):
         archive.writestr("nothing.txt", "")
     with pytest.raises(ArtifactError):
         load_keras_model(path)
+
+
+@pytest.mark.parametrize(("variable", "value"), [("SOFTEDGE_FLOAT_EPOCHS", "0"), ("SOFTEDGE_QAT_EPOCHS", "many")])
+def test_the_epoch_variables_are_checked_like_the_options_they_set(tmp_path, variable, value):
+    result = runner.invoke(cli.main, ["train", "--run", str(tmp_path / "run")], env={variable: value})
+    assert result.exit_code == cli.EXIT_USAGE
+    assert f"(env var: '{variable}')" in result.output
+    assert not (tmp_path / "run").exists()
