@@ -49,7 +49,7 @@ from toolkit.qat_layers import (
 )
 from toolkit.quantizers import ActivationQuantizer, WeightQuantizer
 from toolkit.scheme import QuantScheme
-from toolkit.separable import split_separable_convs
+from toolkit.separable import separable_parts, split_separable_convs
 
 __all__ = ["ModelRewrite", "calibrate", "is_quantized_model", "quantize", "quantized_layers"]
 
@@ -97,12 +97,15 @@ def is_quantized_model(model: keras.Model) -> bool:
 
 def check_scheme_fits(model: keras.Model, scheme: QuantScheme) -> None:
     """ConfigError when an override of `scheme` matches no layer `quantize` would see in `model`
-    (after separable convolutions are split and batch norms folded), before any training."""
-    _check_overrides_match(fold_batch_norm(split_separable_convs(to_functional(model))), scheme, model.name)
+    (after separable convolutions are split, their names counting for both halves, and batch
+    norms folded), before any training."""
+    functional = to_functional(model)
+    _check_overrides_match(fold_batch_norm(split_separable_convs(functional)), scheme, model.name,
+                           separable_parts(functional))
 
 
-def _check_overrides_match(source: keras.Model, scheme: QuantScheme, model_name: str) -> None:
-    names = [layer.name for layer in source.layers]
+def _check_overrides_match(source: keras.Model, scheme: QuantScheme, model_name: str, part_of: dict[str, str]) -> None:
+    names = [layer.name for layer in source.layers] + sorted(set(part_of.values()))
     unmatched = scheme.unmatched_overrides(names)
     if unmatched:
         raise ConfigError(f"Scheme override {unmatched[0]!r} matches no layer of model {model_name!r} (a key is a regular "
@@ -139,13 +142,19 @@ class ModelRewrite:
 
     def __init__(self, model: keras.Model, scheme: QuantScheme):
         self.scheme = scheme
-        self.source = fold_batch_norm(split_separable_convs(to_functional(model)))
-        _check_overrides_match(self.source, scheme, model.name)
+        functional = to_functional(model)
+        self.part_of = separable_parts(functional)     # a SeparableConv2D's halves -> its name
+        self.source = fold_batch_norm(split_separable_convs(functional))
+        _check_overrides_match(self.source, scheme, model.name, self.part_of)
         self.consumed_by = consumers(self.source)
-        self.float_names = _check_supported(self.source, scheme)
+        self.float_names = _check_supported(self.source, scheme, self.part_of)
         self.pooled_by, self.between_pools = _average_pooled_outputs(self.source, self.float_names)
         self.quantized_inputs: dict[int, object] = {}          # id(model input tensor) -> its quantized tensor
         self.deferred: dict[str, QuantizeActivation] = {}      # average pooling name -> its input's quantizer
+
+    def settings(self, name: str):
+        """The scheme's settings for the layer `name` (a separable half: its SeparableConv2D's too)."""
+        return self.scheme.for_layer(name, self.part_of.get(name))
 
     def rewritten(self) -> keras.Model:
         quantized = keras.models.clone_model(self.source, clone_function=self.clone_layer,
@@ -189,7 +198,7 @@ class ModelRewrite:
         QuantChannelAffine, or a copy (a float layer, a layer without a kernel)."""
         scheme, config = self.scheme, layer.get_config()
         if isinstance(layer, L.BatchNormalization) and layer.name not in self.float_names:  # nothing to fold into
-            bits = scheme.for_layer(layer.name).activation_bits
+            bits = self.settings(layer.name).activation_bits
             return QuantChannelAffine(
                 layer.moving_mean.shape[0], name=layer.name,
                 product_quantizer=ActivationQuantizer(bits=bits, symmetric=scheme.symmetric_activations,
@@ -197,7 +206,7 @@ class ModelRewrite:
         replacement = QUANT_LAYERS.get(type(layer))
         if replacement is None or layer.name in self.float_names:
             return layer.__class__.from_config(config)
-        settings = scheme.for_layer(layer.name)
+        settings = self.settings(layer.name)
         per_channel = settings.per_channel and replacement.layer_type.per_channel
         config["weight_quantizer"] = WeightQuantizer(
             bits=settings.weight_bits, rounding=settings.rounding, per_channel=per_channel,
@@ -229,12 +238,12 @@ class ModelRewrite:
         readers = [reader for reader in self.consumed_by.get(layer.name, []) if reader.name not in self.float_names]
         if not readers:
             return outputs
-        return self.activation_quantizer(self.scheme.for_layer(layer.name).activation_bits, f"{layer.name}_quant")(outputs)
+        return self.activation_quantizer(self.settings(layer.name).activation_bits, f"{layer.name}_quant")(outputs)
 
     def _quantized_output(self, layer, outputs):
         """The output quantizer of a quantized layer (after a ReLU TFLite fuses into it)."""
         original = self.source.get_layer(layer.name)
-        bits = self.scheme.for_layer(layer.name).activation_bits
+        bits = self.settings(layer.name).activation_bits
         after = self.consumed_by.get(layer.name, [])
         fused_next = len(after) == 1 and _fuses_into_producer(after[0]) and after[0].name not in self.float_names
         if isinstance(original, tuple(QUANT_LAYERS)):
@@ -308,11 +317,11 @@ def _average_pooled_outputs(model: keras.Model, float_names: set[str]) -> tuple[
     return pooled, between
 
 
-def _check_supported(model: keras.Model, scheme: QuantScheme) -> set[str]:
+def _check_supported(model: keras.Model, scheme: QuantScheme, part_of: dict[str, str]) -> set[str]:
     """Names of the layers left in float; raises for an unsupported layer the scheme does not allow."""
     float_names = set()
     for layer in model.layers:
-        if scheme.for_layer(layer.name).float:
+        if scheme.for_layer(layer.name, part_of.get(layer.name)).float:
             float_names.add(layer.name)
             continue
         reason = _unsupported_reason(layer)

@@ -111,12 +111,15 @@ class QuantScheme:
         if name not in _WEIGHT_ROUNDINGS:
             raise ConfigError(f"Unknown rounding method {name!r} for `{where}`. Expected one of: {', '.join(_WEIGHT_ROUNDINGS)}.")
 
-    def for_layer(self, name: str) -> LayerScheme:
-        """The settings for the layer called `name`, overrides applied."""
+    def for_layer(self, name: str, part_of: str | None = None) -> LayerScheme:
+        """The settings for the layer called `name`, overrides applied. `part_of`: the layer it
+        was split from (a SeparableConv2D's two halves): overrides matching that name apply too,
+        and those matching `name` itself after them."""
         values = {f: getattr(self, f) for f in ("weight_bits", "activation_bits", "rounding", "per_channel", "learned_step")}
-        for pattern, override in self.overrides.items():
-            if re.fullmatch(pattern, name):
-                values.update(override)
+        for target in ([part_of] if part_of else []) + [name]:
+            for pattern, override in self.overrides.items():
+                if re.fullmatch(pattern, target):
+                    values.update(override)
         return LayerScheme(**values)
 
     def unmatched_overrides(self, layer_names) -> list[str]:

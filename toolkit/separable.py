@@ -18,7 +18,7 @@ import keras
 
 from toolkit.graph import to_functional
 
-__all__ = ["split_separable_convs"]
+__all__ = ["separable_parts", "split_separable_convs"]
 
 
 def _halves(layer: keras.layers.SeparableConv2D) -> tuple[keras.layers.DepthwiseConv2D, keras.layers.Conv2D]:
@@ -30,6 +30,13 @@ def _halves(layer: keras.layers.SeparableConv2D) -> tuple[keras.layers.Depthwise
     pointwise = keras.layers.Conv2D(config["filters"], 1, data_format=config["data_format"], activation=config["activation"],
                                     use_bias=config["use_bias"], name=f"{layer.name}_pointwise")
     return depthwise, pointwise
+
+
+def separable_parts(model: keras.Model) -> dict[str, str]:
+    """{part name: the SeparableConv2D it comes from} for the two layers each SeparableConv2D of
+    `model` is split into: a scheme override naming the SeparableConv2D applies to both."""
+    return {f"{layer.name}_{part}": layer.name for layer in model.layers
+            if isinstance(layer, keras.layers.SeparableConv2D) for part in ("depthwise", "pointwise")}
 
 
 def split_separable_convs(model: keras.Model) -> keras.Model:

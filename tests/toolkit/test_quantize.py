@@ -131,3 +131,34 @@ def test_fit_on_tf_data_under_tf_function(inputs_for):
     assert np.isfinite(history.history["loss"]).all()
     assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, q.trainable_variables, strict=True))
     assert float(q.get_layer("signal_quant").quantizer.range_initialized) == 1.0
+
+
+def _separable_model() -> keras.Model:
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.SeparableConv2D(6, 3, padding="same", activation="relu", name="sep")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+
+
+def _kernel_bits(model: keras.Model) -> dict[str, int]:
+    return {layer.name: layer.weight_quantizer.bits for layer in model.layers if hasattr(layer, "weight_quantizer")}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"sep": {"weight_bits": 3}}, {"sep_depthwise": 3, "sep_pointwise": 3}),
+        ({"sep": {"weight_bits": 3}, "sep_pointwise": {"weight_bits": 5}}, {"sep_depthwise": 3, "sep_pointwise": 5}),
+        ({"sep_depthwise": {"weight_bits": 2}}, {"sep_depthwise": 2, "sep_pointwise": 8}),
+    ],
+)
+def test_an_override_naming_a_separable_conv_applies_to_both_halves_and_a_half_overrides_it(overrides, expected):
+    quantized = quantize(_separable_model(), QuantScheme(weight_bits=8, overrides=overrides))
+    bits = _kernel_bits(quantized)
+    assert {name: bits[name] for name in expected} == expected
+
+
+def test_a_separable_conv_left_in_float_leaves_both_halves_in_float():
+    quantized = quantize(_separable_model(), QuantScheme(weight_bits=4, overrides={"sep": {"float": True}}))
+    assert not {"sep_depthwise", "sep_pointwise"} & set(_kernel_bits(quantized))   # both halves in float
+    assert {"sep_depthwise", "sep_pointwise"} <= {layer.name for layer in quantized.layers}
+    assert len(_kernel_bits(quantized)) == 1                                        # the Dense is quantized

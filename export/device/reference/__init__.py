@@ -29,9 +29,8 @@ DEQUANTIZE), `movement` (reshapes, slices, concatenation), `ops` (the op table),
 softedge, `families.py` beside it: a device bundle can carry it with check.py.
 
 An op or tensor type it cannot execute raises `UnsupportedOpError` naming the op, its index
-and its output tensor. Not reproduced yet: HARD_SWISH, MEAN with keep_dims over height and
-width, and LiteRT's aarch64 builtin SOFTMAX (a uint16 table, compiled only for ARM64; the x86
-kernel, a float table, is reproduced). Float ops outside QUANTIZE/DEQUANTIZE are refused: this
+and its output tensor. Not reproduced yet: HARD_SWISH, and LiteRT's aarch64 builtin SOFTMAX (a
+uint16 table, compiled only for ARM64; the x86 kernel, a float table, is reproduced). Float ops outside QUANTIZE/DEQUANTIZE are refused: this
 is an integer reference.
 """
 

@@ -17,6 +17,7 @@ OPS = {
     "MEAN": pooling.mean,
     "AVERAGE_POOL_2D": pooling.average_pool_2d,
     "MAX_POOL_2D": pooling.max_pool_2d,
+    "REDUCE_MAX": pooling.reduce_max,
     "RESHAPE": movement.reshape,
     "EXPAND_DIMS": movement.expand_dims,
     "SQUEEZE": movement.squeeze,

@@ -37,10 +37,18 @@ def quantize(context: Context):
     return [requantize(centered, None, "double", zero_point, (-128, 127), multiplier)]
 
 
+_DEQUANTIZE_BLOCK = 8
+
+
 def dequantize(context: Context):
-    """float32 (q - z) s; the builtin (vectorized) kernel computes q s - z s, which rounds differently."""
+    """float32 (q - z) s. The builtin kernel's SIMD loop computes q s - z s, which rounds
+    differently, over whole blocks of 8 elements of the flattened tensor (the batch included) and
+    (q - z) s on the elements after the last whole block (probed with 10 to 1,500 elements)."""
     scale, zero_point = context.tensor(0).grid()
-    q = context.value(0).astype(np.int32)
-    if context.rules.dequantize == "product-difference":
-        return [q.astype(np.float32) * np.float32(scale) - np.float32(zero_point) * np.float32(scale)]
-    return [(q - zero_point).astype(np.float32) * np.float32(scale)]
+    q = np.ascontiguousarray(context.value(0), np.int32)   # the blocks run over the row-major buffer
+    out = (q - zero_point).astype(np.float32) * np.float32(scale)
+    if context.rules.dequantize == "product-difference-in-8s":
+        flat, blocked = out.reshape(-1), q.size - q.size % _DEQUANTIZE_BLOCK
+        flat[:blocked] = (q.reshape(-1)[:blocked].astype(np.float32) * np.float32(scale)
+                          - np.float32(zero_point) * np.float32(scale))
+    return [out]

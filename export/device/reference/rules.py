@@ -54,10 +54,15 @@ class FamilyRules:
     # MEAN: "float32" (XNNPACK: float32 scale and folded bias, ties to even) or "fixed-point"
     # (TFLite's QuantizedMeanOrSum).
     mean: str
+    # MEAN with keep_dims over height and width of a 4-D tensor: "raw-sum-bias" (LiteRT's
+    # optimized kernel for it: the raw int8 sum requantized, the zero points as one bias) or "mean"
+    # (as MEAN above).
+    mean_keep_dims_hw: str
     # float32 -> int8 QUANTIZE: "half-away" (x / s rounded half away from zero, AffineQuantize)
     # or "reciprocal-even" (x * float32(1 / s), ties to even).
     quantize_float: str
-    # DEQUANTIZE: "difference" (q - z) s, or "product-difference" q s - z s (vectorized builtin).
+    # DEQUANTIZE: "difference" (q - z) s, or "product-difference-in-8s": q s - z s over whole
+    # blocks of 8 elements (the builtin kernel's SIMD loop), (q - z) s after the last one.
     dequantize: str
     # LOGISTIC and TANH tables: entries rounded with ties to even (True) or half away from zero.
     table_ties_even: bool
@@ -70,24 +75,24 @@ RULES: dict[KernelFamily, FamilyRules] = {
     KernelFamily.REFERENCE: FamilyRules(
         KernelFamily.REFERENCE, conv_requantize="double", fc_requantize="float64", fc_float32_scale_product=True,
         int4_convs_run_as=None, depthwise_scalar_tail=False, bounds_ties_even=False, add="double", mul="double", requantize_int8="double",
-        mean="fixed-point", quantize_float="half-away", dequantize="difference", table_ties_even=False,
+        mean="fixed-point", mean_keep_dims_hw="mean", quantize_float="half-away", dequantize="difference", table_ties_even=False,
         softmax="fixed-point"),
     KernelFamily.BUILTIN: FamilyRules(
         KernelFamily.BUILTIN, conv_requantize="upward", fc_requantize="upward", fc_float32_scale_product=True,
         int4_convs_run_as=None, depthwise_scalar_tail=True, bounds_ties_even=False, add="single-double", mul="double", requantize_int8="double",
-        mean="fixed-point", quantize_float="reciprocal-even", dequantize="product-difference", table_ties_even=False,
+        mean="fixed-point", mean_keep_dims_hw="raw-sum-bias", quantize_float="reciprocal-even", dequantize="product-difference-in-8s", table_ties_even=False,
         softmax="float-table"),
     KernelFamily.XNNPACK: FamilyRules(
         KernelFamily.XNNPACK, conv_requantize="float32", fc_requantize="float32", fc_float32_scale_product=True,
         int4_convs_run_as=KernelFamily.BUILTIN, depthwise_scalar_tail=False, bounds_ties_even=True, add="20-bit",
-        mul="float32", requantize_int8="8-bit", mean="float32", quantize_float="reciprocal-even", dequantize="difference",
+        mul="float32", requantize_int8="8-bit", mean="float32", mean_keep_dims_hw="mean", quantize_float="reciprocal-even", dequantize="difference",
         table_ties_even=True, softmax="float-table"),
     # TFLite Micro: the reference family, but FULLY_CONNECTED is MultiplyByQuantizedMultiplier
     # (double rounding) with the double product's multiplier.
     KernelFamily.MICRO: FamilyRules(
         KernelFamily.MICRO, conv_requantize="double", fc_requantize="double", fc_float32_scale_product=False,
         int4_convs_run_as=None, depthwise_scalar_tail=False, bounds_ties_even=False, add="double", mul="double", requantize_int8="double",
-        mean="fixed-point", quantize_float="half-away", dequantize="difference", table_ties_even=False,
+        mean="fixed-point", mean_keep_dims_hw="mean", quantize_float="half-away", dequantize="difference", table_ties_even=False,
         softmax="fixed-point"),
 }
 
