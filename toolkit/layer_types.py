@@ -161,7 +161,10 @@ class GridLayerType:
     output_grid: "input" (its input's grid: a pass-through) or "own" (a quantizer of its own).
     identity_at_inference: it computes nothing at inference (Dropout): an average pooling after
     it still pools its producer's grid. average_pooling: TFLite's AVERAGE_POOL_2D, which keeps
-    the input's grid although `quantize` gives the layer feeding it the quantizer."""
+    the input's grid although `quantize` gives the layer feeding it the quantizer.
+    inputs_on_output_grid: the int8 kernel takes its inputs on its output's grid, and the
+    converter writes a producer whose only reader it is straight onto that grid (CONCATENATION):
+    such a producer trains with no quantizer of its own."""
 
     name: str
     keras_classes: tuple[type, ...]
@@ -169,6 +172,7 @@ class GridLayerType:
     tflite_ops: tuple[str, ...]
     identity_at_inference: bool = False
     average_pooling: bool = False
+    inputs_on_output_grid: bool = False
 
 
 _L = keras.layers
@@ -186,7 +190,7 @@ GRID_LAYER_TYPES: dict[str, GridLayerType] = {
         GridLayerType("zero_padding", (_L.ZeroPadding1D, _L.ZeroPadding2D), "input", ("PAD",)),
         GridLayerType("cropping", (_L.Cropping1D, _L.Cropping2D), "input", ("STRIDED_SLICE",)),
         GridLayerType("add", (_L.Add,), "own", ("ADD",)),
-        GridLayerType("concatenate", (_L.Concatenate,), "own", ("CONCATENATION",)),
+        GridLayerType("concatenate", (_L.Concatenate,), "own", ("CONCATENATION",), inputs_on_output_grid=True),
         GridLayerType("average_pooling", (_L.AveragePooling1D, _L.AveragePooling2D), "own", ("AVERAGE_POOL_2D",),
                       average_pooling=True),
         GridLayerType("global_average_pooling", (_L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D), "own",

@@ -59,6 +59,7 @@ PASS_THROUGH = grid_layer_classes("input")
 RESCALING = grid_layer_classes("own")
 AVERAGE_POOLING = grid_layer_classes(average_pooling=True)
 IDENTITY_AT_INFERENCE = grid_layer_classes(identity_at_inference=True)
+INPUTS_ON_OUTPUT_GRID = grid_layer_classes(inputs_on_output_grid=True)
 FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
 # TFLite int8 kernels fix these output ranges (scale 1/256 zp -128; tanh 1/128 zp 0).
 FIXED_RANGE_ACTIVATIONS = {"softmax": (0.0, 255 / 256), "sigmoid": (0.0, 255 / 256), "tanh": (-1.0, 127 / 128)}
@@ -241,11 +242,19 @@ class ModelRewrite:
         return self.activation_quantizer(self.settings(layer.name).activation_bits, f"{layer.name}_quant")(outputs)
 
     def _quantized_output(self, layer, outputs):
-        """The output quantizer of a quantized layer (after a ReLU TFLite fuses into it)."""
+        """The output quantizer of a quantized layer (after a ReLU TFLite fuses into it); none
+        where the only reader puts its inputs on its own output's grid (Concatenate: the
+        converter writes the layer straight onto the concatenation's grid)."""
         original = self.source.get_layer(layer.name)
         bits = self.settings(layer.name).activation_bits
         after = self.consumed_by.get(layer.name, [])
         fused_next = len(after) == 1 and _fuses_into_producer(after[0]) and after[0].name not in self.float_names
+        on_reader_grid = (len(after) == 1 and isinstance(after[0], INPUTS_ON_OUTPUT_GRID)
+                          and after[0].name not in self.float_names)
+        fixed_range = (original.get_config().get("activation") if isinstance(original, tuple(QUANT_LAYERS))
+                       else _activation_name(original)) in FIXED_RANGE_ACTIVATIONS
+        if on_reader_grid and not fixed_range and not isinstance(original, PASS_THROUGH):
+            return outputs
         if isinstance(original, tuple(QUANT_LAYERS)):
             activation = original.get_config().get("activation", "linear")
             if activation in FIXED_RANGE_ACTIVATIONS:

@@ -256,3 +256,38 @@ def test_a_batch_norm_over_another_axis_is_refused_by_name():
     model = keras.Model(inputs, L.Dense(2)(L.Flatten()(L.BatchNormalization(axis=1, name="bn_time")(inputs))))
     with pytest.raises(UnsupportedLayerError, match="bn_time.*axis"):
         quantize(model, QuantScheme())
+
+
+def _concatenation_model() -> tuple[keras.Model, np.ndarray, np.ndarray]:
+    """Two conv branches (one with a fused ReLU, one linear) joined by a Concatenate."""
+    keras.utils.set_random_seed(seeded(0))
+    inputs = keras.Input((8, 8, 3), name="image")
+    a = L.Conv2D(4, 3, padding="same", activation="relu", name="branch_a")(inputs)
+    b = L.Conv2D(4, 1, name="branch_b")(inputs)
+    x = L.Conv2D(6, 3, padding="same", activation="relu", name="after")(L.Concatenate(name="concat")([a, b]))
+    model = keras.Model(inputs, L.Dense(3, name="logits")(L.GlobalAveragePooling2D(name="pool")(x)))
+    rng = np.random.default_rng(seeded(1))
+    return model, rng.normal(size=(256, 8, 8, 3)).astype(np.float32), rng.integers(0, 3, 256)
+
+
+def test_the_branches_of_a_concatenation_train_on_its_grid():
+    """TFLite's int8 CONCATENATION takes its inputs on its output's grid, and the converter writes
+    each branch straight onto it: the branches train with no quantizer of their own, so no
+    layer's own error exceeds a step (on their own grids the branches were 1.4 and 6.9 steps off)."""
+    from export.validate import ONE_STEP, validate
+
+    model, x, y = _concatenation_model()
+    quantized = quantize(model, QuantScheme(weight_bits=4), calibration_data=x)
+    hard = harden(quantized)
+    tflite_bytes = convert(hard, "int8")
+    report = validate(hard, tflite_bytes, x, y)
+    assert report.weights_exact and all(row["outputs_equal"] for row in report.reference.values())
+    assert [row["name"] for row in report.layers if row["local_max_error_steps"] > ONE_STEP] == []
+    names = {layer.name for layer in quantized.layers}
+    assert "concat_quant" in names and not {"branch_a_quant", "branch_b_quant"} & names
+    graph = Graph(tflite_bytes)
+    (concat,) = [op for op in graph.ops if op.name == "CONCATENATION"]
+    trained_scale, trained_zero = hard.get_layer("concat_quant").grid()
+    for index in [*concat.inputs, *concat.outputs]:
+        scale, zero_point = graph.tensors[index].grid()
+        assert zero_point == trained_zero and scale == pytest.approx(trained_scale, rel=1e-6)
