@@ -21,7 +21,7 @@ OVERWRITE ?=
 FLOAT_EPOCHS ?=
 QAT_EPOCHS ?=
 
-.PHONY: help install docs train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo bench-micro bench-speed bench-streaming bench-ptq bench-mixed gradcheck clean test-seeded
+.PHONY: help install arm64 docs train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo bench-micro bench-speed bench-streaming bench-ptq bench-mixed gradcheck clean test-seeded
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -95,6 +95,9 @@ bench-reference: $(STAMP) ## Integer reference vs LiteRT: mismatches per kernel 
 
 bench-recipe: $(STAMP) ## The ablations behind the training recipe's defaults (3 seeds, ~20 minutes)
 	$(PY) -m bench.recipe
+
+arm64: $(STAMP) ## Build an ARM64 device under QEMU user mode in .arm64/ (once; ~1 minute): softedge device-check BUNDLE --arm64
+	$(PY) -m app.arm64
 
 docs: $(STAMP) ## Regenerate docs/zoo.md and the vocabulary tables in docs/ (a test checks they are current)
 	$(PY) -m app.docs

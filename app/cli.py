@@ -18,14 +18,17 @@ import contextlib
 import functools
 import json
 import os
+import platform
 import signal
 import sys
 from pathlib import Path
 
 import click
 
+from app.arm64 import CPUS as ARM64_CPUS
+from app.arm64 import DEFAULT_CPUS as ARM64_DEFAULT_CPUS
 from app.console import routed_output
-from app.options import Finite, Numbers, Widths
+from app.options import Choices, Finite, Numbers, Widths
 from export.device.families import KernelFamily
 from export.targets import Target
 from models.tasks import Task
@@ -599,6 +602,58 @@ def validate_command(hard_path, tflite_path, data, smooth_path, output, kernels,
         for failure in failures:
             echo(f"FAILED: {failure}", err=True)
     sys.exit(EXIT_CHECK_FAILED if failures else EXIT_OK)
+
+
+@main.command(name="device-check")
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option("--arm64", is_flag=True,
+              help="Run the check on an emulated ARM64 device (QEMU user mode; build it once with make arm64).")
+@click.option("--cpu", "cpus", type=Choices(ARM64_CPUS), default=",".join(ARM64_DEFAULT_CPUS), show_default=True,
+              help="With --arm64: the ARM CPU models to emulate, comma-separated.")
+@seed_option
+@json_option
+@verbose_option
+@handles_errors
+def device_check_command(bundle, arm64, cpus, seed, as_json, verbose):
+    """Run a bundle's own check.py as a device would: on this machine, or with --arm64 on
+    emulated ARM64 CPUs (the integers are the device's; the timings are not).
+
+    Exits 1 when a device matches no kernel family's integers or misses the bundle's tolerance.
+
+    \b
+    Example: softedge device-check runs/digits_cnn-w8-soft/export/bundle --arm64 --cpu cortex-a53,cortex-a72
+    """
+    bundle = Path(bundle)
+    if not (bundle / "check.py").is_file():
+        from toolkit.errors import ArtifactError
+
+        raise ArtifactError(f"{bundle} is not a softedge bundle: it has no check.py.")
+    with quiet(verbose=verbose):
+        if arm64:
+            from app.arm64 import run_check
+
+            results = {cpu: run_check(bundle, cpu) for cpu in cpus}
+        else:
+            from app.runs import run_device_check
+
+            results = {platform.machine(): run_device_check(bundle)}
+        if as_json:
+            echo(json.dumps(results, indent=2))
+        else:
+            for device, result in results.items():
+                echo(format_device_line(device, result))
+    sys.exit(EXIT_OK if all(result.get("ok") for result in results.values()) else EXIT_CHECK_FAILED)
+
+
+def format_device_line(device: str, result: dict) -> str:
+    """One line of a device check: the family the device's integers match, accuracy, verdict."""
+    if "matches" not in result:
+        return f"{device:12} FAILED: {'; '.join(result.get('failures', []))}"
+    differing = ", ".join(f"{family} {count}" for family, count in result["families"].items())
+    metric = (f", accuracy {result['accuracy']:.4f}" if result.get("accuracy") is not None else "") + \
+        (f", ROC AUC {result['auc']:.4f}" if result.get("auc") is not None else "")
+    return (f"{device:12} {result['kernels']} kernels: matches {', '.join(result['matches']) or 'no family'} "
+            f"(differing elements: {differing}){metric} -> {'OK' if result['ok'] else 'FAILED'}")
 
 
 def format_gradcheck_table(results) -> str:

@@ -77,3 +77,22 @@ class Widths(click.ParamType):
         if outside:
             self.fail(f"width {outside[0]} is outside 2..8.", param, ctx)
         return tuple(widths)
+
+
+class Choices(click.ParamType):
+    """Comma-separated names, each one of `choices`, at least one; a tuple in the order given,
+    without repeats."""
+
+    name = "choices"
+
+    def __init__(self, choices):
+        self.choices = tuple(choices)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        names = list(dict.fromkeys(_comma_parts(value, "name", self, param, ctx)))
+        unknown = [name for name in names if name not in self.choices]
+        if unknown:
+            self.fail(f"{unknown[0]!r} is not one of {', '.join(self.choices)}.", param, ctx)
+        return tuple(names)

@@ -1,0 +1,163 @@
+"""An ARM64 device on this x86-64 machine: QEMU user-mode emulation of an arm64 Debian Python
+running LiteRT's aarch64 wheel, for a bundle's own `check.py`.
+
+    python -m app.arm64              # builds .arm64/ once (make arm64); a second run does nothing
+    softedge device-check BUNDLE --arm64 --cpu cortex-a53,cortex-a72
+
+What `build` puts in `.arm64/` (git-ignored), all from the package archives this machine reaches:
+- `sysroot/`: Debian bookworm's arm64 `python3.11`, `libstdc++6` and `libgcc-s1` with their
+  dependencies, resolved and downloaded by apt in a sandbox of its own (its own sources list,
+  state and cache under `.arm64/apt/`: the machine's apt configuration is not touched) and
+  unpacked with `dpkg-deb -x`;
+- `qemu/`: Debian's `qemu-user-static` for this machine, unpacked (nothing is installed);
+- `site/`: PyPI's aarch64 wheels of numpy and of the ai-edge-litert this project runs.
+
+Emulation executes the ARM instructions a device executes, so the integers it computes are the
+device's; its timings are not (each instruction is translated). Each run writes the sysroot's
+`/proc/cpuinfo` for the CPU model QEMU emulates (`QEMU_CPU`), because the kernels' CPU detection
+(cpuinfo) reads it: with the host's x86 one it crashed LiteRT while the interpreter loaded.
+QEMU's own `max` model is left out: under QEMU 7.2 it made LiteRT compute wrong integers (3,574
+of 3,600 outputs of a digits_cnn bundle, where every named model computed the expected ones).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+from toolkit.errors import ArtifactError, ConfigError
+
+__all__ = ["CPUS", "DEFAULT_CPUS", "ROOT", "build", "is_built", "run_check"]
+
+ROOT = Path(__file__).resolve().parents[1] / ".arm64"
+# QEMU's CPU models and the (implementer, part) their /proc/cpuinfo shows on a device.
+CPUS = {"cortex-a35": ("0x41", "0xd04"), "cortex-a53": ("0x41", "0xd03"), "cortex-a57": ("0x41", "0xd07"),
+        "cortex-a72": ("0x41", "0xd08"), "cortex-a76": ("0x41", "0xd0b"), "neoverse-n1": ("0x41", "0xd0c"),
+        "a64fx": ("0x46", "0x001")}
+DEFAULT_CPUS = ("cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1")
+DEBIAN = "http://deb.debian.org/debian"
+SUITE = "bookworm"
+PACKAGES = ("python3.11", "libstdc++6", "libgcc-s1")
+_PYTHON = "usr/bin/python3.11"
+_STAMP = ".built"
+
+
+def is_built(root: Path = ROOT) -> bool:
+    return (Path(root) / _STAMP).exists()
+
+
+def _run(command, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(part) for part in command], capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        tail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or ["no output"]
+        raise ArtifactError(f"{Path(str(command[0])).name} failed ({result.returncode}) building the ARM64 device: {tail[0]}")
+    return result
+
+
+def _apt_options(apt: Path, architecture: str) -> list[str]:
+    return [f"-o Dir::State={apt}/state", f"-o Dir::State::status={apt}/status", f"-o Dir::Cache={apt}/cache",
+            f"-o Dir::Etc::SourceList={apt}/sources.list", "-o Dir::Etc::SourceParts=/dev/null",
+            f"-o APT::Architecture={architecture}", f"-o APT::Architectures::={architecture}", "-o Debug::NoLocking=1"]
+
+
+def _download_debs(apt: Path, architecture: str, packages) -> list[Path]:
+    """The .deb files of `packages` and everything they depend on, for `architecture`, fetched
+    by apt into a sandbox of its own (`apt`)."""
+    for directory in ("state/lists/partial", "cache/archives/partial"):
+        (apt / directory).mkdir(parents=True, exist_ok=True)
+    (apt / "status").touch()
+    (apt / "sources.list").write_text(f"deb [arch={architecture} signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+                                      f"{DEBIAN} {SUITE} main\n")
+    options = " ".join(_apt_options(apt, architecture)).split()
+    _run(["apt-get", *options, "update"])
+    _run(["apt-get", *options, "install", "-y", "--download-only", "--no-install-recommends", *packages])
+    return sorted((apt / "cache" / "archives").glob("*.deb"))
+
+
+def _unpack(debs, destination: Path) -> None:
+    destination.mkdir(parents=True, exist_ok=True)
+    for deb in debs:
+        _run(["dpkg-deb", "-x", deb, destination])
+
+
+def _wheels(site: Path) -> None:
+    """PyPI's aarch64 wheels of numpy and of this project's ai-edge-litert, for CPython 3.11."""
+    platforms = [f"--platform=manylinux_2_{minor}_aarch64" for minor in (17, 27, 28, 31, 34, 35, 36)]
+    _run([sys.executable, "-m", "pip", "install", "--quiet", "--target", site, *platforms,
+          "--platform=manylinux2014_aarch64", "--python-version=3.11", "--implementation=cp", "--only-binary=:all:",
+          "numpy>=1.26,<3", f"ai-edge-litert=={version('ai-edge-litert')}"])
+
+
+def build(root: Path = ROOT, say=print) -> Path:
+    """Builds the ARM64 device in `root` (see the module docstring), replacing a partial one;
+    does nothing when it is built. Returns `root`."""
+    root = Path(root)
+    if is_built(root):
+        say(f"{root} is built")
+        return root
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        raise ConfigError(f"The ARM64 emulation is built on x86-64 hosts; this one is {platform.machine()}.")
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise ConfigError(f"Building the ARM64 device needs Debian's {tool}, which this machine lacks.")
+    staging = root.with_name(root.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    say("arm64 Python (Debian) ...")
+    _unpack(_download_debs(staging / "apt", "arm64", PACKAGES), staging / "sysroot")
+    say("QEMU user mode (Debian) ...")
+    host = "amd64"
+    _unpack(_download_debs(staging / "apt-host", host, ["qemu-user-static"]), staging / "qemu")
+    say("numpy and ai-edge-litert aarch64 wheels (PyPI) ...")
+    _wheels(staging / "site")
+    shutil.rmtree(staging / "apt", ignore_errors=True)
+    shutil.rmtree(staging / "apt-host", ignore_errors=True)
+    _emulated(staging, "cortex-a53", ["-c", "import numpy, ai_edge_litert.interpreter"])
+    (staging / _STAMP).write_text(json.dumps({"packages": PACKAGES, "ai_edge_litert": version("ai-edge-litert")}))
+    shutil.rmtree(root, ignore_errors=True)
+    staging.rename(root)
+    say(f"{root} is built")
+    return root
+
+
+def _cpuinfo(cpu: str, cores: int = 2) -> str:
+    implementer, part = CPUS[cpu]
+    block = ("processor\t: {index}\nBogoMIPS\t: 48.00\nFeatures\t: fp asimd cpuid\nCPU implementer\t: {implementer}\n"
+             "CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 0\n\n")
+    return "".join(block.format(index=index, implementer=implementer, part=part) for index in range(cores))
+
+
+def _emulated(root: Path, cpu: str, arguments, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """Runs the arm64 Python of `root` on `arguments` under QEMU emulating `cpu`."""
+    if cpu not in CPUS:
+        raise ConfigError(f"Unknown ARM64 CPU model {cpu!r}. Expected one of: {', '.join(CPUS)}.")
+    sysroot = root / "sysroot"
+    (sysroot / "proc").mkdir(exist_ok=True)
+    (sysroot / "proc" / "cpuinfo").write_text(_cpuinfo(cpu))
+    environment = {**os.environ, "QEMU_CPU": cpu, "PYTHONPATH": str(root / "site")}
+    environment.pop("PYTHONHOME", None)
+    qemu = root / "qemu" / "usr" / "bin" / "qemu-aarch64-static"
+    return subprocess.run([str(qemu), "-L", str(sysroot), str(sysroot / _PYTHON), *map(str, arguments)],
+                          capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+def run_check(bundle, cpu: str, root: Path = ROOT) -> dict:
+    """The bundle's `check.py --json` result on an emulated ARM64 `cpu` (its "ok", "matches",
+    "mismatched", "accuracy", ... as on a device), or {"ok": False, "failures": [why]}."""
+    root, bundle = Path(root), Path(bundle)
+    if not is_built(root):
+        raise ArtifactError(f"The ARM64 device is not built in {root}: run make arm64.")
+    result = _emulated(root, cpu, [bundle / "check.py", bundle, "--json"])
+    if result.returncode not in (0, 1):
+        last = result.stderr.strip().splitlines()[-1:] or [f"exit code {result.returncode}"]
+        return {"ok": False, "failures": [last[0]]}
+    return json.loads(result.stdout)
+
+
+if __name__ == "__main__":
+    build()

@@ -1,0 +1,51 @@
+"""The emulated ARM64 device (`app.arm64`, `softedge device-check --arm64`): what it is told, what
+it refuses, and (make test-slow, once `make arm64` built it) that a bundle's check.py run on
+every emulated CPU model matches the bundle's kernel family exactly."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from app import arm64, cli
+from toolkit.errors import ArtifactError
+
+runner = CliRunner()
+
+
+def test_the_emulated_cpuinfo_names_the_emulated_core():
+    text = arm64._cpuinfo("cortex-a53", cores=2)
+    assert text.count("processor\t:") == 2 and "CPU part\t: 0xd03" in text and "CPU implementer\t: 0x41" in text
+    assert "CPU part\t: 0xd0b" in arm64._cpuinfo("cortex-a76")
+
+
+def test_a_device_that_is_not_built_is_refused_with_how_to_build_it(tmp_path):
+    with pytest.raises(ArtifactError, match="run make arm64"):
+        arm64.run_check(tmp_path / "bundle", "cortex-a53", root=tmp_path / "absent")
+
+
+def test_an_unknown_cpu_model_and_a_directory_without_check_py_are_refused(tmp_path):
+    result = runner.invoke(cli.main, ["device-check", str(tmp_path), "--arm64", "--cpu", "cortex-a53,cortex-a99"])
+    assert result.exit_code == cli.EXIT_USAGE and "'cortex-a99' is not one of" in result.output
+    result = runner.invoke(cli.main, ["device-check", str(tmp_path), "--arm64"])
+    assert result.exit_code == cli.EXIT_ARTIFACT and "has no check.py" in result.output
+
+
+def test_the_default_cpu_models_are_emulated_models():
+    assert set(arm64.DEFAULT_CPUS) <= set(arm64.CPUS) and "max" not in arm64.CPUS
+
+
+@pytest.mark.slow
+def test_a_bundle_matches_its_kernel_family_on_every_emulated_arm64_cpu(exported_run):
+    if not arm64.is_built():
+        pytest.skip("the ARM64 device is not built here (make arm64)")
+    run_dir, _, _ = exported_run
+    bundle = run_dir / "export" / "bundle"
+    kernels = json.loads((bundle / "manifest.json").read_text())["kernels"]
+    result = runner.invoke(cli.main, ["device-check", str(bundle), "--arm64", "--cpu", ",".join(arm64.DEFAULT_CPUS),
+                                      "--json"])
+    checks = json.loads(result.output)
+    assert set(checks) == set(arm64.DEFAULT_CPUS)
+    for cpu, check in checks.items():
+        assert check["families"][kernels] == 0 and kernels in check["matches"], (cpu, check)
+    assert result.exit_code == cli.EXIT_OK
