@@ -25,8 +25,7 @@ __all__ = ["STARTUP_NOISE", "install"]
 
 STARTUP_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] "
-    r"|E\d{4} [\d:.]+ +\d+ cuda_\w+\.cc:\d+\] failed call to cuInit"
+    r"|[IWE]\d{4} [\d:.]+ +\d+ (port|cudart_stub|cpu_feature_guard|cuda_\w+)\.cc:\d+\] "
     r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.)")
 
 
