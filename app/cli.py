@@ -624,10 +624,9 @@ def device_check_command(bundle, arm64, cpus, seed, as_json, verbose):
     Example: softedge device-check runs/digits_cnn-w8-soft/export/bundle --arm64 --cpu cortex-a53,cortex-a72
     """
     bundle = Path(bundle)
-    if not (bundle / "check.py").is_file():
-        from toolkit.errors import ArtifactError
+    from export.device.check import read_bundle
 
-        raise ArtifactError(f"{bundle} is not a softedge bundle: it has no check.py.")
+    read_bundle(str(bundle))   # every file present and sealed (BundleError: exit 3), before any device runs
     with quiet(verbose=verbose):
         if arm64:
             from app.arm64 import run_check

@@ -213,7 +213,9 @@ def _check_manifest(manifest, manifest_path: str) -> None:
         raise BundleError(f"{manifest_path}: an anomaly bundle needs expected_auc.")
 
 
-def _read_bundle(bundle: str):
+def read_bundle(bundle: str):
+    """(manifest, model path, evaluation data) of a sealed bundle; BundleError naming the file
+    when one is missing, corrupt or differs from the manifest's sha256."""
     manifest_path = os.path.join(bundle, "manifest.json")
     model_path = os.path.join(bundle, "model.tflite")
     eval_path = os.path.join(bundle, "eval.npz")
@@ -300,7 +302,7 @@ def compare_families(outputs: np.ndarray, families: dict) -> tuple[dict, list, d
 
 def check_bundle(bundle: str, latency_runs: int = 200) -> dict:
     """Runs the bundle; returns the measurements and whether they are within tolerance."""
-    manifest, model_path, data = _read_bundle(bundle)
+    manifest, model_path, data = read_bundle(bundle)
     kernels = manifest.get("kernels", "xnnpack")
     interpreter = load_interpreter(model_path, kernels)
     outputs = run(interpreter, data["inputs"])

@@ -24,11 +24,26 @@ def test_a_device_that_is_not_built_is_refused_with_how_to_build_it(tmp_path):
         arm64.run_check(tmp_path / "bundle", "cortex-a53", root=tmp_path / "absent")
 
 
-def test_an_unknown_cpu_model_and_a_directory_without_check_py_are_refused(tmp_path):
+def test_an_unknown_cpu_model_and_a_directory_that_is_no_bundle_are_refused(tmp_path):
     result = runner.invoke(cli.main, ["device-check", str(tmp_path), "--arm64", "--cpu", "cortex-a53,cortex-a99"])
     assert result.exit_code == cli.EXIT_USAGE and "'cortex-a99' is not one of" in result.output
     result = runner.invoke(cli.main, ["device-check", str(tmp_path), "--arm64"])
-    assert result.exit_code == cli.EXIT_ARTIFACT and "has no check.py" in result.output
+    assert result.exit_code == cli.EXIT_ARTIFACT and "manifest.json is missing" in result.output
+
+
+@pytest.mark.parametrize("arm64", [False, True])
+def test_a_tampered_bundle_is_refused_before_any_device_runs(exported_run, tmp_path, arm64):
+    """A bundle whose file differs from its seal is exit 3 naming the file, on the host and before
+    the emulator is asked for (which need not be built)."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported_run[0] / "export" / "bundle", bundle)
+    with (bundle / "eval.npz").open("ab") as handle:
+        handle.write(b"relabelled")
+    result = runner.invoke(cli.main, ["device-check", str(bundle), *(["--arm64"] if arm64 else [])])
+    assert result.exit_code == cli.EXIT_ARTIFACT
+    assert "eval.npz has sha256" in result.output and result.output.count("\n") == 1
 
 
 def test_the_default_cpu_models_are_emulated_models():
