@@ -12,12 +12,15 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 def machine() -> str:
-    """The machine a table was measured on, in words (CPU count, ISA, the runtime versions)."""
+    """The machine a table was measured on, in words: CPU count and ISA, and the versions the
+    exports record (`export.artifacts.versions`)."""
     import os
-    from importlib.metadata import version
 
-    return (f"{os.cpu_count()} cores {platform.machine()}, Python {platform.python_version()}, "
-            f"TensorFlow {version('tensorflow')}, LiteRT {version('ai-edge-litert')}")
+    from export.artifacts import versions
+
+    found = versions()
+    return (f"{os.cpu_count()} cores {platform.machine()}, Python {found['python']}, "
+            f"TensorFlow {found['tensorflow']}, LiteRT {found['ai-edge-litert']}")
 
 
 def replace_section(name: str, body: str) -> bool:

@@ -15,7 +15,7 @@ requantization rules are those of `requantize.requantize`:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 try:  # inside softedge, or copied beside families.py as a package of its own
     from ..families import KernelFamily
@@ -87,14 +87,11 @@ RULES: dict[KernelFamily, FamilyRules] = {
         int4_convs_run_as=KernelFamily.BUILTIN, depthwise_scalar_tail=False, bounds_ties_even=True, add="20-bit",
         mul="float32", requantize_int8="8-bit", mean="float32", mean_keep_dims_hw="mean", quantize_float="reciprocal-even", dequantize="difference",
         table_ties_even=True, softmax="float-table"),
-    # TFLite Micro: the reference family, but FULLY_CONNECTED is MultiplyByQuantizedMultiplier
-    # (double rounding) with the double product's multiplier.
-    KernelFamily.MICRO: FamilyRules(
-        KernelFamily.MICRO, conv_requantize="double", fc_requantize="double", fc_float32_scale_product=False,
-        int4_convs_run_as=None, depthwise_scalar_tail=False, bounds_ties_even=False, add="double", mul="double", requantize_int8="double",
-        mean="fixed-point", mean_keep_dims_hw="mean", quantize_float="half-away", dequantize="difference", table_ties_even=False,
-        softmax="fixed-point"),
 }
+# TFLite Micro: the reference family, but FULLY_CONNECTED is MultiplyByQuantizedMultiplier (double
+# rounding) with the double product's multiplier.
+RULES[KernelFamily.MICRO] = replace(RULES[KernelFamily.REFERENCE], family=KernelFamily.MICRO, fc_requantize="double",
+                                    fc_float32_scale_product=False)
 
 
 def rules_of(family) -> FamilyRules:
