@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from toolkit.quiet import STARTUP_NOISE
 
 PROGRAM = ("from toolkit import quantize\nimport tensorflow as tf\nimport sys\n"
@@ -20,6 +22,9 @@ def _stderr(**env) -> str:
 
 
 def test_the_start_up_lines_are_dropped_and_the_programs_own_are_kept():
+    shown = [line for line in _stderr(SOFTEDGE_TF_STARTUP="show").splitlines() if STARTUP_NOISE.match(line)]
+    if not shown:
+        pytest.skip("TensorFlow prints no start-up lines on this machine: nothing to drop")
     lines = _stderr().splitlines()
     assert "mine" in lines
     assert [line for line in lines if STARTUP_NOISE.match(line)] == []
