@@ -68,6 +68,24 @@ def test_tflite_micro_computes_the_micro_family_of_small_models(kind, bits, targ
     np.testing.assert_array_equal(_tflm_outputs(tflite_bytes, inputs), graph.run(inputs, "micro")[graph.outputs[0]])
 
 
+def test_tflite_micro_computes_the_micro_family_of_reduce_max_and_a_keep_dims_mean():
+    """GlobalMaxPooling2D (REDUCE_MAX) and GlobalAveragePooling2D(keepdims=True) (MEAN with keep_dims
+    over height and width, a kernel of its own on LiteRT's builtin kernels) on TFLite Micro."""
+    keras.utils.set_random_seed(seeded(0))
+    inputs = keras.Input((9, 7, 4))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(inputs)
+    pooled = [keras.layers.GlobalMaxPooling2D()(x),
+              keras.layers.Flatten()(keras.layers.GlobalAveragePooling2D(keepdims=True)(x))]
+    model = keras.Model(inputs, keras.layers.Dense(5)(keras.layers.Add()(pooled)))
+    x = 1.5 * np.random.default_rng(seeded(1)).normal(size=(128, 9, 7, 4)).astype(np.float32)
+    quantized = quantize(model, QuantScheme(weight_bits=8), calibration_data=x)
+    tflite_bytes = convert(harden(quantized), "int8", batch_size=1)
+    graph = Graph(tflite_bytes)
+    assert {"REDUCE_MAX", "MEAN"} <= {op.name for op in graph.ops}
+    inputs = _int8_inputs(tflite_bytes, 64)
+    np.testing.assert_array_equal(_tflm_outputs(tflite_bytes, inputs), graph.run(inputs, "micro")[graph.outputs[0]])
+
+
 @pytest.mark.slow  # about a minute; every zoo model is also checked by `make bench-micro`
 @pytest.mark.parametrize("name, bits, target", [("fc_autoencoder", 4, "int4-weights"), ("resnet8", 8, "int8"),
                                                 ("ds_cnn", 4, "int4-weights")])

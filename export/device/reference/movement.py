@@ -20,12 +20,14 @@ def reshape(context: Context):
 
 
 def _batched_shape(x: np.ndarray, target: list) -> list:
-    """A static target shape with batch 1 applied to a batch of N: the leading 1 becomes N."""
+    """A static target shape of a batch-1 graph applied to a batch of N: the leading 1 becomes N,
+    and a shape that dropped the batch (a batch-1 Flatten to (C,), read by a broadcasting ADD)
+    gets N in front."""
     target = list(target)
     known = int(np.prod([d for d in target if d != -1])) if target else 1
-    if -1 not in target and known != x.size and target and target[0] == 1 and known * x.shape[0] == x.size:
-        target[0] = x.shape[0]
-    return target
+    if -1 in target or known == x.size or known * x.shape[0] != x.size:
+        return target
+    return [x.shape[0], *target[1:]] if target and target[0] == 1 else [x.shape[0], *target]
 
 
 def expand_dims(context: Context):
