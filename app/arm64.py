@@ -31,6 +31,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+from app.bundle_checks import run_bundle_check
 from toolkit.errors import ArtifactError, ConfigError
 
 __all__ = ["CPUS", "DEFAULT_CPUS", "ROOT", "build", "is_built", "run_check"]
@@ -117,7 +118,8 @@ def build(root: Path = ROOT, say=print) -> Path:
     _wheels(staging / "site")
     shutil.rmtree(staging / "apt", ignore_errors=True)
     shutil.rmtree(staging / "apt-host", ignore_errors=True)
-    _emulated(staging, "cortex-a53", ["-c", "import numpy, ai_edge_litert.interpreter"])
+    prefix, environment = _emulation(staging, "cortex-a53")  # the wheels import on the emulated device
+    _run([*prefix, "-c", "import numpy, ai_edge_litert.interpreter"], env=environment, timeout=600)
     (staging / _STAMP).write_text(json.dumps({"packages": PACKAGES, "ai_edge_litert": version("ai-edge-litert")}))
     shutil.rmtree(root, ignore_errors=True)
     staging.rename(root)
@@ -132,8 +134,9 @@ def _cpuinfo(cpu: str, cores: int = 2) -> str:
     return "".join(block.format(index=index, implementer=implementer, part=part) for index in range(cores))
 
 
-def _emulated(root: Path, cpu: str, arguments, timeout: int = 1800) -> subprocess.CompletedProcess:
-    """Runs the arm64 Python of `root` on `arguments` under QEMU emulating `cpu`."""
+def _emulation(root: Path, cpu: str) -> tuple[list[str], dict]:
+    """(the command prefix that runs the arm64 Python of `root` under QEMU emulating `cpu`, its
+    environment); writes the sysroot's /proc/cpuinfo for `cpu`."""
     if cpu not in CPUS:
         raise ConfigError(f"Unknown ARM64 CPU model {cpu!r}. Expected one of: {', '.join(CPUS)}.")
     sysroot = root / "sysroot"
@@ -142,21 +145,17 @@ def _emulated(root: Path, cpu: str, arguments, timeout: int = 1800) -> subproces
     environment = {**os.environ, "QEMU_CPU": cpu, "PYTHONPATH": str(root / "site")}
     environment.pop("PYTHONHOME", None)
     qemu = root / "qemu" / "usr" / "bin" / "qemu-aarch64-static"
-    return subprocess.run([str(qemu), "-L", str(sysroot), str(sysroot / _PYTHON), *map(str, arguments)],
-                          capture_output=True, text=True, timeout=timeout, env=environment)
+    return [str(qemu), "-L", str(sysroot), str(sysroot / _PYTHON)], environment
 
 
 def run_check(bundle, cpu: str, root: Path = ROOT) -> dict:
     """The bundle's `check.py --json` result on an emulated ARM64 `cpu` (its "ok", "matches",
-    "mismatched", "accuracy", ... as on a device), or {"ok": False, "failures": [why]}."""
+    "families", "accuracy", ... as on a device), or {"ok": False, "failures": [why]}."""
     root, bundle = Path(root), Path(bundle)
     if not is_built(root):
         raise ArtifactError(f"The ARM64 device is not built in {root}: run make arm64.")
-    result = _emulated(root, cpu, [bundle / "check.py", bundle, "--json"])
-    if result.returncode not in (0, 1):
-        last = result.stderr.strip().splitlines()[-1:] or [f"exit code {result.returncode}"]
-        return {"ok": False, "failures": [last[0]]}
-    return json.loads(result.stdout)
+    prefix, environment = _emulation(root, cpu)
+    return run_bundle_check([*prefix, bundle / "check.py", bundle, "--json"], env=environment)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import keras
 
+from app.bundle_checks import run_bundle_check
 from app.checkpoints import CHECKPOINT_DIR, EpochTimes, RunCheckpoints, merge_history
 from app.ownership import claim_run, data_fingerprint, ensure_writable, run_lock
 from export.artifacts import load_keras_model, save_keras_model, versions
@@ -426,11 +426,7 @@ def run_device_check(bundle, script: str = "check.py") -> dict:
     """Runs one of the bundle's own checks (check.py: LiteRT; micro/check.py: TFLite Micro) in a
     fresh interpreter, as a device would."""
     bundle = Path(bundle)
-    result = subprocess.run([sys.executable, str(bundle / script), str(bundle), "--json"],
-                            capture_output=True, text=True, timeout=1800)
-    if result.returncode not in (0, 1):
-        return {"ok": False, "failures": [result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "crashed"]}
-    return json.loads(result.stdout)
+    return run_bundle_check([sys.executable, bundle / script, bundle, "--json"])
 
 
 def run_micro_check(bundle) -> dict:

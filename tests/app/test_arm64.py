@@ -64,3 +64,15 @@ def test_a_bundle_matches_its_kernel_family_on_every_emulated_arm64_cpu(exported
     for cpu, check in checks.items():
         assert check["families"][kernels] == 0 and kernels in check["matches"], (cpu, check)
     assert result.exit_code == cli.EXIT_OK
+
+
+def test_a_build_without_debians_tools_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(arm64.shutil, "which", lambda tool: None)
+    with pytest.raises(arm64.ConfigError, match="needs Debian's apt-get"):
+        arm64.build(tmp_path / ".arm64", say=lambda _: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_build_step_is_one_line_naming_the_tool(tmp_path):
+    with pytest.raises(ArtifactError, match=r"^dpkg-deb failed \(2\) building the ARM64 device: "):
+        arm64._run(["dpkg-deb", "-x", tmp_path / "missing.deb", tmp_path / "out"])
