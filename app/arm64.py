@@ -13,9 +13,11 @@ What `build` puts in `.arm64/` (git-ignored), all from the package archives this
 - `site/`: PyPI's aarch64 wheels of numpy and of the ai-edge-litert this project runs.
 
 Emulation executes the ARM instructions a device executes, so the integers it computes are the
-device's; its timings are not (each instruction is translated). Each run writes the sysroot's
-`/proc/cpuinfo` for the CPU model QEMU emulates (`QEMU_CPU`), because the kernels' CPU detection
-(cpuinfo) reads it: with the host's x86 one it crashed LiteRT while the interpreter loaded.
+device's; its timings are not (each instruction is translated). Each CPU model gets a file tree
+of its own under `devices/` (the sysroot linked, and a `/proc/cpuinfo` naming that core and its
+features), because the kernels' CPU detection (cpuinfo) reads it: with the host's x86 one it
+crashed LiteRT while the interpreter loaded; and with one shared file, two devices emulated at
+once would read each other's.
 QEMU's own `max` model is left out: under QEMU 7.2 it made LiteRT compute wrong integers (3,574
 of 3,600 outputs of a digits_cnn bundle, where every named model computed the expected ones).
 """
@@ -28,19 +30,28 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
+
+import numpy as np
 
 from app.bundle_checks import run_bundle_check
 from toolkit.errors import ArtifactError, ConfigError
 
-__all__ = ["CPUS", "DEFAULT_CPUS", "ROOT", "build", "is_built", "run_check"]
+__all__ = ["CPUS", "DEFAULT_CPUS", "ROOT", "build", "is_built", "run_check", "run_tensors"]
 
 ROOT = Path(__file__).resolve().parents[1] / ".arm64"
 # QEMU's CPU models and the (implementer, part) their /proc/cpuinfo shows on a device.
 CPUS = {"cortex-a35": ("0x41", "0xd04"), "cortex-a53": ("0x41", "0xd03"), "cortex-a57": ("0x41", "0xd07"),
         "cortex-a72": ("0x41", "0xd08"), "cortex-a76": ("0x41", "0xd0b"), "neoverse-n1": ("0x41", "0xd0c"),
         "a64fx": ("0x46", "0x001")}
+# The Features line of their /proc/cpuinfo (what QEMU's model reports in HWCAP: dot product on
+# the Armv8.2 cores, SVE on A64FX).
+_ARMV8_0 = "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
+_ARMV8_2 = _ARMV8_0 + " atomics fphp asimdhp asimdrdm lrcpc dcpop asimddp"
+FEATURES = {"cortex-a35": _ARMV8_0, "cortex-a53": _ARMV8_0, "cortex-a57": _ARMV8_0, "cortex-a72": _ARMV8_0,
+            "cortex-a76": _ARMV8_2, "neoverse-n1": _ARMV8_2, "a64fx": _ARMV8_0 + " atomics fphp asimdhp asimdrdm sve"}
 DEFAULT_CPUS = ("cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1")
 DEBIAN = "http://deb.debian.org/debian"
 SUITE = "bookworm"
@@ -53,11 +64,11 @@ def is_built(root: Path = ROOT) -> bool:
     return (Path(root) / _STAMP).exists()
 
 
-def _run(command, **kwargs) -> subprocess.CompletedProcess:
+def _run(command, doing: str = "building the ARM64 device", **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run([str(part) for part in command], capture_output=True, text=True, **kwargs)
     if result.returncode != 0:
         tail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or ["no output"]
-        raise ArtifactError(f"{Path(str(command[0])).name} failed ({result.returncode}) building the ARM64 device: {tail[0]}")
+        raise ArtifactError(f"{Path(str(command[0])).name} failed ({result.returncode}) {doing}: {tail[0]}")
     return result
 
 
@@ -129,23 +140,39 @@ def build(root: Path = ROOT, say=print) -> Path:
 
 def _cpuinfo(cpu: str, cores: int = 2) -> str:
     implementer, part = CPUS[cpu]
-    block = ("processor\t: {index}\nBogoMIPS\t: 48.00\nFeatures\t: fp asimd cpuid\nCPU implementer\t: {implementer}\n"
+    block = ("processor\t: {index}\nBogoMIPS\t: 48.00\nFeatures\t: {features}\nCPU implementer\t: {implementer}\n"
              "CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 0\n\n")
-    return "".join(block.format(index=index, implementer=implementer, part=part) for index in range(cores))
+    return "".join(block.format(index=index, features=FEATURES[cpu], implementer=implementer, part=part)
+                   for index in range(cores))
+
+
+def _device_root(root: Path, cpu: str) -> Path:
+    """The file tree QEMU serves to an emulated `cpu` (its -L prefix): the sysroot's entries,
+    linked, and a /proc/cpuinfo of its own, so that devices emulated at once do not share one."""
+    device = root / "devices" / cpu
+    (device / "proc").mkdir(parents=True, exist_ok=True)
+    for entry in (root / "sysroot").iterdir():
+        if entry.name != "proc" and not (device / entry.name).is_symlink():
+            try:
+                (device / entry.name).symlink_to(Path("..", "..", "sysroot", entry.name))  # relative: the tree may move
+            except FileExistsError:  # another run linked it first
+                pass
+    staged = device / "proc" / f".cpuinfo.{os.getpid()}"
+    staged.write_text(_cpuinfo(cpu))
+    os.replace(staged, device / "proc" / "cpuinfo")
+    return device
 
 
 def _emulation(root: Path, cpu: str) -> tuple[list[str], dict]:
     """(the command prefix that runs the arm64 Python of `root` under QEMU emulating `cpu`, its
-    environment); writes the sysroot's /proc/cpuinfo for `cpu`."""
+    environment); writes that device's /proc/cpuinfo."""
     if cpu not in CPUS:
         raise ConfigError(f"Unknown ARM64 CPU model {cpu!r}. Expected one of: {', '.join(CPUS)}.")
-    sysroot = root / "sysroot"
-    (sysroot / "proc").mkdir(exist_ok=True)
-    (sysroot / "proc" / "cpuinfo").write_text(_cpuinfo(cpu))
+    device = _device_root(root, cpu)
     environment = {**os.environ, "QEMU_CPU": cpu, "PYTHONPATH": str(root / "site")}
     environment.pop("PYTHONHOME", None)
     qemu = root / "qemu" / "usr" / "bin" / "qemu-aarch64-static"
-    return [str(qemu), "-L", str(sysroot), str(sysroot / _PYTHON)], environment
+    return [str(qemu), "-L", str(device), str(device / _PYTHON)], environment
 
 
 def run_check(bundle, cpu: str, root: Path = ROOT) -> dict:
@@ -156,6 +183,41 @@ def run_check(bundle, cpu: str, root: Path = ROOT) -> dict:
         raise ArtifactError(f"The ARM64 device is not built in {root}: run make arm64.")
     prefix, environment = _emulation(root, cpu)
     return run_bundle_check([*prefix, bundle / "check.py", bundle, "--json"], env=environment)
+
+
+
+_DEVICE_SCRIPTS = Path(__file__).resolve().parents[1] / "export" / "device"
+
+
+def run_tensors(models: dict, kernels: str, cpu: str, root: Path = ROOT) -> dict:
+    """Every tensor LiteRT's `kernels` compute on an emulated ARM64 `cpu` for `models`
+    ({name: (tflite bytes, device inputs)}), by `export/device/tensors.py` run there:
+    {name: {tensor index: array}, or the runtime's error text}. One emulator start for all."""
+    root = Path(root)
+    if not is_built(root):
+        raise ArtifactError(f"The ARM64 device is not built in {root}: run make arm64.")
+    with tempfile.TemporaryDirectory(prefix="softedge-arm64-") as directory:
+        work = Path(directory)
+        for script in ("tensors.py", "check.py", "families.py"):
+            shutil.copy(_DEVICE_SCRIPTS / script, work / script)
+        shutil.copy(_DEVICE_SCRIPTS.parents[1] / "models" / "tasks.py", work / "tasks.py")
+        (work / "models").mkdir()
+        for name, (tflite_bytes, inputs) in models.items():
+            (work / "models" / f"{name}.tflite").write_bytes(tflite_bytes)
+            np.save(work / "models" / f"{name}.npy", inputs)
+        prefix, environment = _emulation(root, cpu)
+        _run([*prefix, work / "tensors.py", work / "models", "--kernels", kernels], f"probing LiteRT on {cpu}",
+             env=environment, timeout=1800)
+        results = {}
+        for name in models:
+            stem = work / "models" / f"{name}.{kernels}"
+            error = Path(f"{stem}.error.txt")
+            if error.exists():
+                results[name] = error.read_text()
+            else:
+                with np.load(f"{stem}.npz") as archive:
+                    results[name] = {int(key): archive[key] for key in archive.files}
+        return results
 
 
 if __name__ == "__main__":

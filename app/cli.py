@@ -467,7 +467,7 @@ def plan(model_path, data, budget_kb, bits, storage, samples, output, seed, as_j
 
 
 CONVERTER_TARGET_CHOICE = click.Choice(Target.names(converter_only=True))
-KERNEL_CHOICE = click.Choice(KernelFamily.litert_names())
+KERNEL_CHOICE = click.Choice(KernelFamily.kernel_names())
 
 
 @main.command(name="export")
@@ -651,7 +651,9 @@ def format_device_line(device: str, result: dict) -> str:
     differing = ", ".join(f"{family} {count}" for family, count in result["families"].items())
     metric = (f", accuracy {result['accuracy']:.4f}" if result.get("accuracy") is not None else "") + \
         (f", ROC AUC {result['auc']:.4f}" if result.get("auc") is not None else "")
-    return (f"{device:12} {result['kernels']} kernels: matches {', '.join(result['matches']) or 'no family'} "
+    expected = result.get("expected_family")
+    expected = f", which on {result.get('machine')} compute {expected}" if expected else ""
+    return (f"{device:12} {result['kernels']} kernels{expected}: matches {', '.join(result['matches']) or 'no family'} "
             f"(differing elements: {differing}){metric} -> {'OK' if result['ok'] else 'FAILED'}")
 
 

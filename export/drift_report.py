@@ -35,7 +35,8 @@ class DriftReport(Mapping):
     LiteRT against the integer reference, per kernel family. weights_exact / weight_mismatches:
     every kernel stored with the integers it trained with. layers: per-layer drift rows;
     worst_layer, first_layer_over_one_step, worst_local_layer, unmatched_layers summarize them.
-    runtime: {name, kernels, layer_kernels, layer_source, machine}. by_kernels: each LiteRT
+    runtime: {name, kernels, family (what those kernels compute on this machine), layer_kernels,
+    layer_source, machine}. by_kernels: each LiteRT
     family's metrics and output error. accuracy / agreement (classification) or error (others).
     """
 

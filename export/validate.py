@@ -6,7 +6,8 @@ Over an evaluation set:
   against the targets; anomaly detection (an autoencoder): the ROC AUC of the reconstruction
   errors against the labels (1 = anomalous); all: output error between hard Keras and TFLite in
   output steps;
-- `reference`: for each kernel family (reference, builtin, xnnpack), whether LiteRT computes
+- `reference`: for each kernel family this machine computes (reference, builtin, xnnpack on
+  x86-64; builtin-arm64 and xnnpack-arm64 in their place on aarch64), whether LiteRT computes
   exactly the integers of the integer reference (`export.device.reference`): every tensor for
   reference/builtin, the outputs for xnnpack. This link must be exact;
 - whether every weight tensor was stored exactly as trained;
@@ -209,7 +210,8 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
     output_step = output_detail["quantization"][0] or _last_step(hard_model) or 1.0
     error_steps = np.abs(tflite.astype(np.float64) - hard.astype(np.float64)) / output_step
     reference, reference_error, values = _reference_section(tflite_bytes, device_inputs, graph)
-    layer_kernels = kernels if kernels in values else "builtin"
+    family = KernelFamily.computed_by(kernels, platform.machine())   # what `kernels` compute on this machine
+    layer_kernels = family if family in values else next(iter(values))
     layers = per_layer_drift(hard_model, tflite_bytes, x[:min(layer_samples, len(x))], layer_kernels,
                              values=values[layer_kernels], graph=graph)
     measured = [row for row in layers if row["max_error_steps"] is not None]
@@ -231,7 +233,8 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
         if worst_local else None,
         layers=layers,
         unmatched_layers=[row["name"] for row in layers if row["max_error_steps"] is None],
-        runtime={"name": runtime_name(), "kernels": str(kernels), "layer_kernels": str(layer_kernels),
+        runtime={"name": runtime_name(), "kernels": str(kernels), "family": str(family) if family else None,
+                 "layer_kernels": str(layer_kernels),
                  "layer_source": "LiteRT (the integer reference cannot run this model)" if reference_error
                  else "integer reference", "machine": platform.machine()},
         tflite_bytes=len(tflite_bytes),
@@ -269,7 +272,8 @@ def _reference_section(tflite_bytes: bytes, device_inputs: np.ndarray, graph: Gr
         comparisons, values = compare_families(tflite_bytes, device_inputs, graph=graph)
     except UnsupportedOpError as error:
         indices = [graph.inputs[0], *(index for op in graph.ops for index in op.outputs)]
-        values = {"builtin": runtime_tensors(tflite_bytes, device_inputs, "builtin", indices)}
+        builtin = KernelFamily.computed_by("builtin", platform.machine()) or "builtin"
+        values = {builtin: runtime_tensors(tflite_bytes, device_inputs, "builtin", indices)}
         return {}, f"the integer reference cannot run this model: {error}", values
     return comparisons, None, values
 
@@ -304,7 +308,7 @@ def check(report: dict, max_drift: float | None = None, min_agreement: float | N
     elif min_agreement is not None and not (_finite(agreement) and agreement >= min_agreement):
         failures.append(f"hard Keras / TFLite agreement {agreement:.4f} < --min-agreement {min_agreement}; {worst_text}")
     kernels = report.get("runtime", {}).get("kernels")
-    measured = (report.get("reference") or {}).get(kernels)
+    measured = (report.get("reference") or {}).get(report.get("runtime", {}).get("family") or kernels)
     if measured and measured.get("outputs_equal") is False:
         first = measured.get("first_mismatch") or {}
         failures.append(f"LiteRT ({kernels} kernels) differs from the integer reference in {measured['mismatched_elements']} "

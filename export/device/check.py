@@ -7,9 +7,9 @@ Reads BUNDLE_DIR/manifest.json, verifies the sha256 of every file it lists (mode
 eval.npz, check.py, micro/...) and the types of its entries, runs every input of
 eval.npz (exactly as the device receives them) through the interpreter with the kernels the
 manifest names, and prints, for each kernel family the bundle carries integer-reference
-outputs for (reference, builtin, xnnpack), how many output elements differ from them (0 for
-the family the device runs), which family the device matches (or none, with the first
-differing output), accuracy (classification) or the ROC AUC of the reconstruction errors
+outputs for (reference, builtin, xnnpack and their ARM64 builds, micro), how many output
+elements differ from them (0 for the family the device runs), which family the device matches
+(or none, with the first differing output) and which one its kernels compute on its ISA, accuracy (classification) or the ROC AUC of the reconstruction errors
 (anomaly detection), top-1 agreement with the exporter's outputs,
 and batch-1 latency p50/p95.
 
@@ -28,6 +28,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import platform
 import sys
 import time
 import warnings
@@ -53,7 +54,7 @@ if __package__:  # export.device.check, inside softedge
 else:  # a device bundle's copy: softedge's vocabularies were copied beside it
     KernelFamily, Task = _beside("families").KernelFamily, _beside("tasks").Task
 
-KERNELS = tuple(KernelFamily.litert_names())
+KERNELS = tuple(KernelFamily.kernel_names())
 FAMILY_PREFIX = "expected_"
 EXIT_OK, EXIT_OUT_OF_TOLERANCE, EXIT_BAD_BUNDLE = 0, 1, 2
 
@@ -320,6 +321,7 @@ def check_bundle(bundle: str, latency_runs: int = 200) -> dict:
         step = manifest.get("output_quantization", {}).get("scale") or 1.0
         difference = difference / step
     differing, matches, first = compare_families(outputs, data["families"])
+    family = KernelFamily.computed_by(kernels, platform.machine())
     tolerance = manifest["tolerance"]
     failures = []
     if data["families"] and not matches:
@@ -334,6 +336,8 @@ def check_bundle(bundle: str, latency_runs: int = 200) -> dict:
     return {
         "runtime": runtime_name(),
         "kernels": kernels,
+        "machine": platform.machine(),
+        "expected_family": str(family) if family else None,
         "samples": int(len(data["labels"])),
         "accuracy": accuracy,
         "expected_accuracy": manifest.get("expected_accuracy"),
@@ -366,8 +370,10 @@ def main(argv=None) -> int:
     else:
         print(f"runtime {result['runtime']} ({result['kernels']} kernels), {result['samples']} samples")
         for family, count in result["families"].items():
-            print(f"integers  {family:9s} {count} output element(s) differ")
-        print(f"matches   {', '.join(result['matches']) or 'no kernel family'}"
+            print(f"integers  {family:13s} {count} output element(s) differ")
+        expected = f"; {result['kernels']} kernels on {result['machine']} compute {result['expected_family']}" \
+            if result["expected_family"] else f"; no family probed for {result['kernels']} kernels on {result['machine']}"
+        print(f"matches   {', '.join(result['matches']) or 'no kernel family'}" + expected
               + (f" (first difference {result['first_difference']})" if result["first_difference"] else ""))
         if result["accuracy"] is not None:
             print(f"accuracy  {result['accuracy']:.4f} (expected {result['expected_accuracy']:.4f})")

@@ -13,10 +13,24 @@ from toolkit.errors import ArtifactError
 runner = CliRunner()
 
 
-def test_the_emulated_cpuinfo_names_the_emulated_core():
+def test_the_emulated_cpuinfo_names_the_emulated_core_and_its_features():
     text = arm64._cpuinfo("cortex-a53", cores=2)
     assert text.count("processor\t:") == 2 and "CPU part\t: 0xd03" in text and "CPU implementer\t: 0x41" in text
-    assert "CPU part\t: 0xd0b" in arm64._cpuinfo("cortex-a76")
+    assert "asimddp" not in text  # Armv8.0: no dot product
+    assert "CPU part\t: 0xd0b" in arm64._cpuinfo("cortex-a76") and " asimddp" in arm64._cpuinfo("cortex-a76")
+    assert set(arm64.FEATURES) == set(arm64.CPUS)
+
+
+def test_each_emulated_cpu_reads_a_cpuinfo_of_its_own(tmp_path):
+    """Devices emulated at once (two device-checks, or a test beside a benchmark) must not read
+    each other's /proc/cpuinfo: each CPU model's file tree links the one sysroot and has its own."""
+    (tmp_path / "sysroot" / "usr" / "bin").mkdir(parents=True)
+    (tmp_path / "sysroot" / "usr" / "bin" / "python3.11").write_text("python")
+    a53, a76 = arm64._device_root(tmp_path, "cortex-a53"), arm64._device_root(tmp_path, "cortex-a76")
+    assert "0xd03" in (a53 / "proc" / "cpuinfo").read_text() and "0xd0b" in (a76 / "proc" / "cpuinfo").read_text()
+    assert (a53 / "usr" / "bin" / "python3.11").read_text() == "python"
+    moved = tmp_path.rename(tmp_path.with_name("moved"))   # links are relative: the tree may move
+    assert (moved / "devices" / "cortex-a76" / "usr" / "bin" / "python3.11").read_text() == "python"
 
 
 def test_a_device_that_is_not_built_is_refused_with_how_to_build_it(tmp_path):

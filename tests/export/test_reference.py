@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export.device.reference import KERNEL_FAMILIES, Graph, UnsupportedOpError, probed_families
+from export.device.reference import KERNEL_FAMILIES, Graph, KernelFamily, UnsupportedOpError, probed_families
 from export.device.reference import fixed_point as fp
 from export.exactness import compare_families
 from export.harden import harden
@@ -72,9 +72,16 @@ def test_gemmlowp_exp_and_reciprocal_are_close_to_the_real_functions():
     assert int(gemmlowp.srdhm(-(1 << 31), -(1 << 31))) == (1 << 31) - 1  # the one saturating product
 
 
-def test_only_families_probed_on_an_isa_are_claimed_there():
-    assert probed_families("x86_64") == KERNEL_FAMILIES and probed_families("AMD64") == KERNEL_FAMILIES
-    assert probed_families("aarch64") == ("reference",)  # LiteRT's ARM64 kernels were never probed
+def test_each_machine_claims_one_probed_family_per_kernel_selection():
+    x86 = ("reference", "builtin", "xnnpack")
+    arm64 = ("reference", "builtin-arm64", "xnnpack-arm64")
+    assert probed_families("x86_64") == x86 and probed_families("AMD64") == x86
+    assert probed_families("aarch64") == arm64 and probed_families("arm64") == arm64
+    assert probed_families("riscv64") == ("reference",)  # LiteRT's optimized kernels there were never probed
+    assert set(KERNEL_FAMILIES) == set(x86) | set(arm64)
+    for machine, families in (("x86_64", x86), ("aarch64", arm64)):
+        assert [KernelFamily.computed_by(kernels, machine) for kernels in KernelFamily.kernel_names()] == list(families)
+    assert KernelFamily.computed_by("builtin", "riscv64") is None
 
 
 def test_activation_bounds():
@@ -379,3 +386,27 @@ def test_mean_on_one_grid_in_and_out_is_requantized_with_the_multiplier_on_every
     outputs, _ = micro_check.run_all(batch_one, device_inputs, arena + micro_check.ARENA_ALIGNMENT)
     expected = Graph(batch_one).run(device_inputs, "micro")
     np.testing.assert_array_equal(outputs, expected[Graph(batch_one).outputs[0]].reshape(outputs.shape))
+
+
+def test_xnnpack_mean_takes_the_grid_ratio_before_dividing_by_the_count():
+    """XNNPACK's MEAN scale is float32(float32(s_in / s_out) / n). On the grids of MobileNetV2-0.35's
+    pool at W2 (a near-tie found there: 43 of 81,920 elements), a 3x3 sum of -471 is 76.499998
+    steps above the zero point: XNNPACK gives 76; the scale s_in / (s_out n) taken in one
+    division computes 76.50001 and rounds it to 77."""
+    from tests.helpers import with_tensor_grids
+
+    model = keras.Sequential([keras.Input((3, 3, 4)), L.GlobalAveragePooling2D()])
+    x = np.random.default_rng(0).uniform(0, 6, size=(16, 3, 3, 4)).astype(np.float32)
+    tflite_bytes = _post_training_int8(model, x)
+    graph = Graph(tflite_bytes)
+    (mean,) = [op for op in graph.ops if op.name == "MEAN"]
+    input_scale, output_scale = 0.0235294122248888, 0.023273101076483727
+    tflite_bytes = with_tensor_grids(tflite_bytes, {mean.inputs[0]: (input_scale, -128), mean.outputs[0]: (output_scale, -128)})
+    inputs = np.random.default_rng(1).integers(-128, 128, size=(64, 3, 3, 4)).astype(np.int8)
+    inputs[:, :, :, 0] = -52
+    inputs[:, 0, :, 0] = -53   # channel 0 sums to 6 (-52) + 3 (-53) = -471
+    comparisons, values = compare_families(tflite_bytes, inputs, graph=Graph(tflite_bytes))
+    _assert_exact(comparisons)
+    assert (values["xnnpack"][graph.outputs[0]][:, 0] == 76 - 128).all()
+    one_division = np.float32(input_scale) / (np.float32(output_scale) * np.float32(9))
+    assert np.rint(np.float32(-471) * one_division + np.float32(128 * 9) * one_division) == 77

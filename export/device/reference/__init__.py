@@ -11,15 +11,18 @@ int8 x int8 dot products are summed by BLAS in float32 where every partial sum i
 below 2^24 (K x max|x - z| x max|w| < 2^24, known per layer), else in float64 (exact below 2^53;
 a 255 x 127 product is < 2^15, so any K < 2^38).
 
-Four kernel families (`families.KernelFamily`), which differ only in how they round (probed
-against LiteRT 2.3 and TFLite Micro; the tests compare every tensor with the runtime). What each
-does is one record, `rules.RULES[family]`, that the ops read:
+Six kernel families (`families.KernelFamily`), which differ only in how they round (probed
+against LiteRT 2.3 on x86-64 and, emulated, on ARM64, and against TFLite Micro; the tests compare
+every tensor with the runtime). What each does is one record, `rules.RULES[family]`, that the
+ops read:
 
-    reference  LiteRT's BUILTIN_REF kernels, which TFLite Micro shares but for FULLY_CONNECTED
-    builtin    LiteRT's built-in (optimized) kernels without a delegate
-    xnnpack    LiteRT's default CPU path: the XNNPACK delegate for the ops it takes, builtin
-               kernels for the rest
-    micro      TFLite Micro's reference kernels
+    reference      LiteRT's BUILTIN_REF kernels, which TFLite Micro shares but for FULLY_CONNECTED
+    builtin        LiteRT's built-in (optimized) kernels without a delegate, on x86-64
+    xnnpack        LiteRT's default CPU path on x86-64: the XNNPACK delegate for the ops it
+                   takes, builtin kernels for the rest
+    builtin-arm64  LiteRT's built-in kernels on ARM64 (ruy's NEON rounding, a uint16-table SOFTMAX)
+    xnnpack-arm64  LiteRT's default CPU path on ARM64 (its int4 convolutions run as builtin-arm64)
+    micro          TFLite Micro's reference kernels
 
 The package, one module per op group: `graph` (reading and running), `context` (what an op
 sees), `rules`, `requantize`, `conv` (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED), `elementwise`
@@ -29,8 +32,7 @@ DEQUANTIZE), `movement` (reshapes, slices, concatenation), `ops` (the op table),
 softedge, `families.py` beside it: a device bundle can carry it with check.py.
 
 An op or tensor type it cannot execute raises `UnsupportedOpError` naming the op, its index
-and its output tensor. Not reproduced yet: HARD_SWISH, and LiteRT's aarch64 builtin SOFTMAX (a
-uint16 table, compiled only for ARM64; the x86 kernel, a float table, is reproduced). Float ops outside QUANTIZE/DEQUANTIZE are refused: this
+and its output tensor. Not reproduced yet: HARD_SWISH. Float ops outside QUANTIZE/DEQUANTIZE are refused: this
 is an integer reference.
 """
 
@@ -53,13 +55,13 @@ __all__ = ["FAMILIES", "KERNEL_FAMILIES", "PROBED_MACHINES", "RULES", "FamilyRul
 
 FAMILIES = tuple(KernelFamily)             # every family the reference computes as
 KERNEL_FAMILIES = KernelFamily.litert()    # LiteRT's: what a phone or a PC runs
-# Where the builtin and XNNPACK rules were read off LiteRT by probing. TFLite's reference
-# kernels are portable C; LiteRT's optimized kernels differ by ISA (an ARM64 build has its own
-# uint16-table SOFTMAX and NEON depthwise paths), which no probe here has seen.
-PROBED_MACHINES = ("x86_64", "amd64")
+# Where the builtin and XNNPACK rules were read off LiteRT by probing (aarch64 under QEMU
+# user-mode emulation). TFLite's reference kernels are portable C; LiteRT's optimized kernels
+# differ by ISA, so elsewhere only the reference family is claimed.
+PROBED_MACHINES = tuple(dict.fromkeys(m for family in KERNEL_FAMILIES for m in family.machines))
 
 
 def probed_families(machine: str | None = None) -> tuple[KernelFamily, ...]:
-    """The LiteRT kernel families whose rules were probed on `machine` (default: this one)."""
-    machine = platform.machine() if machine is None else machine
-    return KERNEL_FAMILIES if machine.lower() in PROBED_MACHINES else (KernelFamily.REFERENCE,)
+    """The LiteRT kernel families that `machine` (default: this one) computes, one per kernel
+    selection, where its ISA was probed; elsewhere only the portable `reference`."""
+    return KernelFamily.on(platform.machine() if machine is None else machine)

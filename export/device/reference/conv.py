@@ -114,6 +114,33 @@ def _column(bias):
 _DEPTHWISE_BLOCK = 8
 
 
+def fast_3x3_depthwise(context: Context, input_shape, kh: int, kw: int, multiplier: int) -> bool:
+    """Whether LiteRT's aarch64 build runs this DEPTHWISE_CONV_2D on its 3x3 kernel (TFLite's
+    Fast3x3FilterKernelSupported): a 3x3 filter, depth multiplier 1, no dilation, stride 1 or 2
+    and padding 0 or 1, each the same along both axes, input channels a multiple of 8; with no
+    padding the last window must lie inside the input, with padding 1 at most one past it; and
+    an input 1 wide or 1 high must be 1 x 1."""
+    options = context.options
+    strides = (int(options.strideH), int(options.strideW))
+    dilations = (int(options.dilationHFactor or 1), int(options.dilationWFactor or 1))
+    if (kh, kw) != (3, 3) or multiplier != 1 or dilations != (1, 1) or strides[0] != strides[1] \
+            or strides[0] not in (1, 2) or input_shape[-1] % 8:
+        return False
+    height, width = int(input_shape[1]), int(input_shape[2])
+    same = context.graph.padding_names.get(options.padding) == "SAME"
+    outs, pads = [], []
+    for size, stride in ((height, strides[0]), (width, strides[1])):
+        out, before, _ = same_padding(size, 3, stride, 1) if same else (valid_size(size, 3, stride, 1), 0, 0)
+        outs.append(out)
+        pads.append(before)
+    if pads[0] != pads[1] or pads[0] not in (0, 1):
+        return False
+    ends = [(out - 1) * stride - pad + 3 for out, stride, pad in zip(outs, strides, pads, strict=True)]
+    if ends[0] > height + pads[0] or ends[1] > width + pads[0]:
+        return False
+    return pads[0] == 0 or (width != 1 and height != 1) or width == height
+
+
 def depthwise_conv_2d(context: Context):
     """Per channel, one multiply-add of the shifted input per filter tap."""
     context.require_int8(0)
@@ -124,6 +151,7 @@ def depthwise_conv_2d(context: Context):
     dtype = _exact_dtype(context, weights, kh * kw)
     taps = weights[0].astype(dtype)
     bias, rules = _column(_bias(context)), _conv_rules(context)
+    fast_3x3 = rules.depthwise_3x3_requantize is not None and fast_3x3_depthwise(context, x.shape, kh, kw, multiplier)
 
     def compute(rows):
         windows = _padded_windows(context, rows, kh, kw, dtype)
@@ -137,14 +165,16 @@ def depthwise_conv_2d(context: Context):
             acc += term
         by_channel = acc.reshape(-1, out_channels).T.astype(np.int64)
         by_channel += bias
+        if fast_3x3:
+            return conv_requantize(context, by_channel, rules.depthwise_3x3_requantize, rules).reshape(acc.shape)
         if not rules.depthwise_scalar_tail or out_channels % _DEPTHWISE_BLOCK == 0:
-            return conv_requantize(context, by_channel, rules.conv_requantize, rules).reshape(acc.shape)
+            return conv_requantize(context, by_channel, rules.depthwise_requantize, rules).reshape(acc.shape)
         # LiteRT's builtin depthwise kernel requantizes whole blocks of 8 output channels with
         # SIMD (ruy's rounding) and the channels after the last whole block one by one with
         # TFLite's scalar MultiplyByQuantizedMultiplier (double rounding); probed for 3-24 channels.
         blocked = slice(0, out_channels - out_channels % _DEPTHWISE_BLOCK)
         tail = slice(blocked.stop, out_channels)
-        out = np.concatenate([conv_requantize(context, by_channel[blocked], rules.conv_requantize, rules, blocked),
+        out = np.concatenate([conv_requantize(context, by_channel[blocked], rules.depthwise_requantize, rules, blocked),
                               conv_requantize(context, by_channel[tail], "double", rules, tail)], axis=1)
         return out.reshape(acc.shape)
 

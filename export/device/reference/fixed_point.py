@@ -11,6 +11,13 @@ Ways to turn an int32 accumulator `acc` into an int8 output with a real scale m 
     fixed point, two roundings with ties toward +infinity (ruy's output stage: LiteRT's optimized
     builtin conv, depthwise and fully-connected kernels, probed on x86):
         h = (acc 2^max(e,0) M + 2^30) >> 31, y = (h + 2^(r-1)) >> r with r = max(-e, 0)
+    fixed point, ruy's ARM64 NEON output stage (LiteRT's optimized CONV_2D and FULLY_CONNECTED
+    on aarch64, probed under emulation): with r = max(-e, 0) > 0, the high half truncated
+    (sqdmulh), then the right shift rounded with ties toward +infinity (srshl):
+        h = (acc 2^max(e,0) M) >> 31, y = (h + 2^(r-1)) >> r
+    and with r = 0 the high half rounded, h = (acc 2^e M + 2^30) >> 31 (as above).
+    fixed point, LiteRT's ARM64 NEON depthwise output stage: as ruy's x86 rule for e <= 0, but a
+    left shift e > 0 comes after the rounded high half: y = ((acc M + 2^30) >> 31) << e.
     (`multiply_by_quantized_multiplier_single` is the single-rounding variant of TFLite builds with
     TFLITE_SINGLE_ROUNDING: y = (acc M + 2^(30 - e)) >> (31 - e).)
     float32 (XNNPACK's "fp32" requantization of every int8 GEMM and the builtin kernels that
@@ -32,6 +39,8 @@ __all__ = [
     "activation_bounds",
     "multiply_by_quantized_multiplier",
     "multiply_by_quantized_multiplier_upward",
+    "multiply_by_quantized_multiplier_high_truncated",
+    "multiply_by_quantized_multiplier_upward_shift_last",
     "multiply_by_quantized_multiplier_single",
     "quantize_multiplier",
     "round_half_away",
@@ -159,3 +168,37 @@ def multiply_by_quantized_multiplier_upward(x, multiplier, shift):
     product += offset
     product >>= right + 31
     return product
+
+
+def multiply_by_quantized_multiplier_high_truncated(x, multiplier, shift):
+    """ruy's output stage on ARM64 (LiteRT's optimized CONV_2D and FULLY_CONNECTED there): where a
+    right shift r = max(-e, 0) > 0 follows, the doubling high half is truncated (sqdmulh) and the
+    shift rounds with ties toward +infinity (srshl): floor((floor(x M / 2^31) + 2^(r-1)) / 2^r),
+    computed as one shift, (x M + 2^(30+r)) >> (31 + r). With r = 0 the high half is rounded,
+    (x 2^e M + 2^30) >> 31: the "upward" rule. Always within one step of it, and below it where
+    they differ (r > 0)."""
+    shift = np.asarray(shift, np.int64)
+    x = np.asarray(x, np.int64)
+    if np.any(shift > 0):
+        x = x << np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    offset = np.where(right > 0, np.left_shift(np.int64(1), right + 30), np.int64(1 << 30))
+    product = x * np.asarray(multiplier, np.int64)
+    product += offset
+    product >>= right + 31
+    return product
+
+
+def multiply_by_quantized_multiplier_upward_shift_last(x, multiplier, shift):
+    """LiteRT's depthwise output stage on ARM64: the rounded doubling high half of x M (ties toward
+    +infinity), then the exponent: a left shift e > 0 after it (so the outputs of such a channel
+    are multiples of 2^e), or a right shift rounded with ties toward +infinity (the "upward" rule)."""
+    shift = np.asarray(shift, np.int64)
+    if not np.any(shift > 0):
+        return multiply_by_quantized_multiplier_upward(x, multiplier, shift)
+    high = np.asarray(x, np.int64) * np.asarray(multiplier, np.int64)
+    high += np.int64(1 << 30)
+    high >>= 31
+    right = np.maximum(-shift, 0)
+    rounded = (high + np.where(right > 0, np.left_shift(np.int64(1), np.maximum(right - 1, 0)), 0)) >> right
+    return np.where(shift > 0, high << np.maximum(shift, 0), rounded)

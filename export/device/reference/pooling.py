@@ -66,10 +66,12 @@ def mean(context: Context):
     out = MultiplyByQuantizedMultiplier(sum - n z_in, M', e') + z_out, equal grids in and out
     included: LiteRT 2.3 (builtin and BUILTIN_REF) and TFLite Micro take this path there too, not
     the truncating sum // n of TFLite's older same-grid branch (probed on MobileNetV2-0.35, a 3x3
-    MEAN on one grid: 3,790 of 20,480 elements differed with truncation, 0 without). XNNPACK: with m = float32(s_in / (s_out n)) and the zero point
-    folded into a float32 bias b = -(z_in n) m, out = lrintf(float32(sum) m + b) + z_out. (Folding
-    z_in into the integer sum instead rounds some near-ties the other way: 36.50002 steps vs
-    XNNPACK's 36 on a trained digits_cnn.)
+    MEAN on one grid: 3,790 of 20,480 elements differed with truncation, 0 without). XNNPACK: with m = float32(float32(s_in / s_out) / n) (the
+    grid ratio first, then the count) and the zero point folded into a float32 bias
+    b = -(z_in n) m, out = lrintf(float32(sum) m + b) + z_out. Near-ties tell the orders apart:
+    folding z_in into the integer sum rounds 36.50002 steps up where XNNPACK gives 36 (a trained
+    digits_cnn), and m = s_in / (s_out n) in one division 76.50001 up where it gives 76
+    (MobileNetV2-0.35 at W2: 43 of 81,920 elements).
     """
     context.require_int8(0)
     x = context.value(0).astype(np.int64)
@@ -81,7 +83,7 @@ def mean(context: Context):
     if keep and x.ndim == 4 and axes == (1, 2) and context.rules.mean_keep_dims_hw == "raw-sum-bias":
         return [_mean_4d_raw_sum(total, count, si, zi, so, zo)]
     if context.rules.mean == "float32":
-        scale = np.float32(si) / (np.float32(so) * np.float32(count))
+        scale = (np.float32(si) / np.float32(so)) / np.float32(count)
         bias = -(np.float32(zi) * np.float32(count)) * scale
         out = np.rint(total.astype(np.float32) * scale + bias).astype(np.int64) + zo
         return [np.clip(out, -128, 127).astype(np.int8)]

@@ -16,8 +16,8 @@ __all__ = ["conv_requantize", "in_chunks", "kernel_scales", "multipliers", "requ
 
 def requantize(acc, real_scale, rounding: str, zero_point: int, bounds: tuple[int, int], multipliers=None):
     """acc (int64) -> int8. rounding: "float32" (XNNPACK, ties to even), "float64" (reference
-    FULLY_CONNECTED, ties away), "double" / "upward" (fixed point with `multipliers` = (M, e); see
-    fixed_point's docstring)."""
+    FULLY_CONNECTED, ties away), "double" / "upward" / "high-truncated" / "upward-shift-last" (fixed point with
+    `multipliers` = (M, e); see fixed_point's docstring)."""
     if rounding == "float32":
         out = acc.astype(np.float32)
         out *= np.asarray(real_scale, np.float32)
@@ -26,13 +26,15 @@ def requantize(acc, real_scale, rounding: str, zero_point: int, bounds: tuple[in
         out = fp.round_half_away(acc * np.asarray(real_scale, np.float64)).astype(np.int64)
     else:
         multiplier, shift = multipliers
-        if rounding == "double":
-            out = fp.multiply_by_quantized_multiplier(acc, multiplier, shift)
-        else:  # "upward"
-            out = fp.multiply_by_quantized_multiplier_upward(acc, multiplier, shift)
+        out = _FIXED_POINT[rounding](acc, multiplier, shift)
     out += zero_point
     np.clip(out, bounds[0], bounds[1], out=out)
     return out.astype(np.int8)
+
+
+_FIXED_POINT = {"double": fp.multiply_by_quantized_multiplier, "upward": fp.multiply_by_quantized_multiplier_upward,
+                "high-truncated": fp.multiply_by_quantized_multiplier_high_truncated,
+                "upward-shift-last": fp.multiply_by_quantized_multiplier_upward_shift_last}
 
 
 def multipliers(real_scales) -> tuple[np.ndarray, np.ndarray]:

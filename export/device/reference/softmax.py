@@ -1,5 +1,5 @@
-"""SOFTMAX over the last axis of an int8 tensor: gemmlowp fixed point or LiteRT's float32 table,
-as the family's rules say (`rules.FamilyRules.softmax`)."""
+"""SOFTMAX over the last axis of an int8 tensor: gemmlowp fixed point, LiteRT's float32 table
+(x86-64) or its uint16 table (aarch64), as the family's rules say (`rules.FamilyRules.softmax`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ def softmax(context: Context):
     builtin and xnnpack (LiteRT's optimized kernel on x86; XNNPACK takes only float softmax): a
     float32 table T[k] = expf(-s_in beta k), k = max - q; S = T summed in order (float32);
     out = round_half_away(T[k] * (1 / (S s_out))) - 128.
+    builtin-arm64 (LiteRT's optimized kernel on aarch64, SoftmaxInt8LUT): a uint16 table
+    U[d] = min(65535, floor(float32(expf(float32(beta s_in) d) 65535) + 1/2)), d = q - max(q) in
+    [-255, 0]; S = sum of U (int32); (M, e) = quantize_multiplier(float32(1 / float32(S s_out)));
+    out = MultiplyByQuantizedMultiplier(U[d], M, e) - 128 (U >= 0: its SIMD and scalar loops
+    round alike).
     """
     context.require_int8(0)
     x = context.value(0).astype(np.int64)
@@ -37,6 +42,8 @@ def softmax(context: Context):
     diff = rows - rows.max(axis=-1, keepdims=True)
     if context.rules.softmax == "fixed-point":
         out = _softmax_fixed_point(diff, beta, float(input_scale))
+    elif context.rules.softmax == "uint16-table":
+        out = _softmax_uint16_table(diff, beta, float(input_scale), float(output_scale)) + output_zero
     else:
         table = _expf(-np.float32(input_scale) * np.float32(beta) * np.arange(256, dtype=np.float32))
         exps = table[-diff]
@@ -69,6 +76,19 @@ def _softmax_fixed_point(diff, beta: float, input_scale: float):
     scaled = gemmlowp.srdhm(reciprocal, exps)
     out = fp.rounding_divide_by_pot(scaled, bits_over_unit + 31 - 8)
     return np.where(valid, out - 128, -128)
+
+
+def _softmax_uint16_table(diff, beta: float, input_scale: float, output_scale: float):
+    scale = np.float32(input_scale) * np.float32(beta)
+    exps = _expf(scale * np.arange(-255, 1, dtype=np.float32)) * np.float32(65535)   # float32 products
+    table = np.minimum(np.floor(exps.astype(np.float64) + 0.5), 65535).astype(np.int64)
+    values = table[diff + 255]
+    total = values.sum(axis=-1, keepdims=True)
+    inverse = np.float32(1.0) / (total.astype(np.float32) * np.float32(output_scale))
+    pairs = [fp.quantize_multiplier(float(value)) for value in inverse.reshape(-1)]
+    multiplier = np.array([pair[0] for pair in pairs], np.int64).reshape(inverse.shape)
+    shift = np.array([pair[1] for pair in pairs], np.int64).reshape(inverse.shape)
+    return fp.multiply_by_quantized_multiplier(values, multiplier, shift)
 
 
 def _expf(values: np.ndarray) -> np.ndarray:
