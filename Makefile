@@ -21,7 +21,7 @@ OVERWRITE ?=
 FLOAT_EPOCHS ?=
 QAT_EPOCHS ?=
 
-.PHONY: help install arm64 docs train export test test-slow lint bench bench-architectures bench-reference bench-recipe bench-zoo bench-micro bench-speed bench-streaming bench-ptq bench-mixed gradcheck clean test-seeded
+.PHONY: help install arm64 docs train export test test-slow lint bench bench-architectures bench-reference bench-families bench-recipe bench-zoo bench-micro bench-speed bench-streaming bench-ptq bench-mixed gradcheck clean test-seeded
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,8 @@ bench: $(STAMP) ## Run the benchmarks (QUICK=1: one seed, fewer epochs); tables,
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.rounding
 	$(PY) -m bench.reference
+	$(PY) -m app.arm64
+	$(PY) -m bench.families
 	$(PY) -m bench.architectures
 	$(PY) -m bench.zoo
 	$(PY) -m bench.micro
@@ -90,8 +92,11 @@ bench-ptq: $(STAMP) ## Post-training quantization (nearest, AdaRound) vs QAT vs 
 bench-mixed: $(STAMP) ## Mixed precision: planned vs uniform widths, QAT and PTQ, MNIST-1D, 3 seeds; accuracy vs bytes plot (~25 min)
 	$(PY) -m bench.mixed
 
-bench-reference: $(STAMP) ## Integer reference vs LiteRT: mismatches per kernel family and speed, every zoo model
+bench-reference: $(STAMP) ## Integer reference vs LiteRT: mismatches per kernel family and speed, digits and MNIST-1D
 	$(PY) -m bench.reference
+
+bench-families: $(STAMP) arm64 ## Every kernel family, every zoo model and width, on x86-64 and each emulated ARM64 CPU (~20 min)
+	$(PY) -m bench.families
 
 bench-recipe: $(STAMP) ## The ablations behind the training recipe's defaults (3 seeds, ~20 minutes)
 	$(PY) -m bench.recipe

@@ -74,8 +74,9 @@ def vocabulary_tables() -> dict[str, str]:
     """{marker name: markdown table} of every vocabulary the docs list."""
     return {
         "targets": _table("| `--target` | what it is |", [f"| `{t.value}` | {t.description} |" for t in Target]),
-        "families": _table("| family | runtime | what it is |",
-                           [f"| `{f.value}` | {f.runtime} | {f.description} |" for f in KernelFamily]),
+        "families": _table("| family | runtime (`--kernels`) | where | what it is |",
+                           [f"| `{f.value}` | {f.runtime}{f' (`{f.kernels}`)' if f.kernels else ''} | "
+                            f"{'/'.join(f.machines[:1]) or 'any machine'} | {f.description} |" for f in KernelFamily]),
         "tasks": _table("| `--task` | metric |", [f"| `{t.value}` | {t.metric} |" for t in Task]),
         "roundings": _table("| rounding | used by | annealed (alpha) |",
                             [f"| `{r.value}` | {'QAT (`--rounding`)' if r.trainable else 'reference only'} | "

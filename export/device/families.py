@@ -92,7 +92,7 @@ _DESCRIPTIONS = {
     KernelFamily.BUILTIN: "LiteRT's optimized kernels without a delegate, on x86-64: ruy's rounding (ties up)",
     KernelFamily.XNNPACK: "LiteRT's default on x86-64: XNNPACK (float32 requantization, ties to even), builtin kernels for the rest",
     KernelFamily.BUILTIN_ARM64: "LiteRT's optimized kernels without a delegate, on ARM64: ruy's NEON rounding (truncated "
-                                "high half), a uint16-table SOFTMAX",
+                                "high half), a 3x3 depthwise kernel of its own, a uint16-table SOFTMAX",
     KernelFamily.XNNPACK_ARM64: "LiteRT's default on ARM64: XNNPACK as on x86-64, builtin-arm64 kernels for the rest "
                                 "(int4 convolutions among them)",
     KernelFamily.MICRO: "TFLite Micro's reference kernels: BUILTIN_REF's, but FULLY_CONNECTED in fixed point",

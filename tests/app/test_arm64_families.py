@@ -2,7 +2,8 @@
 built the device; skipped with the reason where it is not).
 
 On every CPU model QEMU emulates here (`app.arm64.CPUS`), LiteRT's aarch64 wheel runs a set of
-probe models (the common Keras layers, softmax at several gains and widths, softedge exports
+probe models (the common Keras layers, softmax at several gains and widths, HARD_SWISH on random
+grids, softedge exports
 at 2-8 bits and int4-weights, and 3x3 depthwise convolutions on both sides of LiteRT's
 fast-kernel condition with multipliers above and below 1); every tensor it computes must equal
 the integer reference's `builtin-arm64` (builtin kernels), the outputs its `xnnpack-arm64`
@@ -104,6 +105,13 @@ def probe_models() -> dict:
         x = rng.normal(size=(200, 6)).astype(np.float32)
         tflite_bytes = _post_training_int8(model, x)
         models[f"softmax_gain{gain:g}_classes{classes}"] = (tflite_bytes, _device_inputs(tflite_bytes, x))
+    alone = _post_training_int8(keras.Sequential([keras.Input((256,)), L.Activation("hard_swish")]),
+                                rng.normal(size=(16, 256)).astype(np.float32))
+    (op,) = Graph(alone).ops
+    for trial in range(6):   # HARD_SWISH on random grids, every int8 input
+        scales, zeros = np.exp(rng.uniform(np.log(0.004), np.log(0.3), size=2)), rng.integers(-128, 128, size=2)
+        tflite_bytes = with_tensor_grids(alone, {op.inputs[0]: (scales[0], zeros[0]), op.outputs[0]: (scales[1], zeros[1])})
+        models[f"hard_swish_{trial}"] = (tflite_bytes, np.arange(-128, 128, dtype=np.int8)[None])
     models.update(_depthwise_probes(rng))
     models.update(_softedge_probes())
     return models

@@ -86,6 +86,23 @@ def test_tflite_micro_computes_the_micro_family_of_reduce_max_and_a_keep_dims_me
     np.testing.assert_array_equal(_tflm_outputs(tflite_bytes, inputs), graph.run(inputs, "micro")[graph.outputs[0]])
 
 
+def test_tflite_micro_computes_the_micro_family_of_hard_swish():
+    """HARD_SWISH on TFLite Micro, on random grids over all 256 int8 inputs."""
+    from tests.export.test_reference import _post_training_int8
+    from tests.helpers import with_tensor_grids
+
+    model = keras.Sequential([keras.Input((256,), batch_size=1), keras.layers.Activation("hard_swish")])
+    alone = _post_training_int8(model, np.random.default_rng(0).normal(size=(16, 256)).astype(np.float32))
+    (op,) = Graph(alone).ops
+    rng = np.random.default_rng(seeded(2))
+    for _ in range(10):
+        scales, zeros = np.exp(rng.uniform(np.log(0.004), np.log(0.3), size=2)), rng.integers(-128, 128, size=2)
+        tflite_bytes = with_tensor_grids(alone, {op.inputs[0]: (scales[0], zeros[0]), op.outputs[0]: (scales[1], zeros[1])})
+        inputs = np.arange(-128, 128, dtype=np.int8)[None]
+        graph = Graph(tflite_bytes)
+        np.testing.assert_array_equal(_tflm_outputs(tflite_bytes, inputs), graph.run(inputs, "micro")[graph.outputs[0]])
+
+
 @pytest.mark.slow  # about a minute; every zoo model is also checked by `make bench-micro`
 @pytest.mark.parametrize("name, bits, target", [("fc_autoencoder", 4, "int4-weights"), ("resnet8", 8, "int8"),
                                                 ("ds_cnn", 4, "int4-weights")])

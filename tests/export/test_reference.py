@@ -223,10 +223,10 @@ def test_reference_equals_litert_on_softedge_exports(kind, bits, target):
 
 def test_an_op_the_reference_lacks_is_named_with_its_tensor():
     keras.utils.set_random_seed(seeded(0))
-    model = keras.Sequential([keras.Input((6,)), L.Dense(4), L.Activation("hard_swish", name="swish")])
+    model = keras.Sequential([keras.Input((6,)), L.Dense(4), L.LeakyReLU(0.2, name="leaky")])
     x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
     graph = Graph(_post_training_int8(model, x))
-    with pytest.raises(UnsupportedOpError, match=r"op 1 HARD_SWISH \(output tensor '.+'\) is not executed"):
+    with pytest.raises(UnsupportedOpError, match=r"op 1 LEAKY_RELU \(output tensor '.+'\) is not executed"):
         graph.run(np.zeros((2, 6), np.int8), "builtin")
     with pytest.raises(ValueError, match="Unknown kernel family 'gpu'"):
         graph.run(np.zeros((2, 6), np.int8), "gpu")
@@ -410,3 +410,26 @@ def test_xnnpack_mean_takes_the_grid_ratio_before_dividing_by_the_count():
     assert (values["xnnpack"][graph.outputs[0]][:, 0] == 76 - 128).all()
     one_division = np.float32(input_scale) / (np.float32(output_scale) * np.float32(9))
     assert np.rint(np.float32(-471) * one_division + np.float32(128 * 9) * one_division) == 77
+
+
+def test_hard_swish_equals_litert_in_every_family():
+    """HARD_SWISH (MobileNetV3's activation) between two layers, and alone on 40 random grids over
+    all 256 int8 inputs (multipliers with exponents of either sign)."""
+    from tests.helpers import with_tensor_grids
+
+    keras.utils.set_random_seed(seeded(0))
+    model = keras.Sequential([keras.Input((12,)), L.Dense(16), L.Activation("hard_swish"), L.Dense(4)])
+    x = 2.0 * np.random.default_rng(seeded(0)).normal(size=(256, 12)).astype(np.float32)
+    graph, _ = _exact_post_training_int8(model, x)
+    assert "HARD_SWISH" in [op.name for op in graph.ops]
+    alone = _post_training_int8(keras.Sequential([keras.Input((256,)), L.Activation("hard_swish")]),
+                                np.random.default_rng(0).normal(size=(16, 256)).astype(np.float32))
+    (op,) = Graph(alone).ops
+    every_input = np.arange(-128, 128, dtype=np.int8)[None]
+    rng = np.random.default_rng(seeded(1))
+    for _ in range(40):
+        scales = np.exp(rng.uniform(np.log(0.004), np.log(0.3), size=2))
+        zeros = rng.integers(-128, 128, size=2)
+        tflite_bytes = with_tensor_grids(alone, {op.inputs[0]: (scales[0], zeros[0]), op.outputs[0]: (scales[1], zeros[1])})
+        comparisons, _ = compare_families(tflite_bytes, every_input, graph=Graph(tflite_bytes))
+        _assert_exact(comparisons)

@@ -26,14 +26,14 @@ ops read:
 
 The package, one module per op group: `graph` (reading and running), `context` (what an op
 sees), `rules`, `requantize`, `conv` (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED), `elementwise`
-(ADD, MUL, LOGISTIC, TANH), `pooling` (pools, MEAN), `softmax`, `quantize` (QUANTIZE,
+(ADD, MUL, LOGISTIC, TANH), `hard_swish`, `pooling` (pools, MEAN), `softmax`, `quantize` (QUANTIZE,
 DEQUANTIZE), `movement` (reshapes, slices, concatenation), `ops` (the op table), with
 `fixed_point` and `gemmlowp` (TFLite's integer arithmetic). It imports numpy and, outside
 softedge, `families.py` beside it: a device bundle can carry it with check.py.
 
 An op or tensor type it cannot execute raises `UnsupportedOpError` naming the op, its index
-and its output tensor. Not reproduced yet: HARD_SWISH. Float ops outside QUANTIZE/DEQUANTIZE are refused: this
-is an integer reference.
+and its output tensor (LEAKY_RELU, GELU: not reproduced yet). Float ops outside
+QUANTIZE/DEQUANTIZE are refused: this is an integer reference.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import conv, elementwise, movement, pooling, quantize, softmax
+from . import conv, elementwise, hard_swish, movement, pooling, quantize, softmax
 
 __all__ = ["OPS"]
 
@@ -14,6 +14,7 @@ OPS = {
     "MUL": elementwise.mul,
     "LOGISTIC": elementwise.logistic,
     "TANH": elementwise.tanh,
+    "HARD_SWISH": hard_swish.hard_swish,
     "MEAN": pooling.mean,
     "AVERAGE_POOL_2D": pooling.average_pool_2d,
     "MAX_POOL_2D": pooling.max_pool_2d,
