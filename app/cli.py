@@ -549,7 +549,7 @@ def convert_command(model_path, output, target, io, data, seed, as_json, verbose
         from export.atomic import write_bytes
         from export.convert_any import convert_path
         from export.drift_report import float_ops_warning
-        from export.tflite import float_ops
+        from export.float_layers import float_ops
 
         set_seed(seed)
         tflite_bytes, kind = convert_path(model_path, target, io, data)

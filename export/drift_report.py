@@ -153,8 +153,9 @@ def _markdown(report: DriftReport) -> str:
     if report.get("reference_error"):
         lines.append(f"\n{report['reference_error']}")
     if report.get("float_ops"):
-        lines += ["", "| op running in float on the device | tensor | float weight bytes |", "|---|---|---|"]
-        lines += [f"| {row['op']} | {row['tensor'].split(';')[0]} | {row['weight_bytes']} |" for row in report["float_ops"]]
+        lines += ["", "| op of a layer left in float | layer | computes in | tensor | float weight bytes |", "|---|---|---|---|---|"]
+        lines += [f"| {row['op']} | {row.get('layer') or '?'} | {row.get('type', 'float32')} | {row['tensor'].split(';')[0]} | "
+                  f"{row['weight_bytes']} |" for row in report["float_ops"]]
     if report.micro is not None:
         lines += ["", *_micro_markdown(report["micro"])]
     out = report["output_error_steps"]
@@ -222,9 +223,11 @@ def _micro_markdown(micro: dict) -> list[str]:
 
 
 def float_ops_warning(rows: list[dict]) -> str:
-    """One warning line naming the ops that run in float on the device, and their float bytes."""
-    ops = ", ".join(f"{row['op']} ({row['tensor'].split(';')[0]})" for row in rows)
-    return (f"warning: {len(rows)} op(s) run in float on the device ({sum(row['weight_bytes'] for row in rows)} "
+    """One warning line naming the ops of layers left in float, and their float bytes (an op the
+    converter ran in int8 inside such a layer is marked "int8")."""
+    ops = ", ".join(f"{row['op']}{' int8' if row.get('type', 'float32') != 'float32' else ''} "
+                    f"({row['tensor'].split(';')[0]})" for row in rows)
+    return (f"warning: {len(rows)} op(s) of layers left in float on the device ({sum(row['weight_bytes'] for row in rows)} "
             f"float weight bytes): {ops}")
 
 

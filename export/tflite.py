@@ -25,13 +25,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from export.float_layers import run_in_float
 from export.hard_layers import HARD_LAYERS, FakeQuant
 from export.preflight import check_model_finite, check_tflite
 from export.targets import Target
 from toolkit.errors import ConfigError
 from toolkit.layer_types import layer_type_named
 
-__all__ = ["TARGETS", "check_runnable", "convert", "convert_saved_model", "expected_weights", "float_ops",
+__all__ = ["TARGETS", "check_runnable", "convert", "convert_saved_model", "expected_weights",
            "is_hard_model", "weight_mismatches", "weight_tensors"]
 
 TARGETS = tuple(Target.names(converter_only=True))  # what the converter is asked for
@@ -150,6 +151,8 @@ def convert(model: keras.Model, target: str = "int8", io: str = "int8", represen
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
     _configure(converter, target, io, hard, representative_data, f"Model {model.name!r}")
     tflite_bytes = run_converter(converter, f"{model.name!r} to {target!r}")
+    if hard:  # a layer left in float computes in float entirely, as it trained (export.float_layers)
+        tflite_bytes = run_in_float(tflite_bytes, {layer.name for layer in model.layers})
     check_runnable(tflite_bytes)
     return tflite_bytes
 
@@ -202,28 +205,6 @@ def run_converter(converter, what: str) -> bytes:
             return bytes(converter.convert())
     except Exception as error:  # the converter raises many types; name the model and target
         raise ConfigError(f"TFLite conversion of {what} failed: {error}") from error
-
-
-def float_ops(tflite_bytes: bytes) -> list[dict]:
-    """The ops of a .tflite that compute in float: [{"op", "index", "tensor", "weight_bytes"}].
-
-    An op computes in float when an output is float32 (DEQUANTIZE, the int8 -> float boundary
-    itself, is not counted); its weight bytes are the float32 constants it reads. In an int8
-    export each one is a layer left in float (`unsupported="float"` or an override): it runs
-    on the CPU's float kernels, and its weights are stored as float32.
-    """
-    from export.device.reference import Graph
-
-    graph = Graph(tflite_bytes)
-    rows = []
-    for op in graph.ops:
-        outputs = [graph.tensors[i] for i in op.outputs]
-        if op.name == "DEQUANTIZE" or not any(t.type == "float32" for t in outputs):
-            continue
-        constants = [graph.tensors[i] for i in op.inputs if i >= 0 and graph.tensors[i].data is not None]
-        rows.append({"op": op.name, "index": op.index, "tensor": outputs[0].name,
-                     "weight_bytes": int(sum(t.data.nbytes for t in constants if t.type == "float32"))})
-    return rows
 
 
 def weight_tensors(tflite_bytes: bytes) -> list[dict]:

@@ -40,9 +40,10 @@ from export.device.families import KernelFamily
 from export.device.reference import Graph, UnsupportedOpError
 from export.drift_report import DriftReport
 from export.exactness import compare_families, runtime_tensors
+from export.float_layers import float_ops, layer_scopes
 from export.hard_layers import FakeQuant
 from export.preflight import check_model_finite, check_tflite
-from export.tflite import float_ops, weight_mismatches
+from export.tflite import weight_mismatches
 from models import datasets
 from models.data_checks import check_dataset_for_model
 from models.datasets import TASKS, infer_task
@@ -68,20 +69,6 @@ def agreement(a, b) -> float:
     return float(np.mean(_top1(a) == _top1(b)))
 
 
-def _scope_layers(tensor_name: str, layer_names: set) -> set:
-    """The Keras layers whose ops were fused into a TFLite tensor: the converter names the tensor
-    after those ops, ";"-joined ("model_1/dense_a_1/MatMul;model_1/relu6_a_1/Relu6" -> dense_a,
-    relu6_a; Keras 3 suffixes each layer scope with "_1")."""
-    owners = set()
-    for segment in tensor_name.split(";"):
-        for part in segment.split("/")[:-1]:
-            for candidate in (re.sub(r"_\d+$", "", part), part):
-                if candidate in layer_names:
-                    owners.add(candidate)
-                    break
-    return owners
-
-
 def pair_layers(hard_model: keras.Model, graph: Graph) -> dict[str, int | None]:
     """FakeQuant layer name -> index of the TFLite tensor holding its values (None: unmatched).
 
@@ -98,7 +85,7 @@ def pair_layers(hard_model: keras.Model, graph: Graph) -> dict[str, int | None]:
             tensor = graph.tensors[index]
             if tensor.type != "int8" or not tensor.quantized:
                 continue
-            for owner in _scope_layers(tensor.name, layer_names):
+            for owner in layer_scopes(tensor.name, layer_names):
                 by_layer.setdefault(owner, []).append(index)
     pairs = {}
     for layer in hard_model.layers:
@@ -238,7 +225,7 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
                  "layer_source": "LiteRT (the integer reference cannot run this model)" if reference_error
                  else "integer reference", "machine": platform.machine()},
         tflite_bytes=len(tflite_bytes),
-        float_ops=float_ops(tflite_bytes),
+        float_ops=float_ops(tflite_bytes, {layer.name for layer in hard_model.layers}),
         layer_samples=int(min(layer_samples, len(y))),
         reference_error=reference_error or None,
     )

@@ -9,7 +9,8 @@ from export.device.check import quantize_input
 from export.device.reference import Graph, probed_families
 from export.exactness import compare_families
 from export.harden import harden
-from export.tflite import convert, float_ops, weight_mismatches
+from export.float_layers import float_ops
+from export.tflite import convert, weight_mismatches
 from tests.seeds import seeded
 from toolkit import QuantScheme, quantize
 from toolkit.qat_layers import QuantAveragePooling
@@ -117,6 +118,36 @@ def test_a_float_layer_is_quantized_on_both_sides_and_listed_with_its_bytes():
         assert names.count("FULLY_CONNECTED") == 3 and "QUANTIZE" in names
 
 
+def test_a_layer_norm_left_in_float_runs_in_float_entirely(monkeypatch):
+    """The converter computes LayerNormalization's mean as an int8 MEAN on its input's grid (the
+    mean rounded to a whole input step) inside a layer otherwise in float. The listing names that
+    int8 op with its layer; `convert` moves it to float, so the layer computes as it trained: its
+    local error is at most one step."""
+    import export.tflite
+    from export.validate import validate
+
+    keras.utils.set_random_seed(seeded(0))
+    inputs = keras.Input((16, 8))
+    x = L.Conv1D(16, 3, padding="same", activation="relu", name="conv_a")(inputs)
+    x = L.LayerNormalization(name="ln")(x)
+    x = L.Conv1D(16, 3, padding="same", activation="relu", name="conv_b")(x)
+    model = keras.Model(inputs, L.Dense(4, name="out")(L.Flatten()(x)))
+    data = np.random.default_rng(seeded(0)).normal(size=(256, 16, 8)).astype(np.float32)
+    hard = harden(quantize(model, QuantScheme(weight_bits=8, unsupported="float"), calibration_data=data))
+    names = {layer.name for layer in hard.layers}
+    with monkeypatch.context() as patch:
+        patch.setattr(export.tflite, "run_in_float", lambda tflite_bytes, layer_names: tflite_bytes)
+        as_converted = convert(hard, "int8")
+    assert ("MEAN", "int8", "ln") in [(row["op"], row["type"], row["layer"]) for row in float_ops(as_converted, names)]
+    tflite_bytes = convert(hard, "int8")
+    rows = float_ops(tflite_bytes, names)
+    assert {row["layer"] for row in rows} == {"ln"} and {row["type"] for row in rows} == {"float32"}
+    assert "MEAN" in [row["op"] for row in rows]
+    assert weight_mismatches(hard, tflite_bytes) == []
+    report = validate(hard, tflite_bytes, data, np.zeros(len(data), np.int64))
+    assert report["worst_local_layer"]["error_steps"] <= 1.0 + 1e-3, report["worst_local_layer"]
+
+
 def test_validate_and_convert_name_the_float_ops(tmp_path):
     from click.testing import CliRunner
 
@@ -136,7 +167,7 @@ def test_validate_and_convert_name_the_float_ops(tmp_path):
     hard.save(path)
     result = CliRunner().invoke(main, ["convert", str(path), "--output", str(tmp_path / "m.tflite")])
     assert result.exit_code == 0, result.output
-    assert "warning: 1 op(s) run in float on the device (0 float weight bytes): ELU" in result.output
+    assert "warning: 1 op(s) of layers left in float on the device (0 float weight bytes): ELU" in result.output
 
 
 def test_a_softmax_on_a_collapsed_range_is_refused_before_the_runtime_aborts_on_it():
