@@ -3,8 +3,9 @@
 For each quantized kernel layer, q = clip(round(W / s), -qmax, qmax) (ties to even, the
 straight-through forward the model trained against as alpha -> inf) is baked as W = q * s into
 the matching `hard_layers` layer; each `QuantizeActivation` becomes a `FakeQuant` on its nudged
-range, a `QuantAveragePooling` becomes FakeQuant -> pooling -> FakeQuant, both on its
-input's grid (the pooled tensor keeps its input's scale, as in TFLite), and a
+range, a `QuantAveragePooling` becomes FakeQuant -> `HardAveragePooling` -> FakeQuant, both on
+its input's grid (the pooled tensor keeps its input's scale, as in TFLite; inside
+`hard_pooling.device_rounding` the pooling rounds exact ties as the device does), and a
 `QuantChannelAffine` becomes MUL (constant on its int8 grid) -> FakeQuant -> ADD (likewise).
 
 Biases are baked onto the grid TFLite stores them on, int32 with step s_in * s_w (s_in the step
@@ -20,6 +21,7 @@ import keras
 import numpy as np
 
 from export.hard_layers import FakeQuant, HardConstantOp
+from export.hard_pooling import HardAveragePooling
 from toolkit.errors import ConfigError
 from toolkit.graph import producers
 from toolkit.layer_types import layer_type_of
@@ -153,8 +155,9 @@ def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
         pool = pools.get(layer.name)
         if pool is None:
             return outputs
-        pooled = keras.layers.deserialize(pool.pool_config)(outputs)
-        return FakeQuant(layer.min_value, layer.max_value, num_bits=layer.num_bits, name=f"{pool.name}_quant")(pooled)
+        pooling = HardAveragePooling(pool.pool_config, layer.min_value, layer.max_value, layer.num_bits,
+                                     name=keras.layers.deserialize(pool.pool_config).name)
+        return FakeQuant(layer.min_value, layer.max_value, num_bits=layer.num_bits, name=f"{pool.name}_quant")(pooling(outputs))
 
     hard_model = keras.models.clone_model(model, clone_function=clone_layer, call_function=call_layer)
     # Named as the float model it came from: the converter prefixes every TFLite tensor name

@@ -21,7 +21,8 @@ Over an evaluation set:
   error (`local_max_error_steps`, `worst_local_layer`) is the layer's own: its hard-Keras output
   computed from the device's values of every paired tensor before it, against the device's. A
   float simulation rounds where the integer kernel does up to one step apart, so the local
-  error is at most one step wherever the layer trains as TFLite runs it.
+  error is at most one step wherever the layer trains as TFLite runs it. Hard Keras is measured
+  inside `hard_pooling.device_rounding`: its average pools round exact ties as the device does.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from export.drift_report import DriftReport
 from export.exactness import compare_families, runtime_tensors
 from export.float_layers import float_ops, layer_scopes
 from export.hard_layers import FakeQuant
+from export.hard_pooling import device_rounding
 from export.preflight import check_model_finite, check_tflite
 from export.tflite import weight_mismatches
 from models import datasets
@@ -128,7 +130,8 @@ def per_layer_drift(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray,
         input_detail = load_interpreter(tflite_bytes, "builtin").get_input_details()[0]
         values = graph.run(quantize_input(x, input_detail), kernels)
     probe = keras.Model(hard_model.inputs, [layer.output for layer in quant_layers])
-    keras_values = probe.predict(x, verbose=0, batch_size=256)
+    with device_rounding(probe):
+        keras_values = probe.predict(x, verbose=0, batch_size=256)
     keras_values = keras_values if isinstance(keras_values, list) else [keras_values]
     pairs = pair_layers(hard_model, graph)
 
@@ -137,8 +140,9 @@ def per_layer_drift(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray,
         raw = values[pairs[layer.name]][start:start + shape[0]].astype(np.float64)
         return ((raw - tensor.zero_point[0]) * float(tensor.scale[0])).reshape(shape)
 
-    local_values = _local_values(hard_model, x, {layer.name for layer in quant_layers if pairs[layer.name] is not None},
-                                 device_value)
+    with device_rounding(hard_model):
+        local_values = _local_values(hard_model, x, {layer.name for layer in quant_layers if pairs[layer.name] is not None},
+                                     device_value)
     rows = []
     for layer, expected in zip(quant_layers, keras_values, strict=True):
         scale, zero_point = layer.grid()
@@ -188,7 +192,8 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
     task = infer_task(y, task)
     graph = check_tflite(tflite_bytes, "the .tflite")
     check_pair(hard_model, graph)
-    hard = hard_model.predict(x, verbose=0, batch_size=256)
+    with device_rounding(hard_model):
+        hard = hard_model.predict(x, verbose=0, batch_size=256)
     interpreter = load_interpreter(tflite_bytes, kernels)
     input_detail, output_detail = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     device_inputs = quantize_input(x, input_detail)

@@ -10,6 +10,7 @@ from export.device.reference import Graph, probed_families
 from export.exactness import compare_families
 from export.harden import harden
 from export.float_layers import float_ops
+from export.hard_pooling import device_rounding
 from export.tflite import convert, weight_mismatches
 from tests.seeds import seeded
 from toolkit import QuantScheme, quantize
@@ -77,6 +78,27 @@ def test_average_pooling_trains_on_its_input_grid_and_rounds_as_the_int8_kernel(
         assert np.all(ties[differ])
         if pool_size == 10:  # 100-input windows hit such ties: the test tells the two roundings apart
             assert differ.any()
+        with device_rounding():  # as validation measures hard Keras: the device's rounding of ties
+            measured = np.round(hard_pooling(conv_real).numpy() / scale + zero_point).astype(np.int64)
+        np.testing.assert_array_equal(measured.reshape(device_pooled.shape), device_pooled)
+
+
+def test_validation_measures_average_pooling_ties_as_the_device_rounds_them(tmp_path):
+    """Hard Keras rounds the pooled mean's exact ties up; the device away from zero of the raw
+    int8 value. Validation measures inside `device_rounding`: the pooling's local error is 0, on
+    a hard model saved and loaded again (as `validate` reads hard.keras)."""
+    from export.validate import validate
+
+    model, data = _pooling_model(2, 10)
+    hard = harden(quantize(model, QuantScheme(weight_bits=4), calibration_data=data))
+    tflite_bytes = convert(hard, "int8")
+    hard.save(tmp_path / "hard.keras")
+    loaded = keras.saving.load_model(tmp_path / "hard.keras")
+    report = validate(loaded, tflite_bytes, data, np.zeros(len(data), np.int64))
+    (row,) = [row for row in report["layers"] if row["name"] == "pool_quant"]
+    assert row["local_max_error_steps"] < 1e-3, row
+    names = [op.name for op in Graph(convert(loaded, "int8")).ops]   # the loaded pooling converts as before
+    assert names == [op.name for op in Graph(tflite_bytes).ops] and "AVERAGE_POOL_2D" in names
 
 
 def test_an_average_pooling_of_the_model_input_keeps_its_own_grid_and_converts():
