@@ -3,7 +3,7 @@ built the device; skipped with the reason where it is not).
 
 On every CPU model QEMU emulates here (`app.arm64.CPUS`), LiteRT's aarch64 wheel runs a set of
 probe models (the common Keras layers, softmax at several gains and widths, HARD_SWISH on random
-grids, softedge exports
+grids, keep_dims MEAN in blocks of 16 channels and after them, softedge exports
 at 2-8 bits and int4-weights, and 3x3 depthwise convolutions on both sides of LiteRT's
 fast-kernel condition with multipliers above and below 1); every tensor it computes must equal
 the integer reference's `builtin-arm64` (builtin kernels), the outputs its `xnnpack-arm64`
@@ -112,6 +112,12 @@ def probe_models() -> dict:
         scales, zeros = np.exp(rng.uniform(np.log(0.004), np.log(0.3), size=2)), rng.integers(-128, 128, size=2)
         tflite_bytes = with_tensor_grids(alone, {op.inputs[0]: (scales[0], zeros[0]), op.outputs[0]: (scales[1], zeros[1])})
         models[f"hard_swish_{trial}"] = (tflite_bytes, np.arange(-128, 128, dtype=np.int8)[None])
+    for channels in (6, 40):  # keep_dims MEAN: blocks of 16 channels with SIMD, the rest one by one
+        pool = _post_training_int8(keras.Sequential([keras.Input((2, 2, channels)), L.GlobalAveragePooling2D(keepdims=True)]),
+                                   rng.normal(size=(16, 2, 2, channels)).astype(np.float32))
+        (op,) = Graph(pool).ops
+        tflite_bytes = with_tensor_grids(pool, {op.inputs[0]: (0.010938328690826893, -128), op.outputs[0]: (0.010445035062730312, -128)})
+        models[f"mean_keep_dims_c{channels}"] = (tflite_bytes, rng.integers(-128, 128, size=(300, 2, 2, channels)).astype(np.int8))
     models.update(_depthwise_probes(rng))
     models.update(_softedge_probes())
     return models

@@ -433,3 +433,24 @@ def test_hard_swish_equals_litert_in_every_family():
         tflite_bytes = with_tensor_grids(alone, {op.inputs[0]: (scales[0], zeros[0]), op.outputs[0]: (scales[1], zeros[1])})
         comparisons, _ = compare_families(tflite_bytes, every_input, graph=Graph(tflite_bytes))
         _assert_exact(comparisons)
+
+
+@pytest.mark.parametrize("channels", [6, 20, 40])
+def test_builtin_keep_dims_mean_rounds_its_blocks_of_16_channels_apart(channels):
+    """GlobalAveragePooling2D(keepdims=True) (keras.applications MobileNet's head): LiteRT's
+    builtin kernel requantizes whole blocks of 16 channels with SIMD (ties up) and the channels
+    after them one by one (double rounding). On the grids of a MobileNet(0.25) head at W4 the
+    two roundings disagree on a quarter of the sums, so a wrong block size misses."""
+    from tests.helpers import with_tensor_grids
+
+    model = keras.Sequential([keras.Input((2, 2, channels)), L.GlobalAveragePooling2D(keepdims=True)])
+    alone = _post_training_int8(model, np.random.default_rng(0).normal(size=(16, 2, 2, channels)).astype(np.float32))
+    (op,) = Graph(alone).ops
+    tflite_bytes = with_tensor_grids(alone, {op.inputs[0]: (0.010938328690826893, -128), op.outputs[0]: (0.010445035062730312, -128)})
+    inputs = np.random.default_rng(seeded(channels)).integers(-128, 128, size=(500, 2, 2, channels)).astype(np.int8)
+    comparisons, _ = compare_families(tflite_bytes, inputs, graph=Graph(tflite_bytes))
+    _assert_exact(comparisons)
+    sums = inputs.astype(np.int64).sum(axis=(1, 2))
+    multiplier, shift = fp.quantize_multiplier(float(np.float32(0.010938328690826893) / (4 * np.float32(0.010445035062730312))))
+    disagree = fp.multiply_by_quantized_multiplier(sums, multiplier, shift) != fp.multiply_by_quantized_multiplier_upward(sums, multiplier, shift)
+    assert disagree.mean() > 0.1   # the rule is observable in every channel
