@@ -95,7 +95,7 @@ bench-mixed: $(STAMP) ## Mixed precision: planned vs uniform widths, QAT and PTQ
 bench-reference: $(STAMP) ## Integer reference vs LiteRT: mismatches per kernel family and speed, digits and MNIST-1D
 	$(PY) -m bench.reference
 
-bench-families: $(STAMP) arm64 ## Every kernel family, every zoo model and width, on x86-64 and each emulated ARM64 CPU (~20 min)
+bench-families: $(STAMP) arm64 ## Every kernel family, every zoo model and width, on x86-64 and each emulated ARM64 CPU (~30 min)
 	$(PY) -m bench.families
 
 bench-recipe: $(STAMP) ## The ablations behind the training recipe's defaults (3 seeds, ~20 minutes)

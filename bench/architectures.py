@@ -23,8 +23,8 @@ import numpy as np
 from bench.tables import replace_section
 from export.device.check import load_interpreter, quantize_input, run
 from export.device.reference import Graph
-from export.harden import harden
 from export.hard_pooling import device_rounding
+from export.harden import harden
 from export.tflite import convert
 from export.validate import validate
 from toolkit import QuantScheme, quantize

@@ -12,7 +12,7 @@ load the model with those kernels (BUILTIN_REF has no int4 DEPTHWISE_CONV_2D). T
 counts what x86-64's builtin rules would get wrong on the ARM64 device (cortex-a53): why the
 ARM64 families exist. Writes bench/results/families.json and the table in docs/benchmarks.md.
 
-    python -m bench.families                      # every zoo model, every CPU model (~20 min)
+    python -m bench.families                      # every zoo model, every CPU model (~30 min)
     python -m bench.families --models digits_cnn --cpus cortex-a53
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import time
 from pathlib import Path
 
 import keras
@@ -80,7 +81,9 @@ def on_arm64(models: dict, cpus) -> dict:
     for cpu in cpus:
         found[cpu] = {}
         for kernels in KERNELS:
+            start = time.perf_counter()
             runtime = arm64.run_tensors(models, kernels, cpu)
+            print(f"{cpu} {kernels}: {time.perf_counter() - start:.0f} s under emulation", flush=True)
             found[cpu][kernels] = {name: _arm64_cell(models[name], runtime[name], kernels, ARM64_FAMILIES[kernels])
                                    for name in models}
             if cpu == WITNESS_CPU and kernels == "builtin":

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import platform
-import re
 
 import keras
 import numpy as np

@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _check_module():
     """check.py: the package's, or the one beside this file (loaded by path)."""
     if __package__:

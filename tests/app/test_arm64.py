@@ -1,6 +1,6 @@
 """The emulated ARM64 device (`app.arm64`, `softedge device-check --arm64`): what it is told, what
 it refuses, and (make test-slow, once `make arm64` built it) that a bundle's check.py run on
-every emulated CPU model matches the bundle's kernel family exactly."""
+every emulated CPU model matches exactly the ARM64 family of the bundle's kernels."""
 
 import json
 
@@ -76,8 +76,25 @@ def test_a_bundle_matches_its_kernel_family_on_every_emulated_arm64_cpu(exported
     checks = json.loads(result.output)
     assert set(checks) == set(arm64.DEFAULT_CPUS)
     for cpu, check in checks.items():
-        assert check["families"][kernels] == 0 and kernels in check["matches"], (cpu, check)
+        family = f"{kernels}-arm64"   # what LiteRT's kernels compute on ARM64
+        assert check["machine"] == "aarch64" and check["expected_family"] == family, (cpu, check)
+        assert check["families"][family] == 0 and family in check["matches"], (cpu, check)
     assert result.exit_code == cli.EXIT_OK
+
+
+@pytest.mark.slow
+def test_a_builtin_kernels_bundle_names_builtin_arm64_on_an_emulated_arm64_cpu(trained_run, tmp_path):
+    """A bundle exported with --kernels builtin: on ARM64 LiteRT's builtin kernels compute other
+    integers than on x86-64 (ruy's NEON rounding), and check.py names the family they match."""
+    if not arm64.is_built():
+        pytest.skip("the ARM64 device is not built here (make arm64)")
+    from app.runs import ExportOptions, export_run
+
+    report, failures = export_run(trained_run, ExportOptions(output=tmp_path / "export", kernels="builtin", min_agreement=None))
+    assert not failures, failures
+    check = arm64.run_check(tmp_path / "export" / "bundle", "cortex-a53")
+    assert check["expected_family"] == "builtin-arm64" and "builtin-arm64" in check["matches"], check
+    assert check["ok"], check
 
 
 def test_a_build_without_debians_tools_is_refused_and_leaves_nothing(tmp_path, monkeypatch):

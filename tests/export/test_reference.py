@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export.device.reference import KERNEL_FAMILIES, Graph, KernelFamily, UnsupportedOpError, probed_families
+from export.device.reference import (
+    KERNEL_FAMILIES,
+    Graph,
+    KernelFamily,
+    UnsupportedOpError,
+    probed_families,
+)
 from export.device.reference import fixed_point as fp
 from export.exactness import compare_families
 from export.harden import harden

@@ -8,9 +8,9 @@ import pytest
 from export.device.check import quantize_input
 from export.device.reference import Graph, probed_families
 from export.exactness import compare_families
-from export.harden import harden
 from export.float_layers import float_ops
 from export.hard_pooling import device_rounding
+from export.harden import harden
 from export.tflite import convert, weight_mismatches
 from tests.seeds import seeded
 from toolkit import QuantScheme, quantize
