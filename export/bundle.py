@@ -5,8 +5,8 @@
       eval.npz        inputs exactly as the device receives them (int8 for an int8 input),
                       labels (or regression targets), the outputs the exporter's LiteRT produced
                       (raw), and `expected_<family>`: the integer reference's outputs for each
-                      kernel family (reference, builtin, xnnpack, micro), which a device must match
-                      exactly for the family it runs
+                      kernel family (reference, builtin, xnnpack, builtin-arm64, xnnpack-arm64,
+                      micro), which a device must match exactly for the family it runs
       manifest.json   `files`: the sha256 of every other file of the bundle (check.py refuses a
                       bundle whose files differ: a relabelled eval.npz would otherwise pass at
                       accuracy 1.0), input/output quantization, expected accuracy and

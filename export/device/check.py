@@ -10,7 +10,8 @@ manifest names, and prints, for each kernel family the bundle carries integer-re
 outputs for (reference, builtin, xnnpack and their ARM64 builds, micro), how many output
 elements differ from them (0 for the family the device runs), which family the device matches
 (or none, with the first differing output) and which one its kernels compute on its ISA, accuracy (classification) or the ROC AUC of the reconstruction errors
-(anomaly detection), top-1 agreement with the exporter's outputs,
+(anomaly detection), top-1 agreement with the outputs of the family its kernels compute on its
+ISA (with the exporter's outputs where the bundle has none for it),
 and batch-1 latency p50/p95.
 
 Exit codes: 0 the device matches a family's integers exactly and accuracy is within the
@@ -54,7 +55,8 @@ if __package__:  # export.device.check, inside softedge
 else:  # a device bundle's copy: softedge's vocabularies were copied beside it
     KernelFamily, Task = _beside("families").KernelFamily, _beside("tasks").Task
 
-KERNELS = tuple(KernelFamily.kernel_names())
+KERNELS = tuple(KernelFamily.kernel_names())   # what LiteRT can be told to run
+LITERT_FAMILIES = tuple(family.value for family in KernelFamily.litert())   # what it computes, on some ISA
 FAMILY_PREFIX = "expected_"
 EXIT_OK, EXIT_OUT_OF_TOLERANCE, EXIT_BAD_BUNDLE = 0, 1, 2
 
@@ -237,7 +239,7 @@ def read_bundle(bundle: str):
         with np.load(eval_path, allow_pickle=False) as archive:
             data = {k: archive[k] for k in ("inputs", "labels", "expected_outputs")}
             data["families"] = {k[len(FAMILY_PREFIX):]: archive[k] for k in archive.files  # LiteRT's, not micro
-                                if k.startswith(FAMILY_PREFIX) and k[len(FAMILY_PREFIX):] in KERNELS}
+                                if k.startswith(FAMILY_PREFIX) and k[len(FAMILY_PREFIX):] in LITERT_FAMILIES}
     except Exception as error:  # zipfile, numpy and OS errors alike: one line naming the file
         raise BundleError(f"Bundle file {eval_path} is not a valid eval archive: {type(error).__name__}: {error}") from None
     rows = {name: len(values) if np.ndim(values) else -1 for name, values in data.items() if name != "families"}
@@ -315,13 +317,17 @@ def check_bundle(bundle: str, latency_runs: int = 200) -> dict:
     if task == "anomaly":
         auc = roc_auc(anomaly_scores(outputs, data["inputs"], manifest["input_quantization"],
                                      manifest["output_quantization"]), data["labels"])
-    agreement = float(np.mean(np.argmax(outputs, -1) == np.argmax(data["expected_outputs"], -1)))
-    difference = np.abs(outputs.astype(np.float64) - data["expected_outputs"].astype(np.float64))
+    # Against the integers the kernels compute on this ISA (LiteRT's builtin kernels on ARM64 are
+    # not x86-64's), where the bundle carries them; else the exporter's outputs.
+    family = KernelFamily.computed_by(kernels, platform.machine())
+    baseline_name = str(family) if family is not None and str(family) in data["families"] else "exporter"
+    baseline = data["families"][baseline_name] if baseline_name != "exporter" else data["expected_outputs"]
+    agreement = float(np.mean(np.argmax(outputs, -1) == np.argmax(baseline, -1)))
+    difference = np.abs(outputs.astype(np.float64) - baseline.astype(np.float64))
     if output_detail["dtype"] != np.int8:
         step = manifest.get("output_quantization", {}).get("scale") or 1.0
         difference = difference / step
     differing, matches, first = compare_families(outputs, data["families"])
-    family = KernelFamily.computed_by(kernels, platform.machine())
     tolerance = manifest["tolerance"]
     failures = []
     if data["families"] and not matches:
@@ -344,6 +350,7 @@ def check_bundle(bundle: str, latency_runs: int = 200) -> dict:
         "auc": auc,
         "expected_auc": manifest.get("expected_auc"),
         "agreement": agreement,
+        "agreement_with": baseline_name,
         "max_output_error_steps": float(difference.max()) if difference.size else 0.0,
         "families": differing,
         "matches": matches,
@@ -379,7 +386,7 @@ def main(argv=None) -> int:
             print(f"accuracy  {result['accuracy']:.4f} (expected {result['expected_accuracy']:.4f})")
         if result["auc"] is not None:
             print(f"ROC AUC   {result['auc']:.4f} (expected {result['expected_auc']:.4f}; anomaly score = reconstruction error)")
-        print(f"agreement {result['agreement']:.4f} with expected outputs; max output error "
+        print(f"agreement {result['agreement']:.4f} with the {result['agreement_with']} outputs; max output error "
               f"{result['max_output_error_steps']:.0f} step(s)")
         print(f"latency   p50 {result['latency_us']['p50']:.1f} us, p95 {result['latency_us']['p95']:.1f} us (batch 1)")
         print("OK" if result["ok"] else "FAILED: " + "; ".join(result["failures"]))

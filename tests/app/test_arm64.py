@@ -94,7 +94,7 @@ def test_a_builtin_kernels_bundle_names_builtin_arm64_on_an_emulated_arm64_cpu(t
     assert not failures, failures
     check = arm64.run_check(tmp_path / "export" / "bundle", "cortex-a53")
     assert check["expected_family"] == "builtin-arm64" and "builtin-arm64" in check["matches"], check
-    assert check["ok"], check
+    assert check["ok"], check["failures"]
 
 
 def test_a_build_without_debians_tools_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
