@@ -3,6 +3,7 @@ running LiteRT's aarch64 wheel, for a bundle's own `check.py`.
 
     python -m app.arm64              # builds .arm64/ once (make arm64); a second run does nothing
     softedge device-check BUNDLE --arm64 --cpu cortex-a53,cortex-a72
+    run_tensors({name: (tflite_bytes, inputs)}, "builtin", "cortex-a76")   # every tensor LiteRT computes there
 
 What `build` puts in `.arm64/` (git-ignored), all from the package archives this machine reaches:
 - `sysroot/`: Debian bookworm's arm64 `python3.11`, `libstdc++6` and `libgcc-s1` with their
