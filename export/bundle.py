@@ -112,6 +112,6 @@ def reference_outputs(tflite_bytes: bytes, device_inputs: np.ndarray) -> tuple[d
     """({family: the integer reference's first output}, None), or ({}, why it cannot run)."""
     try:
         graph = Graph(tflite_bytes)
-        return {family: graph.run(device_inputs, family)[graph.outputs[0]] for family in FAMILIES}, None
+        return {family: values[graph.outputs[0]] for family, values in graph.run_families(device_inputs, FAMILIES).items()}, None
     except UnsupportedOpError as error:
         return {}, str(error)

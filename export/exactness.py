@@ -48,11 +48,9 @@ def compare_families(tflite_bytes: bytes, device_inputs: np.ndarray, families=No
                      graph: Graph | None = None) -> tuple[dict, dict]:
     """({family: comparison}, {family: reference values}); see the module docstring."""
     graph = graph or Graph(tflite_bytes)
-    comparisons, values_by_family = {}, {}
-    for family in probed_families() if families is None else families:
-        family = KernelFamily(family)
-        values = graph.run(device_inputs, family)
-        values_by_family[family] = values
+    comparisons = {}
+    values_by_family = graph.run_families(device_inputs, [KernelFamily(f) for f in (probed_families() if families is None else families)])
+    for family, values in values_by_family.items():
         indices = compared_indices(graph, family.kernels)
         try:
             actual = runtime_tensors(tflite_bytes, device_inputs, family.kernels, indices)

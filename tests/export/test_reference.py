@@ -460,3 +460,21 @@ def test_builtin_keep_dims_mean_rounds_its_blocks_of_16_channels_apart(channels)
     multiplier, shift = fp.quantize_multiplier(float(np.float32(0.010938328690826893) / (4 * np.float32(0.010445035062730312))))
     disagree = fp.multiply_by_quantized_multiplier(sums, multiplier, shift) != fp.multiply_by_quantized_multiplier_upward(sums, multiplier, shift)
     assert disagree.mean() > 0.1   # the rule is observable in every channel
+
+
+def test_running_every_family_at_once_equals_running_each_and_shares_what_the_rules_share():
+    from export.device.reference import FAMILIES
+
+    quantized, x = calibrated("conv2d", 4)
+    graph = Graph(convert(harden(quantized), "int8"))
+    inputs = np.clip(np.round(x / graph.tensors[graph.inputs[0]].scale[0]) + graph.tensors[graph.inputs[0]].zero_point[0],
+                     -128, 127).astype(np.int8)
+    joint = graph.run_families(inputs, FAMILIES)
+    for family in FAMILIES:
+        alone = graph.run(inputs, family)
+        assert alone.keys() == joint[family].keys()
+        assert all(np.array_equal(alone[index], joint[family][index]) for index in alone)
+    first_op = graph.ops[0]   # a CONV_2D: XNNPACK's rules are the same on both ISAs, ruy's are not
+    assert first_op.name == "CONV_2D"
+    assert joint["xnnpack"][first_op.outputs[0]] is joint["xnnpack-arm64"][first_op.outputs[0]]
+    assert joint["builtin"][first_op.outputs[0]] is not joint["builtin-arm64"][first_op.outputs[0]]

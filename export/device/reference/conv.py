@@ -79,10 +79,10 @@ def _weights(context: Context, index: int = 1) -> np.ndarray:
 def _conv_rules(context: Context) -> FamilyRules:
     """The rules of the family that really runs a CONV_2D / DEPTHWISE_CONV_2D: a family that does
     not take packed int4 weights hands the op to `int4_convs_run_as`."""
+    if context.tensor(1).type != "int4":   # (the int4 field is read only where it applies)
+        return context.rules
     handed_to = context.rules.int4_convs_run_as
-    if handed_to is not None and context.tensor(1).type == "int4":
-        return rules_of(handed_to)
-    return context.rules
+    return context.rules if handed_to is None else rules_of(handed_to)
 
 
 def conv_2d(context: Context):

@@ -31,6 +31,19 @@ def _unpack_int4(raw: np.ndarray, count: int) -> np.ndarray:
     return np.where(nibbles > 7, nibbles - 16, nibbles).astype(np.int8)
 
 
+class _ReadRules:
+    """A family's rules that record which fields an op reads (`Graph.run_families` shares an op's
+    outputs between families that agree in those fields)."""
+
+    def __init__(self, rules):
+        self._rules, self.read = rules, {}
+
+    def __getattr__(self, name: str):
+        value = getattr(self._rules, name)
+        self.read[name] = value
+        return value
+
+
 class Graph:
     """The first subgraph of a .tflite flatbuffer, ready to run (see the module docstring)."""
 
@@ -99,25 +112,39 @@ class Graph:
         `device_inputs`: one array, or one per graph input, exactly as the device receives them
         (int8 for an int8 input); the leading dimension is the batch.
         """
-        rules = rules_of(kernels)
+        return self.run_families(device_inputs, [kernels])[kernels]
+
+    def run_families(self, device_inputs, families) -> dict:
+        """{family: what `run` computes as that family}, each op computed once for the families
+        whose inputs to it are the same arrays and whose rules agree in every field it reads
+        (xnnpack and xnnpack-arm64 share every op but SOFTMAX and int4 convolutions; builtin and
+        builtin-arm64 every op up to the first CONV_2D or FULLY_CONNECTED)."""
+        rules = {family: rules_of(family) for family in families}
         arrays = [device_inputs] if isinstance(device_inputs, np.ndarray) else list(device_inputs)
         if len(arrays) != len(self.inputs):
             raise ValueError(f"The model has {len(self.inputs)} input(s); got {len(arrays)} array(s).")
-        values: dict[int, np.ndarray] = {}
-        for index, array in zip(self.inputs, arrays, strict=True):
-            values[index] = np.asarray(array)
+        start = {index: np.asarray(array) for index, array in zip(self.inputs, arrays, strict=True)}
+        values = {family: dict(start) for family in families}
         for op in self.ops:
             kernel = OPS.get(op.name)
             if kernel is None:
                 raise UnsupportedOpError(f"op {op.index} {op.name} (output tensor {self._out_name(op)!r}) is not "
                                          "executed by the integer reference")
-            context = Context(self, op, values, rules)
-            try:
-                results = kernel(context)
-            except UnsupportedOpError as error:
-                raise UnsupportedOpError(f"op {op.index} {op.name} (output tensor {self._out_name(op)!r}): {error}") from None
-            for index, result in zip(op.outputs, results, strict=True):
-                values[index] = result
+            computed = []  # (the input arrays, the rule fields read and their values, the outputs)
+            for family in families:
+                inputs = [values[family].get(index) for index in op.inputs]
+                results = next((outputs for arrays, read, outputs in computed
+                                if all(a is b for a, b in zip(arrays, inputs, strict=True))
+                                and all(getattr(rules[family], name) == value for name, value in read.items())), None)
+                if results is None:
+                    recorded = _ReadRules(rules[family])
+                    try:
+                        results = kernel(Context(self, op, values[family], recorded))
+                    except UnsupportedOpError as error:
+                        raise UnsupportedOpError(f"op {op.index} {op.name} (output tensor {self._out_name(op)!r}): {error}") from None
+                    computed.append((inputs, recorded.read, results))
+                for index, result in zip(op.outputs, results, strict=True):
+                    values[family][index] = result
         return values
 
     def _out_name(self, op: OpInfo) -> str:
