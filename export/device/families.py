@@ -26,7 +26,9 @@ from enum import Enum
 __all__ = ["KernelFamily"]
 
 X86_64 = ("x86_64", "amd64")
-AARCH64 = ("aarch64", "arm64")
+# Linux's name for it: the aarch64 wheel was probed (under QEMU). macOS and Windows on ARM
+# ("arm64", "ARM64") run other builds, not probed: only the portable family is claimed there.
+AARCH64 = ("aarch64",)
 
 
 class KernelFamily(str, Enum):
