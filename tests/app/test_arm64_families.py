@@ -178,10 +178,7 @@ def test_litert_reference_kernels_on_arm64_are_the_portable_family(probes, cpu):
 def test_each_rule_in_which_arm64_differs_from_x86_is_needed(probes, field, kernels):
     """With x86-64's rule in the ARM64 family's place, some probe misses on the device."""
     arm, x86 = rules.rules_of(FAMILY_OF_KERNELS[kernels]), rules.rules_of(kernels)
-    if field == "int4_convs_run_as":
-        x86_rule = x86.int4_convs_run_as  # XNNPACK hands int4 convolutions to builtin: x86's builtin
-    else:
-        x86_rule = getattr(x86, field)
+    x86_rule = getattr(x86, field)   # int4_convs_run_as: x86's XNNPACK hands them to x86's builtin
     assert getattr(arm, field) != x86_rule
     found = _mismatches(probes, _runtime(probes, kernels, "cortex-a53"), kernels, replace(arm, **{field: x86_rule}))
     assert sum(count for count in found.values() if not isinstance(count, str)) > 0
