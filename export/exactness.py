@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from export.device.check import BundleError, load_interpreter
+from export.device.check import BundleError, invoke, load_interpreter
 from export.device.families import KernelFamily
 from export.device.reference import Graph, probed_families
 
@@ -27,12 +27,7 @@ __all__ = ["compare_families", "compare_values", "compared_indices", "runtime_te
 def runtime_tensors(tflite_bytes: bytes, device_inputs: np.ndarray, kernels: str, indices) -> dict[int, np.ndarray]:
     """LiteRT's values of `indices` after one batched invoke with `kernels`."""
     interpreter = load_interpreter(tflite_bytes, kernels, preserve_all_tensors=kernels != "xnnpack")
-    detail = interpreter.get_input_details()[0]
-    if tuple(detail["shape"]) != tuple(device_inputs.shape):
-        interpreter.resize_tensor_input(detail["index"], list(device_inputs.shape))
-        interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], device_inputs)
-    interpreter.invoke()
+    invoke(interpreter, device_inputs)
     return {index: np.array(interpreter.get_tensor(index)) for index in indices}
 
 

@@ -9,9 +9,9 @@ eval.npz (exactly as the device receives them) through the interpreter with the 
 manifest names, and prints, for each kernel family the bundle carries integer-reference
 outputs for (reference, builtin, xnnpack and their ARM64 builds, micro), how many output
 elements differ from them (0 for the family the device runs), which family the device matches
-(or none, with the first differing output) and which one its kernels compute on its ISA, accuracy (classification) or the ROC AUC of the reconstruction errors
-(anomaly detection), top-1 agreement with the outputs of the family its kernels compute on its
-ISA (with the exporter's outputs where the bundle has none for it),
+(or none, with the first differing output) and which one its kernels compute on its ISA,
+accuracy (classification) or the ROC AUC of the reconstruction errors (anomaly detection),
+top-1 agreement with that family's outputs (the exporter's where the bundle has none for it),
 and batch-1 latency p50/p95.
 
 Exit codes: 0 the device matches a family's integers exactly and accuracy is within the
@@ -121,6 +121,13 @@ def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
 
 def run(interpreter, device_inputs: np.ndarray) -> np.ndarray:
     """Runs a whole batch of device inputs (the interpreter is resized to it); raw outputs."""
+    invoke(interpreter, device_inputs)
+    return np.array(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+
+
+def invoke(interpreter, device_inputs: np.ndarray) -> None:
+    """One invoke on a whole batch of device inputs, the interpreter resized to it; BundleError
+    for inputs of another dtype or per-sample shape than the model's, or a runtime failure."""
     input_detail = interpreter.get_input_details()[0]
     if device_inputs.dtype != input_detail["dtype"]:
         raise BundleError(f"Inputs have dtype {device_inputs.dtype}; the model expects {input_detail['dtype'].__name__}.")
@@ -136,7 +143,6 @@ def run(interpreter, device_inputs: np.ndarray) -> np.ndarray:
         interpreter.invoke()
     except (ValueError, RuntimeError) as error:
         raise BundleError(f"LiteRT failed to run the model: {' '.join(str(error).split())}") from error
-    return np.array(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
 
 
 def predict(interpreter, x: np.ndarray) -> np.ndarray:
