@@ -12,8 +12,7 @@ The rounding cannot go into the converted graph: it takes ops (a sign, a floor) 
 would keep after the AVERAGE_POOL_2D. So the hard model converts as plain average pooling, and
 inside `device_rounding(model)` (what validation measures with) `HardAveragePooling` computes the
 device's result, s (round_half_away(mean(round(x / s) + z)) - z), on which the FakeQuant after it
-is the identity. The raw mean is exact at a tie: sum q_i is an integer below 2^24 and n(k + 1/2)
-divided by n is k + 1/2 in float32.
+is the identity (`toolkit.qat_layers.int8_average_pool`, which the QAT layer rounds with too).
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import contextvars
 import keras
 import tensorflow as tf
 
+from toolkit.qat_layers import int8_average_pool
 from toolkit.quantizers import nudged_grid
 
 __all__ = ["HardAveragePooling", "device_rounding"]
@@ -67,14 +67,10 @@ class HardAveragePooling(keras.layers.Layer):
         return keras.ops.average_pool(values, self.pool_size, self.strides, self.padding, self.data_format)
 
     def call(self, inputs):
-        pooled = self._pool(inputs)
         if not _DEVICE_ROUNDING.get():
-            return pooled
+            return self._pool(inputs)
         grid = nudged_grid(tf.constant(self.min_value, tf.float32), tf.constant(self.max_value, tf.float32), self.num_bits)
-        scale, zero_point = tf.cast(grid.scale, inputs.dtype), tf.cast(grid.zero_point, inputs.dtype)
-        raw_mean = self._pool(tf.round(inputs / scale) + zero_point)
-        rounded = tf.sign(raw_mean) * tf.floor(tf.abs(raw_mean) + 0.5)
-        return scale * (rounded - zero_point)
+        return int8_average_pool(self._pool, inputs, grid)
 
     def compute_output_shape(self, input_shape):
         return keras.layers.deserialize(self.pool_config).compute_output_shape(input_shape)

@@ -156,7 +156,7 @@ def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
         if pool is None:
             return outputs
         pooling = HardAveragePooling(pool.pool_config, layer.min_value, layer.max_value, layer.num_bits,
-                                     name=keras.layers.deserialize(pool.pool_config).name)
+                                     name=pool.pool.name)
         return FakeQuant(layer.min_value, layer.max_value, num_bits=layer.num_bits, name=f"{pool.name}_quant")(pooling(outputs))
 
     hard_model = keras.models.clone_model(model, clone_function=clone_layer, call_function=call_layer)

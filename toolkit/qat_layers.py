@@ -31,7 +31,20 @@ __all__ = [
     "QuantDense",
     "QuantDepthwiseConv2D",
     "QuantizeActivation",
+    "int8_average_pool",
 ]
+
+
+def int8_average_pool(pool, on_grid, grid):
+    """TFLite's int8 AVERAGE_POOL_2D of `on_grid` (a tensor on `grid`, a `quantizers.Grid`), with
+    `pool` a Keras average pooling (layer or function): the raw integers q = round(x / s) + z are
+    pooled (exact in float32, so a tie sum/n = k + 1/2 is exactly a tie) and the mean is rounded
+    half away from zero, y = s (clip(round_half_away(mean q), qmin, qmax) - z). No gradient."""
+    scale = ops.stop_gradient(ops.cast(grid.scale, on_grid.dtype))
+    zero_point = ops.stop_gradient(ops.cast(grid.zero_point, on_grid.dtype))
+    raw_mean = pool(ops.round(on_grid / scale) + zero_point)
+    rounded = ops.clip(ops.sign(raw_mean) * ops.floor(ops.abs(raw_mean) + 0.5), grid.qmin, grid.qmax)
+    return ops.stop_gradient(scale * (rounded - zero_point))
 
 
 class _QuantKernel:
@@ -209,15 +222,8 @@ class QuantAveragePooling(QuantizeActivation):
         quantized = self.quantizer(inputs, training=bool(training))
         for layer in self.between:
             quantized = layer(quantized, training=bool(training))
-        grid = self.quantizer.grid()
-        scale = ops.stop_gradient(ops.cast(grid.scale, quantized.dtype))
-        zero_point = ops.stop_gradient(ops.cast(grid.zero_point, quantized.dtype))
         average = self.pool(quantized)
-        # Pool the raw integers (exact in float32), so a tie sum/n = k + 1/2 is exactly a tie.
-        raw = ops.round(quantized / scale) + zero_point
-        raw_mean = self.pool(raw)
-        rounded = ops.clip(ops.sign(raw_mean) * ops.floor(ops.abs(raw_mean) + 0.5), grid.qmin, grid.qmax)
-        return average + ops.stop_gradient(scale * (rounded - zero_point) - average)
+        return average + ops.stop_gradient(int8_average_pool(self.pool, quantized, self.quantizer.grid()) - average)
 
     def compute_output_shape(self, input_shape):
         return self.pool.compute_output_shape(input_shape)
