@@ -77,8 +77,7 @@ class KernelFamily(str, Enum):
         """The LiteRT families a `machine` computes: one per kernel selection where its ISA has
         been probed (x86-64, aarch64), else only the portable one."""
         machine = machine.lower()
-        return tuple(family for family in cls.litert()
-                     if (machine in family.machines) or (not family.machines and family.kernels == family.value))
+        return tuple(family for family in cls.litert() if not family.machines or machine in family.machines)
 
     @classmethod
     def computed_by(cls, kernels: str, machine: str) -> KernelFamily | None:

@@ -50,18 +50,15 @@ try:  # inside softedge, or copied beside families.py as a package of its own
 except ImportError:  # pragma: no cover - exercised by tests/export/test_reference_package.py
     from families import KernelFamily
 
-__all__ = ["FAMILIES", "KERNEL_FAMILIES", "PROBED_MACHINES", "RULES", "FamilyRules", "Graph", "KernelFamily",
+__all__ = ["FAMILIES", "KERNEL_FAMILIES", "RULES", "FamilyRules", "Graph", "KernelFamily",
            "TensorInfo", "UnsupportedOpError", "probed_families", "rules_of", "softmax_input_multiplier"]
 
 FAMILIES = tuple(KernelFamily)             # every family the reference computes as
 KERNEL_FAMILIES = KernelFamily.litert()    # LiteRT's: what a phone or a PC runs
-# Where the builtin and XNNPACK rules were read off LiteRT by probing (aarch64 under QEMU
-# user-mode emulation). TFLite's reference kernels are portable C; LiteRT's optimized kernels
-# differ by ISA, so elsewhere only the reference family is claimed.
-PROBED_MACHINES = tuple(dict.fromkeys(m for family in KERNEL_FAMILIES for m in family.machines))
 
 
 def probed_families(machine: str | None = None) -> tuple[KernelFamily, ...]:
     """The LiteRT kernel families that `machine` (default: this one) computes, one per kernel
-    selection, where its ISA was probed; elsewhere only the portable `reference`."""
+    selection, where its ISA was probed (x86-64; Linux aarch64, under QEMU user-mode emulation);
+    elsewhere only the portable `reference` (TFLite's reference kernels are portable C)."""
     return KernelFamily.on(platform.machine() if machine is None else machine)

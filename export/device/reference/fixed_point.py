@@ -194,11 +194,5 @@ def multiply_by_quantized_multiplier_upward_shift_last(x, multiplier, shift):
     +infinity), then the exponent: a left shift e > 0 after it (so the outputs of such a channel
     are multiples of 2^e), or a right shift rounded with ties toward +infinity (the "upward" rule)."""
     shift = np.asarray(shift, np.int64)
-    if not np.any(shift > 0):
-        return multiply_by_quantized_multiplier_upward(x, multiplier, shift)
-    high = np.asarray(x, np.int64) * np.asarray(multiplier, np.int64)
-    high += np.int64(1 << 30)
-    high >>= 31
-    right = np.maximum(-shift, 0)
-    rounded = (high + np.where(right > 0, np.left_shift(np.int64(1), np.maximum(right - 1, 0)), 0)) >> right
-    return np.where(shift > 0, high << np.maximum(shift, 0), rounded)
+    upward = multiply_by_quantized_multiplier_upward(x, multiplier, np.minimum(shift, 0))
+    return upward << np.maximum(shift, 0)

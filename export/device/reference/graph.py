@@ -118,7 +118,7 @@ class Graph:
         """{family: what `run` computes as that family}, each op computed once for the families
         whose inputs to it are the same arrays and whose rules agree in every field it reads
         (xnnpack and xnnpack-arm64 share every op but SOFTMAX and int4 convolutions; builtin and
-        builtin-arm64 every op up to the first CONV_2D or FULLY_CONNECTED)."""
+        builtin-arm64 every op before the first that reads a rule they differ in)."""
         rules = {family: rules_of(family) for family in families}
         arrays = [device_inputs] if isinstance(device_inputs, np.ndarray) else list(device_inputs)
         if len(arrays) != len(self.inputs):

@@ -8,6 +8,7 @@ import numpy as np
 from . import fixed_point as fp
 from . import gemmlowp
 from .context import Context, UnsupportedOpError
+from .requantize import multipliers
 
 __all__ = ["softmax", "softmax_input_multiplier"]
 
@@ -85,10 +86,8 @@ def _softmax_uint16_table(diff, beta: float, input_scale: float, output_scale: f
     values = table[diff + 255]
     total = values.sum(axis=-1, keepdims=True)
     inverse = np.float32(1.0) / (total.astype(np.float32) * np.float32(output_scale))
-    pairs = [fp.quantize_multiplier(float(value)) for value in inverse.reshape(-1)]
-    multiplier = np.array([pair[0] for pair in pairs], np.int64).reshape(inverse.shape)
-    shift = np.array([pair[1] for pair in pairs], np.int64).reshape(inverse.shape)
-    return fp.multiply_by_quantized_multiplier(values, multiplier, shift)
+    multiplier, shift = multipliers(inverse)   # one (M, e) per row
+    return fp.multiply_by_quantized_multiplier(values, multiplier.reshape(inverse.shape), shift.reshape(inverse.shape))
 
 
 def _expf(values: np.ndarray) -> np.ndarray:
