@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import re
 
+from export.tflite_file import read_model, write_model
+
 __all__ = ["float_ops", "layer_scopes", "run_in_float"]
 
 
@@ -91,9 +93,6 @@ def run_in_float(tflite_bytes: bytes, layer_names) -> bytes:
     docstring): an op whose only readers are DEQUANTIZE ops, whose int8 inputs each have a
     DEQUANTIZE already, reads those float tensors and writes the float tensor its first
     DEQUANTIZE wrote; the DEQUANTIZE ops go. Unchanged bytes when there is none."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
     from export.device.reference import Graph
 
     graph = Graph(tflite_bytes)
@@ -117,8 +116,9 @@ def run_in_float(tflite_bytes: bytes, layer_names) -> bytes:
             moves.append((op.index, {i: dequantized[i] for i in quantized_inputs}, [c.index for c in consumers]))
     if not moves:
         return tflite_bytes
-    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite_bytes), 0)
-    operators = model.subgraphs[0].operators
+    model = read_model(tflite_bytes)
+    subgraph = model.subgraphs[0]
+    operators = subgraph.operators
     removed = set()
     for index, float_inputs, dequantizes in moves:
         operator = operators[index]
@@ -129,8 +129,7 @@ def run_in_float(tflite_bytes: bytes, layer_names) -> bytes:
             dropped = int(operators[other].outputs[0])
             for reader in operators:
                 reader.inputs = [kept if int(i) == dropped else int(i) for i in reader.inputs]
+            subgraph.outputs = [kept if int(i) == dropped else int(i) for i in subgraph.outputs]
         removed.update(dequantizes)
-    model.subgraphs[0].operators = [op for i, op in enumerate(operators) if i not in removed]
-    builder = flatbuffers.Builder(len(tflite_bytes) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    subgraph.operators = [op for i, op in enumerate(operators) if i not in removed]
+    return write_model(model)

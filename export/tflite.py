@@ -29,6 +29,7 @@ from export.float_layers import run_in_float
 from export.hard_layers import HARD_LAYERS, FakeQuant
 from export.preflight import check_model_finite, check_tflite
 from export.targets import Target
+from export.tflite_file import read_model, schema
 from toolkit.errors import ConfigError
 from toolkit.layer_types import layer_type_named
 
@@ -241,10 +242,8 @@ def weight_tensors(tflite_bytes: bytes) -> list[dict]:
 
 def _flatbuffer_tensor_types(tflite_bytes: bytes) -> dict[int, str]:
     """tensor index -> the stored type name (INT4 shows only here; the interpreter says int8)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite_bytes), 0)
-    names = {value: name for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
+    model = read_model(tflite_bytes)
+    names = {value: name for name, value in vars(schema().TensorType).items() if not name.startswith("_")}
     return {i: names.get(t.type, str(t.type)).lower() for i, t in enumerate(model.subgraphs[0].tensors)}
 
 

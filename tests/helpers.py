@@ -13,16 +13,14 @@ def with_tensor_grids(tflite_bytes: bytes, grids: dict) -> bytes:
     """The .tflite with new quantization on some tensors: {tensor index: (scales, zero points)}
     (the scales stored as float32, as the converter stores them). Tests use it to reach
     quantization parameters that calibration rarely gives (real multipliers above 1, near-ties)."""
-    import flatbuffers
     import numpy as np
-    from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite_bytes), 0)
+    from export.tflite_file import read_model, write_model
+
+    model = read_model(tflite_bytes)
     tensors = model.subgraphs[0].tensors
     for index, (scales, zero_points) in grids.items():
         quantization = tensors[index].quantization
         quantization.scale = [float(np.float32(scale)) for scale in np.atleast_1d(scales)]
         quantization.zeroPoint = [int(zero) for zero in np.atleast_1d(zero_points)]
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return write_model(model)

@@ -67,16 +67,13 @@ def _with(array, index, value):
 
 def _nan_scale_tflite(tflite: bytes) -> bytes:
     """The model with its first quantized activation scale set to NaN (LiteRT segfaults on it)."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
+    from export.tflite_file import read_model, write_model
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
+    model = read_model(tflite)
     tensor = next(t for t in model.subgraphs[0].tensors
                   if t.quantization is not None and t.quantization.scale is not None and model.buffers[t.buffer].data is None)
     tensor.quantization.scale = [float("nan")] * len(tensor.quantization.scale)
-    builder = flatbuffers.Builder(0)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return write_model(model)
 
 
 @pytest.fixture(scope="module")
