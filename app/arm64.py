@@ -179,12 +179,16 @@ def _emulation(root: Path, cpu: str) -> tuple[list[str], dict]:
 def run_check(bundle, cpu: str, root: Path = ROOT) -> dict:
     """The bundle's `check.py --json` result on an emulated ARM64 `cpu` (its "ok", "matches",
     "families", "accuracy", ... as on a device), or {"ok": False, "failures": [why]}."""
-    root, bundle = Path(root), Path(bundle)
-    if not is_built(root):
-        raise ArtifactError(f"The ARM64 device is not built in {root}: run make arm64.")
+    root, bundle = _built(root), Path(bundle)
     prefix, environment = _emulation(root, cpu)
     return run_bundle_check([*prefix, bundle / "check.py", bundle, "--json"], env=environment)
 
+
+def _built(root) -> Path:
+    root = Path(root)
+    if not is_built(root):
+        raise ArtifactError(f"The ARM64 device is not built in {root}: run make arm64.")
+    return root
 
 
 _DEVICE_SCRIPTS = Path(__file__).resolve().parents[1] / "export" / "device"
@@ -193,10 +197,16 @@ _DEVICE_SCRIPTS = Path(__file__).resolve().parents[1] / "export" / "device"
 def run_tensors(models: dict, kernels: str, cpu: str, root: Path = ROOT) -> dict:
     """Every tensor LiteRT's `kernels` compute on an emulated ARM64 `cpu` for `models`
     ({name: (tflite bytes, device inputs)}), by `export/device/tensors.py` run there:
-    {name: {tensor index: array}, or the runtime's error text}. One emulator start for all."""
-    root = Path(root)
-    if not is_built(root):
-        raise ArtifactError(f"The ARM64 device is not built in {root}: run make arm64.")
+    {name: {tensor index: array}, or the runtime's error text}. One emulator start for all.
+    ConfigError for kernels LiteRT has not, or a name that is no plain file name."""
+    from export.device.families import KernelFamily
+
+    if kernels not in KernelFamily.kernel_names():
+        raise ConfigError(f"Unknown kernels {kernels!r}; expected one of {', '.join(KernelFamily.kernel_names())}.")
+    for name in models:
+        if not name or Path(name).name != name or name.startswith("."):
+            raise ConfigError(f"A probe model's name must be a plain file name; got {name!r}.")
+    root = _built(root)
     with tempfile.TemporaryDirectory(prefix="softedge-arm64-") as directory:
         work = Path(directory)
         for script in ("tensors.py", "check.py", "families.py"):

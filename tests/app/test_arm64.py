@@ -24,18 +24,30 @@ def test_the_emulated_cpuinfo_names_the_emulated_core_and_its_features():
 def test_each_emulated_cpu_reads_a_cpuinfo_of_its_own(tmp_path):
     """Devices emulated at once (two device-checks, or a test beside a benchmark) must not read
     each other's /proc/cpuinfo: each CPU model's file tree links the one sysroot and has its own."""
-    (tmp_path / "sysroot" / "usr" / "bin").mkdir(parents=True)
-    (tmp_path / "sysroot" / "usr" / "bin" / "python3.11").write_text("python")
-    a53, a76 = arm64._device_root(tmp_path, "cortex-a53"), arm64._device_root(tmp_path, "cortex-a76")
+    root = tmp_path / "device"
+    (root / "sysroot" / "usr" / "bin").mkdir(parents=True)
+    (root / "sysroot" / "usr" / "bin" / "python3.11").write_text("python")
+    a53, a76 = arm64._device_root(root, "cortex-a53"), arm64._device_root(root, "cortex-a76")
     assert "0xd03" in (a53 / "proc" / "cpuinfo").read_text() and "0xd0b" in (a76 / "proc" / "cpuinfo").read_text()
     assert (a53 / "usr" / "bin" / "python3.11").read_text() == "python"
-    moved = tmp_path.rename(tmp_path.with_name("moved"))   # links are relative: the tree may move
+    moved = root.rename(tmp_path / "moved")   # links are relative: the tree may move
     assert (moved / "devices" / "cortex-a76" / "usr" / "bin" / "python3.11").read_text() == "python"
 
 
 def test_a_device_that_is_not_built_is_refused_with_how_to_build_it(tmp_path):
     with pytest.raises(ArtifactError, match="run make arm64"):
         arm64.run_check(tmp_path / "bundle", "cortex-a53", root=tmp_path / "absent")
+
+
+def test_a_probe_with_unknown_kernels_or_a_path_for_a_name_is_refused_before_any_device(tmp_path):
+    model = (b"", None)
+    with pytest.raises(arm64.ConfigError, match="Unknown kernels 'gpu'; expected one of reference, builtin, xnnpack"):
+        arm64.run_tensors({"m": model}, "gpu", "cortex-a53", root=tmp_path)
+    for name in ("../escape", "a/b", ".hidden", ""):
+        with pytest.raises(arm64.ConfigError, match="plain file name"):
+            arm64.run_tensors({name: model}, "builtin", "cortex-a53", root=tmp_path)
+    with pytest.raises(ArtifactError, match="run make arm64"):
+        arm64.run_tensors({"m": model}, "builtin", "cortex-a53", root=tmp_path)
 
 
 def test_an_unknown_cpu_model_and_a_directory_that_is_no_bundle_are_refused(tmp_path):
@@ -95,6 +107,22 @@ def test_a_builtin_kernels_bundle_names_builtin_arm64_on_an_emulated_arm64_cpu(t
     check = arm64.run_check(tmp_path / "export" / "bundle", "cortex-a53")
     assert check["expected_family"] == "builtin-arm64" and "builtin-arm64" in check["matches"], check
     assert check["ok"], check["failures"]
+
+
+@pytest.mark.slow
+def test_a_model_litert_cannot_load_is_reported_and_the_others_still_run():
+    if not arm64.is_built():
+        pytest.skip("the ARM64 device is not built here (make arm64)")
+    import numpy as np
+
+    from tests.export.test_reference import _common_layers, _post_training_int8
+
+    model = _common_layers("activations")
+    x = np.random.default_rng(0).normal(size=(8, 16)).astype(np.float32)
+    good = (_post_training_int8(model, x), np.zeros((8, 16), np.int8))
+    found = arm64.run_tensors({"corrupt": (b"not a flatbuffer", good[1]), "good": good}, "builtin", "cortex-a53")
+    assert "LiteRT cannot load the model" in found["corrupt"]
+    assert isinstance(found["good"], dict) and len(found["good"]) > 1
 
 
 def test_a_build_without_debians_tools_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
