@@ -30,8 +30,9 @@ import numpy as np
 from app import arm64
 from bench.tables import replace_section
 from export.device.check import quantize_input
+from export.device.families import KernelFamily
 from export.device.reference import Graph
-from export.exactness import compare_families, compare_values, compared_indices
+from export.exactness import compare_families, compare_with_family
 from export.harden import harden
 from export.tflite import convert
 from models import datasets, registry
@@ -42,7 +43,6 @@ RESULTS = Path(__file__).parent / "results"
 CONFIGS = ((8, "int8"), (4, "int8"), (3, "int8"), (2, "int8"), (4, "int4-weights"), (2, "int4-weights"))
 SAMPLES = 100
 KERNELS = ("reference", "builtin", "xnnpack")
-ARM64_FAMILIES = {"reference": "reference", "builtin": "builtin-arm64", "xnnpack": "xnnpack-arm64"}
 WITNESS_CPU = "cortex-a53"
 
 
@@ -74,30 +74,30 @@ def _cell(comparison) -> str | int:
     return int(comparison["mismatched_elements"])
 
 
-def on_arm64(models: dict, cpus) -> dict:
-    """{cpu: {kernels: {model: mismatched elements or "refused"}}}, and under "x86 rules" the
-    builtin kernels of WITNESS_CPU against x86-64's builtin family."""
-    found = {}
+def on_arm64(models: dict, cpus) -> tuple[dict, dict]:
+    """({cpu: {kernels: {model: mismatched elements or "refused"}}} against the family those
+    kernels compute on aarch64, {model: the same for x86-64's builtin family on WITNESS_CPU's
+    builtin kernels})."""
+    found, x86_rules = {}, {}
     for cpu in cpus:
         found[cpu] = {}
         for kernels in KERNELS:
             start = time.perf_counter()
             runtime = arm64.run_tensors(models, kernels, cpu)
             print(f"{cpu} {kernels}: {time.perf_counter() - start:.0f} s under emulation", flush=True)
-            found[cpu][kernels] = {name: _arm64_cell(models[name], runtime[name], kernels, ARM64_FAMILIES[kernels])
+            found[cpu][kernels] = {name: _arm64_cell(models[name], runtime[name], KernelFamily.computed_by(kernels, "aarch64"))
                                    for name in models}
             if cpu == WITNESS_CPU and kernels == "builtin":
-                found["x86 rules"] = {name: _arm64_cell(models[name], runtime[name], kernels, "builtin") for name in models}
+                x86_rules = {name: _arm64_cell(models[name], runtime[name], KernelFamily.BUILTIN) for name in models}
         print(f"{cpu}: done", flush=True)
-    return found
+    return found, x86_rules
 
 
-def _arm64_cell(model, runtime, kernels: str, family: str):
+def _arm64_cell(model, runtime, family):
     if isinstance(runtime, str):
         return "refused"
     tflite_bytes, inputs = model
-    graph = Graph(tflite_bytes)
-    return int(compare_values(graph, graph.run(inputs, family), runtime, compared_indices(graph, kernels))["mismatched_elements"])
+    return int(compare_with_family(Graph(tflite_bytes), inputs, runtime, family)["mismatched_elements"])
 
 
 def table(rows: list[dict], cpus) -> list[str]:
@@ -129,11 +129,11 @@ def main(argv=None) -> None:
             rows.append({"key": key, "model": name, "bits": bits, "target": target,
                          "x86_64": {k: _cell(comparisons[k]) for k in KERNELS}})
             print(f"{key}: x86-64 {rows[-1]['x86_64']}", flush=True)
-    found = on_arm64(models, cpus)
+    found, x86_rules = on_arm64(models, cpus)
     for row in rows:
         row["arm64"] = {cpu: {k: found[cpu][k][row["key"]] for k in KERNELS} for cpu in cpus}
-        if "x86 rules" in found:
-            row["x86_rules_on_arm64"] = found["x86 rules"][row["key"]]
+        if row["key"] in x86_rules:
+            row["x86_rules_on_arm64"] = x86_rules[row["key"]]
     lines = table(rows, cpus)
     print("\n".join(lines))
     features = "; ".join(f"{cpu}: {'dot product' if 'asimddp' in arm64.FEATURES[cpu] else 'Armv8.0'}"

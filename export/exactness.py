@@ -21,7 +21,7 @@ from export.device.check import BundleError, invoke, load_interpreter
 from export.device.families import KernelFamily
 from export.device.reference import Graph, probed_families
 
-__all__ = ["compare_families", "compare_values", "compared_indices", "runtime_tensors"]
+__all__ = ["compare_families", "compare_values", "compare_with_family", "compared_indices", "runtime_tensors"]
 
 
 def runtime_tensors(tflite_bytes: bytes, device_inputs: np.ndarray, kernels: str, indices) -> dict[int, np.ndarray]:
@@ -55,6 +55,13 @@ def compare_families(tflite_bytes: bytes, device_inputs: np.ndarray, families=No
             continue
         comparisons[family] = compare_values(graph, values, actual, indices)
     return comparisons, values_by_family
+
+
+def compare_with_family(graph: Graph, device_inputs, actual: dict, family) -> dict:
+    """A runtime's tensors `actual` (every tensor its kernels keep, from this machine or an
+    emulated device) against what `family` computes for `device_inputs`; see `compare_values`."""
+    family = KernelFamily(family)
+    return compare_values(graph, graph.run(device_inputs, family), actual, compared_indices(graph, family.kernels))
 
 
 def compare_values(graph: Graph, expected_values: dict, actual: dict, indices) -> dict:

@@ -21,8 +21,9 @@ from keras import layers as L
 
 from app import arm64
 from export.device.check import quantize_input
+from export.device.families import KernelFamily
 from export.device.reference import Graph, rules
-from export.exactness import compare_values, compared_indices
+from export.exactness import compare_with_family
 from export.harden import harden
 from export.tflite import convert
 from tests.export.conftest import calibrated
@@ -33,7 +34,6 @@ from tests.seeds import seeded
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not arm64.is_built(), reason="the ARM64 device is not built here (make arm64)")]
 
-FAMILY_OF_KERNELS = {"builtin": "builtin-arm64", "xnnpack": "xnnpack-arm64", "reference": "reference"}
 
 
 def _device_inputs(tflite_bytes: bytes, x: np.ndarray) -> np.ndarray:
@@ -136,7 +136,7 @@ def _runtime(probes: dict, kernels: str, cpu: str) -> dict:
 def _mismatches(probes: dict, runtime: dict, kernels: str, family_rules=None) -> dict:
     """{probe: mismatched elements (or the runtime's error)} of `runtime` against the reference
     family `kernels` computes on ARM64 (or `family_rules` put in that family's place)."""
-    family = FAMILY_OF_KERNELS[kernels]
+    family = KernelFamily.computed_by(kernels, "aarch64")
     found = {}
     for name, (tflite_bytes, inputs) in probes.items():
         if isinstance(runtime[name], str):
@@ -147,11 +147,10 @@ def _mismatches(probes: dict, runtime: dict, kernels: str, family_rules=None) ->
             saved = rules.RULES[family_rules.family]
             rules.RULES[family_rules.family] = family_rules
         try:
-            expected = graph.run(inputs, family)
+            found[name] = compare_with_family(graph, inputs, runtime[name], family)["mismatched_elements"]
         finally:
             if family_rules is not None:
                 rules.RULES[family_rules.family] = saved
-        found[name] = compare_values(graph, expected, runtime[name], compared_indices(graph, kernels))["mismatched_elements"]
     return found
 
 
@@ -177,7 +176,7 @@ def test_litert_reference_kernels_on_arm64_are_the_portable_family(probes, cpu):
                                             ("int4_convs_run_as", "xnnpack"), ("softmax", "xnnpack")])
 def test_each_rule_in_which_arm64_differs_from_x86_is_needed(probes, field, kernels):
     """With x86-64's rule in the ARM64 family's place, some probe misses on the device."""
-    arm, x86 = rules.rules_of(FAMILY_OF_KERNELS[kernels]), rules.rules_of(kernels)
+    arm, x86 = rules.rules_of(KernelFamily.computed_by(kernels, "aarch64")), rules.rules_of(kernels)
     x86_rule = getattr(x86, field)   # int4_convs_run_as: x86's XNNPACK hands them to x86's builtin
     assert getattr(arm, field) != x86_rule
     found = _mismatches(probes, _runtime(probes, kernels, "cortex-a53"), kernels, replace(arm, **{field: x86_rule}))
