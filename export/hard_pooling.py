@@ -6,7 +6,8 @@ its input's scale s and zero point z. On the device that op computes, over the n
 inputs q_i of a window, round_half_away(sum q_i / n): a tie k + 1/2 goes away from zero *of the
 raw value*, so down where the raw sum is negative (every window of a ReLU output, z = -128,
 whose mean lies below the middle of the int8 range). The FakeQuant after the pooling rounds ties
-up: on such ties hard Keras was one step above the device (ResNet-8: 13.6% of its pooled outputs).
+up: on such ties hard Keras was one step above the device (the ResNet block of `make
+bench-architectures`: 10.97% of its outputs more than half a step from XNNPACK's; 0.03% now).
 
 The rounding cannot go into the converted graph: it takes ops (a sign, a floor) that the converter
 would keep after the AVERAGE_POOL_2D. So the hard model converts as plain average pooling, and
