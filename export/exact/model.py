@@ -1,0 +1,110 @@
+"""`ExactModel`: an int8 .tflite graph computed in TensorFlow exactly as one kernel family
+computes it (see the package docstring)."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from export.device.families import KernelFamily
+from export.device.reference import Graph, rules_of
+from export.device.reference.context import Context, UnsupportedOpError
+from export.device.reference.ops import OPS
+from export.exact.kernels import KERNELS, NotInTensorFlow
+from export.exact.tables import table_op, tabulates
+
+__all__ = ["ExactModel"]
+
+_TF_TYPES = {"int8": tf.int8, "int32": tf.int32, "float32": tf.float32, "int64": tf.int64, "int16": tf.int16,
+             "uint8": tf.uint8, "bool": tf.bool, "float16": tf.float16}
+
+
+class ExactModel:
+    """The graph of `tflite_bytes` (or a reference `Graph`) as TensorFlow ops computing what the
+    kernel family `family` computes, batched: `run(device_inputs)` returns what
+    `Graph.run(device_inputs, family)` returns, every tensor by index, equal element for element.
+
+    `in_tensorflow` / `in_numpy` name the ops computed by TensorFlow kernels (convolutions,
+    pools, MEAN, moves, quantization, tables) and those handed to the numpy reference's kernel
+    inside the TensorFlow graph (SOFTMAX, and what TensorFlow's kernels do not take)."""
+
+    def __init__(self, tflite_bytes_or_graph, family=KernelFamily.XNNPACK, compiled: bool = False):
+        self.graph = tflite_bytes_or_graph if isinstance(tflite_bytes_or_graph, Graph) else Graph(tflite_bytes_or_graph)
+        self.rules = rules_of(family)   # (ValueError naming the known families)
+        self.family = self.rules.family
+        self.compiled = compiled
+        self.in_tensorflow: list[str] = []
+        self.in_numpy: list[str] = []
+        signature = [tf.TensorSpec([None, *self.graph.tensors[i].shape[1:]], _TF_TYPES[self.graph.tensors[i].type])
+                     for i in self.graph.inputs]
+        self._function = tf.function(self._compute, input_signature=signature, autograph=False)
+        self._concrete = None
+
+    def run(self, device_inputs) -> dict[int, np.ndarray]:
+        """Every tensor the graph computes (inputs and op outputs), by tensor index, for
+        `device_inputs` (one array or one per graph input, as the device receives them)."""
+        arrays = [device_inputs] if isinstance(device_inputs, np.ndarray) else list(device_inputs)
+        if len(arrays) != len(self.graph.inputs):
+            raise ValueError(f"The model has {len(self.graph.inputs)} input(s); got {len(arrays)} array(s).")
+        if self._concrete is None:
+            self._concrete = self._function.get_concrete_function()
+        outputs = self._concrete(*[tf.convert_to_tensor(np.asarray(a)) for a in arrays])
+        return {int(key): value.numpy() for key, value in outputs.items()}
+
+    def outputs(self, device_inputs) -> list[np.ndarray]:
+        values = self.run(device_inputs)
+        return [values[i] for i in self.graph.outputs]
+
+    def _compute(self, *inputs) -> dict[str, tf.Tensor]:
+        values = dict(zip(self.graph.inputs, inputs, strict=True))
+        self.in_tensorflow, self.in_numpy = [], []
+        for op in self.graph.ops:
+            context = Context(self.graph, op, {}, self.rules)
+            context.compiled = self.compiled
+            op_inputs = [values.get(index) if index >= 0 else None for index in op.inputs]
+            if op.name not in OPS:
+                raise UnsupportedOpError(f"op {op.index} {op.name} (output tensor {self._out_name(op)!r}) is not "
+                                         "executed by the integer reference")
+            try:
+                results = self._op(context, op_inputs)
+            except UnsupportedOpError as error:
+                raise UnsupportedOpError(f"op {op.index} {op.name} (output tensor {self._out_name(op)!r}): {error}") from None
+            for index, result in zip(op.outputs, results, strict=True):
+                values[index] = result
+        return {str(index): value for index, value in values.items()}
+
+    def _op(self, context: Context, inputs) -> list:
+        name = context.op.name
+        if name in KERNELS:
+            try:
+                results = KERNELS[name](context, inputs)
+                self.in_tensorflow.append(name)
+                return results
+            except NotInTensorFlow:
+                pass
+        if tabulates(context):
+            self.in_tensorflow.append(name)
+            return table_op(context, inputs)
+        self.in_numpy.append(name)
+        return self._numpy_op(context, inputs)
+
+    def _numpy_op(self, context: Context, inputs) -> list:
+        """The numpy reference's kernel, run inside the TensorFlow graph."""
+        op, graph = context.op, self.graph
+        computed = [(index, tensor) for index, tensor in zip(op.inputs, inputs, strict=True) if tensor is not None]
+        out_types = [_TF_TYPES[graph.tensors[index].type] for index in op.outputs]
+
+        def kernel(*arrays):
+            values = {index: np.asarray(array) for (index, _), array in zip(computed, arrays, strict=True)}
+            results = OPS[op.name](Context(graph, op, values, self.rules))
+            return [np.asarray(result, dtype.as_numpy_dtype) for result, dtype in zip(results, out_types, strict=True)]
+
+        results = tf.numpy_function(kernel, [tensor for _, tensor in computed], out_types, stateful=False)
+        for index, result in zip(op.outputs, results, strict=True):
+            shape = graph.tensors[index].shape
+            if len(shape) >= 2 and shape[0] == 1 and graph.tensors[index].type in ("int8", "float32"):
+                result.set_shape([None, *shape[1:]])
+        return list(results)
+
+    def _out_name(self, op) -> str:
+        return self.graph.tensors[op.outputs[0]].name if op.outputs else "?"
