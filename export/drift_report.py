@@ -38,6 +38,8 @@ class DriftReport(Mapping):
     runtime: {name, kernels, family (what those kernels compute on this machine), layer_kernels,
     layer_source, machine}. by_kernels: each LiteRT
     family's metrics and output error. accuracy / agreement (classification) or error (others).
+    exact: the chain's last links (`export.validate.exact_link`): the exact simulation of the
+    runtime's family against the runtime (must be equal) and against the trained model.
     """
 
     task: str
@@ -60,6 +62,7 @@ class DriftReport(Mapping):
     accuracy: dict | None = _section()            # classification: {smooth, hard, tflite}
     agreement: dict | None = _section()           # classification: top-1 agreement of each pair
     error: dict | None = _section()               # regression / anomaly: metrics per model
+    exact: dict | None = _section()               # the exact simulation: vs the runtime, vs smooth and hard Keras
     # The export stage's sections (app.runs.export_run).
     float_tflite_bytes: int | None = _section()
     target: str | None = _section()
@@ -146,6 +149,8 @@ def _markdown(report: DriftReport) -> str:
         lines += ["", "| TFLite kernels | MSE | max / mean output error vs hard Keras (steps) |", "|---|---|---|"]
         lines += [f"| {name} | {row['mse']:.6g} | {row['max_error_steps']:.2f} / {row['mean_error_steps']:.4f} |"
                   for name, row in report["by_kernels"].items()]
+    if report.exact is not None:
+        lines += ["", *_chain_markdown(report)]
     lines += ["", "| kernels | runtime == integer reference | mismatched elements | tensors compared |", "|---|---|---|---|"]
     for name, row in report.get("reference", {}).items():
         equal = row.get("runtime_error") or ("yes" if row["outputs_equal"] and not row["mismatched_elements"] else "NO")
@@ -181,6 +186,28 @@ def _markdown(report: DriftReport) -> str:
         lines += [f"Worst local error (the layer's own, from the device's inputs): {local['name']} "
                   f"({local['error_steps']:.2f} steps)."]
     return "\n".join(lines) + "\n"
+
+
+def _chain_markdown(report: DriftReport) -> list[str]:
+    """The chain smooth -> device (the exact simulation) -> runtime, one row per link."""
+    exact = report["exact"]
+    if exact.get("skipped"):
+        return [f"Exact simulation not run: {exact['skipped']}"]
+    family = exact["family"]
+    metric = next(iter(exact["metrics"]))
+    agreement = report.get("agreement") or {}
+    rows = [("smooth Keras -> hard Keras (float simulation)", _agreement_cell(agreement.get("smooth_hard")), ""),
+            (f"smooth Keras -> device ({family}, the exact simulation)", _agreement_cell(exact.get("agreement_smooth")),
+             f"{metric} {exact['metrics'][metric]:.4f}"),
+            (f"hard Keras -> device ({family})", _agreement_cell(exact.get("agreement_hard")), ""),
+            (f"exact simulation -> LiteRT ({family})",
+             "equal" if exact["outputs_equal_runtime"] else f"{exact['mismatched_output_elements']} output elements DIFFER", "")]
+    return ["| link | top-1 agreement / integers | device metric |", "|---|---|---|",
+            *[f"| {link} | {cell} | {metric_cell} |" for link, cell, metric_cell in rows]]
+
+
+def _agreement_cell(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _png(report: DriftReport) -> bytes:
@@ -245,6 +272,11 @@ def _text(report: DriftReport) -> str:
     else:
         lines.append("regression: " + ", ".join(f"{name} MSE {row['mse']:.6g} MAE {row['mae']:.6g}"
                                                 for name, row in report["error"].items()))
+    exact = report.get("exact")
+    if exact and not exact.get("skipped"):
+        lines.append(f"exact simulation ({exact['family']}) == LiteRT outputs: "
+                     + ("yes" if exact["outputs_equal_runtime"] else f"NO, {exact['mismatched_output_elements']} elements differ")
+                     + (f"; smooth Keras vs device agreement {exact['agreement_smooth']:.4f}" if exact.get("agreement_smooth") is not None else ""))
     out = report["output_error_steps"]
     lines.append(f"output error hard Keras vs TFLite ({report['runtime']['kernels']} kernels): max {out['max']:.2f}, "
                  f"mean {out['mean']:.4f} steps; weights stored exactly: {report['weights_exact']}")

@@ -10,6 +10,10 @@ Over an evaluation set:
   x86-64; builtin-arm64 and xnnpack-arm64 in their place on aarch64), whether LiteRT computes
   exactly the integers of the integer reference (`export.device.reference`): every tensor for
   reference/builtin, the outputs for xnnpack. This link must be exact;
+- `exact`: the chain's last links. The exact simulation (`export.exact.ExactModel`: the graph in
+  TensorFlow, computing what the family of `kernels` computes on this machine) runs every
+  input; its outputs must equal the runtime's (a gate), and its top-1 agreement with the smooth
+  model is the one lossy link the user trained for: smooth -> device (measured) -> runtime (0);
 - whether every weight tensor was stored exactly as trained;
 - per-layer drift: at every `FakeQuant` of the hard model, |device - Keras| / step over the
   inputs, max and mean, with the device's integers taken from the integer reference for the
@@ -35,10 +39,11 @@ import numpy as np
 
 from export.artifacts import load_keras_model, read_tflite
 from export.atomic import strict_json, write_bytes, write_text
-from export.device.check import load_interpreter, predict, quantize_input, runtime_name
+from export.device.check import dequantize, load_interpreter, predict, quantize_input, runtime_name
 from export.device.families import KernelFamily
 from export.device.reference import Graph, UnsupportedOpError
 from export.drift_report import DriftReport
+from export.exact import ExactModel
 from export.exactness import compare_families, runtime_tensors
 from export.float_layers import float_ops, layer_scopes
 from export.hard_layers import FakeQuant
@@ -52,7 +57,7 @@ from models.training import task_metrics
 from toolkit.errors import ConfigError
 from toolkit.graph import producers
 
-__all__ = ["TASKS", "DriftReport", "agreement", "check", "check_pair", "infer_task", "non_finite_failures", "pair_layers",
+__all__ = ["TASKS", "DriftReport", "agreement", "check", "check_pair", "exact_link", "infer_task", "non_finite_failures", "pair_layers",
            "per_layer_drift", "validate", "validate_files", "write_report"]
 
 
@@ -236,6 +241,8 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
     models = {"hard": hard, "tflite": tflite}
     if smooth_model is not None:
         models = {"smooth": smooth_model.predict(x, verbose=0, batch_size=256), **models}
+    report.exact = exact_link(tflite_bytes, graph, device_inputs, family, output_detail, models, x, y, task,
+                              reference_error)
     if task == "classification":
         report.accuracy = {name: task_metrics(out, x, y, task)["accuracy"] for name, out in models.items()}
         report.agreement = {"hard_tflite": agreement(hard, tflite)}
@@ -251,6 +258,35 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
             row["agreement_hard"] = agreement(hard, other)
         report.by_kernels[str(name)] = row
     return report
+
+
+def exact_link(tflite_bytes: bytes, graph: Graph, device_inputs: np.ndarray, family, output_detail: dict, models: dict,
+               x: np.ndarray, y: np.ndarray, task: str, reference_error: str | None) -> dict:
+    """The chain's last links: the exact simulation of `family` (`export.exact.ExactModel`, what
+    the device computes, in TensorFlow) on every input, checked against the runtime's integers,
+    and measured against the trained (smooth) and hard Keras models.
+
+    {family, outputs_equal_runtime, mismatched_output_elements, metrics (of the exact outputs:
+    the device's), agreement_smooth / agreement_hard (classification), numpy_ops}, or {family,
+    skipped: why} where no family is probed for these kernels here or the reference cannot run
+    the model."""
+    if family is None or reference_error:
+        return {"family": str(family) if family else None,
+                "skipped": reference_error or f"no kernel family is probed on {platform.machine()} for these kernels"}
+    exact = ExactModel(graph, family)
+    values = exact.run(device_inputs)
+    exact_outputs = values[graph.outputs[0]]
+    runtime_outputs = runtime_tensors(tflite_bytes, device_inputs, family.kernels, graph.outputs)[graph.outputs[0]]
+    mismatched = int(np.sum(exact_outputs != runtime_outputs)) if exact_outputs.shape == runtime_outputs.shape \
+        else int(exact_outputs.size)
+    outputs = dequantize(exact_outputs, output_detail)
+    link = {"family": str(family), "outputs_equal_runtime": mismatched == 0, "mismatched_output_elements": mismatched,
+            "metrics": task_metrics(outputs, x, y, task), "numpy_ops": sorted(set(exact.in_numpy))}
+    if task == "classification":
+        link["agreement_hard"] = agreement(models["hard"], outputs)
+        if "smooth" in models:
+            link["agreement_smooth"] = agreement(models["smooth"], outputs)
+    return link
 
 
 def _reference_section(tflite_bytes: bytes, device_inputs: np.ndarray, graph: Graph):
@@ -304,6 +340,10 @@ def check(report: dict, max_drift: float | None = None, min_agreement: float | N
         first = measured.get("first_mismatch") or {}
         failures.append(f"LiteRT ({kernels} kernels) differs from the integer reference in {measured['mismatched_elements']} "
                         f"element(s); first at tensor {first.get('tensor')!r} (op {first.get('op')})")
+    exact = report.get("exact") or {}
+    if exact.get("outputs_equal_runtime") is False:
+        failures.append(f"LiteRT ({exact['family']}) differs from the exact simulation in {exact['mismatched_output_elements']} "
+                        "output element(s)")
     if report.get("weights_exact") is False:
         failures.append("weights not stored exactly: " + "; ".join(report["weight_mismatches"]))
     return failures

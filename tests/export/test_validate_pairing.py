@@ -79,3 +79,27 @@ def test_a_model_the_reference_cannot_run_still_gets_per_layer_drift_on_litert()
     assert "LEAKY_RELU" in report["reference_error"] and report["reference"] == {}
     assert report["runtime"]["layer_kernels"] == "builtin" and report["runtime"]["layer_source"].startswith("LiteRT")
     assert report["unmatched_layers"] == [] and len(report["layers"]) >= 3
+
+
+def test_the_chain_ends_in_the_exact_simulation_equal_to_the_runtime():
+    keras.utils.set_random_seed(seeded(2))
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(6, 3, activation="relu", name="conv")(inputs)
+    x = L.Flatten(name="flat")(L.AveragePooling2D(2, name="pool")(x))
+    model = keras.Model(inputs, L.Dense(5, name="logits")(x))
+    data = np.random.default_rng(2).uniform(0, 1, size=(300, 8, 8, 1)).astype(np.float32)
+    quantized = quantize(model, QuantScheme(weight_bits=3), calibration_data=data)
+    hard = harden(quantized)
+    labels = np.random.default_rng(3).integers(0, 5, len(data))
+    report = validate(hard, convert(hard, "int8"), data, labels, smooth_model=quantized)
+    exact = report["exact"]
+    assert exact["family"] == report["runtime"]["family"] == "xnnpack"
+    assert exact["outputs_equal_runtime"] is True and exact["mismatched_output_elements"] == 0
+    # The exact simulation's outputs are the runtime's: every measure of them is the runtime's.
+    assert exact["metrics"]["accuracy"] == report["accuracy"]["tflite"]
+    assert exact["agreement_hard"] == report["agreement"]["hard_tflite"]
+    assert exact["agreement_smooth"] == report["agreement"]["smooth_tflite"]
+    assert "exact simulation -> LiteRT (xnnpack) | equal" in report.to_markdown()
+    assert check(report) == []
+    report.exact = {**exact, "outputs_equal_runtime": False, "mismatched_output_elements": 3}
+    assert check(report) == ["LiteRT (xnnpack) differs from the exact simulation in 3 output element(s)"]
