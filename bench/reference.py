@@ -1,5 +1,13 @@
 """Integer reference vs LiteRT: bit-exactness per kernel family and speed (python -m bench.reference).
 
+Second table: the exact simulation (`export.exact.ExactModel`) against the numpy reference, every
+zoo model (one float epoch on its synthetic data, calibrated: `bench.families.build`) at W8, W4,
+W3, W2 (int8) and W4 int4-weights, in every family: mismatching elements over every tensor on
+1000 inputs (must be 0); and at W4 the speed of the builtin family on those 1000 inputs as a
+ratio of LiteRT's builtin kernels: the numpy reference, the exact simulation warm (XLA-fused
+requantization, compiled on its first call) and its first call (tracing and compiling), each
+the fastest of the repeats.
+
 For each zoo model (briefly fitted, calibrated, not fully trained: exactness does not depend on
 accuracy) at weight bits 2, 3, 4, 8 (int8 storage) and int4-weights for <= 4 bits: the number of
 mismatching elements between LiteRT and the reference (every tensor for reference/builtin,
@@ -19,6 +27,7 @@ import numpy as np
 from bench.tables import replace_section
 from export.device.check import load_interpreter, quantize_input, run
 from export.device.reference import Graph
+from export.exact import ExactModel
 from export.exactness import compare_families
 from export.harden import harden
 from export.targets import Target
@@ -56,6 +65,45 @@ def measure(model_name: str, data_name: str, bits: int, target: str, seed: int =
             "time_ratio": reference_seconds / litert_seconds}
 
 
+ZOO = ("digits_cnn", "mnist1d_cnn", "ds_cnn", "resnet8", "fc_autoencoder", "mobilenet_v1_025", "mobilenet_v2_035")
+EXACT_CONFIGS = ((8, "int8"), (4, "int8"), (3, "int8"), (2, "int8"), (4, "int4-weights"))
+
+
+def measure_exact(model_name: str) -> dict:
+    """The exact simulation against the numpy reference (every config, every family) and, at W4,
+    its speed against the reference and LiteRT's builtin kernels (see the module docstring)."""
+    from bench.families import build
+    from export.device.reference import FAMILIES
+
+    mismatches, speed = {}, {}
+    for bits, target in EXACT_CONFIGS:
+        tflite_bytes, inputs = build(model_name, bits, target)
+        inputs = _inputs(inputs)
+        graph = Graph(tflite_bytes)
+        expected = graph.run_families(inputs, FAMILIES)
+        for family in FAMILIES:
+            got = ExactModel(graph, family).run(inputs)
+            mismatches[f"W{bits} {target} {family}"] = int(sum(np.sum(got[i] != v) if got[i].shape == v.shape else v.size
+                                                            for i, v in expected[family].items()))
+        if (bits, target) == (4, "int8"):
+            speed = _speeds(tflite_bytes, graph, inputs)
+    return {"model": model_name, "mismatches": mismatches, **speed}
+
+
+def _speeds(tflite_bytes: bytes, graph: Graph, inputs: np.ndarray) -> dict:
+    """Seconds of LiteRT's builtin kernels, the exact simulation (first call, then warm) and the
+    numpy reference, the builtin family on `inputs`."""
+    interpreter = load_interpreter(tflite_bytes, "builtin")
+    run(interpreter, inputs)  # resized to the batch and warm before timing
+    start = time.perf_counter()
+    exact = ExactModel(graph, "builtin", compiled=True)
+    exact.run(inputs)
+    return {"litert_builtin_seconds": _best_seconds(lambda: run(interpreter, inputs)),
+            "exact_first_call_seconds": time.perf_counter() - start,
+            "exact_seconds": _best_seconds(lambda: exact.run(inputs), 3),
+            "reference_seconds": _best_seconds(lambda: graph.run(inputs, "builtin"), 3)}
+
+
 def _best_seconds(function, repeats: int = REPEATS) -> float:
     """The fastest of `repeats` calls: this machine is shared, and the minimum is the least noisy."""
     best = float("inf")
@@ -74,7 +122,25 @@ def _cell(row: dict, family: str) -> str:
     return str(comparison["mismatched_elements"]) + (f" (first: op {first['op']})" if first else "")
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Integer reference and exact simulation against LiteRT.")
+    parser.add_argument("--part", choices=("all", "reference", "exact"), default="all",
+                        help="reference: the first table only; exact: the exact simulation's table only")
+    part = parser.parse_args(argv).part
+    path = Path(__file__).parent / "results" / "reference.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results = results if isinstance(results, dict) else {"rows": results}
+    if part in ("all", "reference"):
+        results["rows"] = reference_table()
+    if part in ("all", "exact"):
+        results["exact"] = exact_table()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=float))
+
+
+def reference_table() -> list[dict]:
     rows = []
     for model_name, data_name in MODELS:
         for bits in (2, 3, 4, 8):
@@ -92,9 +158,26 @@ def main() -> None:
                                             "builtin and the outputs for xnnpack, 1000 inputs; the reference's time "
                                             "as a ratio of LiteRT's builtin kernels, fastest of 7 warm runs):",
                                             "", *lines]))
-    path = Path(__file__).parent / "results" / "reference.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows, indent=2, default=float))
+    return rows
+
+
+def exact_table() -> list[dict]:
+    exact_rows = [measure_exact(name) for name in ZOO]
+    exact_lines = ["| model | exact simulation vs reference: mismatching elements (5 configs x 6 families) | "
+                   "LiteRT builtin (s) | numpy reference / LiteRT | exact simulation / LiteRT (warm) | exact simulation first call (s) |",
+                   "|---|---|---|---|---|---|"]
+    for row in exact_rows:
+        litert = row["litert_builtin_seconds"]
+        exact_lines.append(f"| {row['model']} | {sum(row['mismatches'].values())} | {litert:.4f} | "
+                           f"{row['reference_seconds'] / litert:.2f} | {row['exact_seconds'] / litert:.2f} | "
+                           f"{row['exact_first_call_seconds']:.2f} |")
+    print("\n".join(exact_lines))
+    replace_section("reference-exact", "\n".join([
+        "Generated by `make bench-reference` (bench/reference.py; every zoo model after one float epoch on its synthetic "
+        "data, calibrated; W8/W4/W3/W2 int8 and W4 int4-weights in the 6 families, every tensor on 1000 inputs; speed of "
+        "the builtin family at W4 on the same 1000 inputs, fastest of 3 warm runs, as a ratio of LiteRT's builtin kernels):",
+        "", *exact_lines]))
+    return exact_rows
 
 
 if __name__ == "__main__":
