@@ -38,15 +38,15 @@ from toolkit import adaround
 from toolkit.batchnorm_folding import fold_batch_norm
 from toolkit.errors import ConfigError
 from toolkit.graph import to_functional
+from toolkit.quantizers import STEP_FRACTIONS, mse_steps
 from toolkit.rewrite import quantized_layers
 from toolkit.roundings import PtqRounding
 from toolkit.scheme import QuantScheme
 from toolkit.separable import split_separable_convs
 
-__all__ = ["AdaRoundSettings", "ROUNDINGS", "mse_steps", "post_training_rounding", "ptq_scheme", "set_mse_step"]
+__all__ = ["STEP_FRACTIONS", "AdaRoundSettings", "ROUNDINGS", "mse_steps", "post_training_rounding", "ptq_scheme", "set_mse_step"]
 
 ROUNDINGS = tuple(PtqRounding.names())
-STEP_FRACTIONS = np.round(np.arange(0.30, 1.0001, 0.01), 2)
 _STEPS_PER_CALL = 1000   # AdaRound steps per compiled call; the progress and loss history interval
 
 
@@ -78,24 +78,6 @@ def ptq_scheme(scheme: QuantScheme) -> QuantScheme:
     overrides = {pattern: {**values, "learned_step": True} for pattern, values in scheme.overrides.items()}
     overrides = {pattern: {k: v for k, v in values.items() if k != "rounding"} for pattern, values in overrides.items()}
     return QuantScheme(**{**asdict(scheme), "learned_step": True, "rounding": "ste", "overrides": overrides})
-
-
-def mse_steps(kernel: np.ndarray, reduce_axes: tuple[int, ...], qmax: int) -> np.ndarray:
-    """Per channel (keepdims over `reduce_axes`), the step f max|w| / qmax, f in STEP_FRACTIONS,
-    with the least squared rounding error (module docstring)."""
-    kernel = np.asarray(kernel, np.float64)
-    max_abs = np.maximum(np.max(np.abs(kernel), axis=reduce_axes, keepdims=True), 1e-12)
-    best_error, best_step = None, None
-    for fraction in STEP_FRACTIONS:
-        step = fraction * max_abs / qmax
-        error = np.sum((kernel - step * np.clip(np.round(kernel / step), -qmax, qmax)) ** 2, axis=reduce_axes,
-                       keepdims=True)
-        if best_error is None:
-            best_error, best_step = error, step
-        else:
-            better = error < best_error
-            best_error, best_step = np.where(better, error, best_error), np.where(better, step, best_step)
-    return best_step.astype(np.float32)
 
 
 def set_mse_step(layer) -> np.ndarray:

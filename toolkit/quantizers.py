@@ -50,6 +50,8 @@ __all__ = [
     "WeightQuantizer",
     "bias_on_accumulator_grid",
     "check_bits",
+    "lsq_step",
+    "mse_steps",
     "fake_quant",
     "hard_integers",
     "max_abs_step",
@@ -188,6 +190,35 @@ def _add_alpha(layer: keras.layers.Layer, method: str, alpha: float):
     return variable
 
 
+STEP_FRACTIONS = np.round(np.arange(0.30, 1.0001, 0.01), 2)
+
+
+def lsq_step(kernel, reduce_axes: tuple[int, ...], qmax: int) -> tf.Tensor:
+    """LSQ's initial step 2 mean|w| / sqrt(qmax) over `reduce_axes` (keepdims; Esser et al.)."""
+    mean_abs = tf.reduce_mean(tf.abs(tf.convert_to_tensor(kernel)), axis=reduce_axes, keepdims=True)
+    return tf.maximum(2.0 * mean_abs / math.sqrt(qmax), _TINY)
+
+
+def mse_steps(kernel: np.ndarray, reduce_axes: tuple[int, ...], qmax: int) -> np.ndarray:
+    """Per channel (keepdims over `reduce_axes`), the step s = f max|w| / qmax, f in
+    STEP_FRACTIONS = {0.30, 0.31, ..., 1.00}, with the least squared rounding error
+    ||w - s clip(round(w / s), -qmax, qmax)||^2: below 4 bits clipping a few large weights beats
+    a grid too coarse for the rest. The start of a learned step, and PTQ's step."""
+    kernel = np.asarray(kernel, np.float64)
+    max_abs = np.maximum(np.max(np.abs(kernel), axis=reduce_axes, keepdims=True), 1e-12)
+    best_error, best_step = None, None
+    for fraction in STEP_FRACTIONS:
+        step = fraction * max_abs / qmax
+        error = np.sum((kernel - step * np.clip(np.round(kernel / step), -qmax, qmax)) ** 2, axis=reduce_axes,
+                       keepdims=True)
+        if best_error is None:
+            best_error, best_step = error, step
+        else:
+            better = error < best_error
+            best_error, best_step = np.where(better, error, best_error), np.where(better, step, best_step)
+    return best_step.astype(np.float32)
+
+
 @keras.saving.register_keras_serializable(package="softedge")
 class WeightQuantizer:
     """Symmetric narrow-range quantizer for a kernel (zero point 0, ints in [-qmax, qmax]).
@@ -196,8 +227,10 @@ class WeightQuantizer:
         bits: 2..8. qmax = 2^(bits-1) - 1 (2 bits: ternary).
         rounding: "ste", "soft" or "sigmoid" (or "hard" for reference).
         per_channel: one scale per output channel (the kernel's `channel_axes`) or one in all.
-        learned_step: LSQ: the step is a trainable weight initialized to 2 mean|w| / sqrt(qmax)
-            instead of being max|w| / qmax of the current kernel.
+        learned_step: LSQ: the step is a trainable weight, started at the kernel's MSE step
+            (`mse_steps`), instead of being max|w| / qmax of the current kernel. LSQ's own
+            start, 2 mean|w| / sqrt(qmax), trains worse: `make bench-recipe` (MNIST-1D CNN,
+            hard accuracy, mean of 3 seeds) 82.3% vs 89.5% at 2 bits, 92.5% vs 94.9% at 3.
         alpha: the initial rounding sharpness (annealed by `AnnealRounding`).
     """
 
@@ -253,9 +286,12 @@ class WeightQuantizer:
         return self._step
 
     def _initial_step(self, kernel) -> tf.Tensor:
-        """LSQ's initialization, 2 mean|w| / sqrt(qmax) over the reduced axes (keepdims)."""
-        mean_abs = tf.reduce_mean(tf.abs(tf.convert_to_tensor(kernel)), axis=self._reduce_axes, keepdims=True)
-        return tf.maximum(2.0 * mean_abs / math.sqrt(self.qmax), _TINY)
+        """The MSE step of `kernel` (`mse_steps`, keepdims over the reduced axes). A kernel
+        without a value yet (a layer built while tracing a graph, before its weights are
+        loaded) starts at LSQ's 2 mean|w| / sqrt(qmax)."""
+        if tf.executing_eagerly():
+            return tf.constant(mse_steps(np.asarray(kernel), self._reduce_axes, self.qmax))
+        return lsq_step(kernel, self._reduce_axes, self.qmax)
 
     def reset_step(self, kernel) -> None:
         """Re-initializes a learned step from `kernel` (after weights were copied in)."""

@@ -84,7 +84,9 @@ def test_adaround_does_not_depend_on_how_many_steps_one_compiled_call_runs(monke
         np.testing.assert_array_equal(one, other)
 
 
-def test_set_mse_step_starts_a_learned_qat_step_at_the_mse_step():
+def test_a_learned_qat_step_starts_at_the_mse_step_not_lsqs():
+    from toolkit.quantizers import lsq_step
+
     keras.utils.set_random_seed(seeded(0))
     model = small_model("conv1d")
     randomize_batch_norms(model)
@@ -92,8 +94,9 @@ def test_set_mse_step_starts_a_learned_qat_step_at_the_mse_step():
     for layer in quantized_layers(quantized):
         quantizer = layer.weight_quantizer
         expected = mse_steps(layer.float_kernel.numpy(), quantizer.reduce_axes, quantizer.qmax)
-        assert not np.allclose(quantizer.step_variable.numpy(), expected)   # LSQ's start differs
-        step = set_mse_step(layer)
+        np.testing.assert_array_equal(quantizer.step_variable.numpy(), expected)
+        assert not np.allclose(lsq_step(layer.float_kernel, quantizer.reduce_axes, quantizer.qmax).numpy(), expected)
+        step = set_mse_step(layer)   # PTQ's step: the same
         np.testing.assert_array_equal(quantizer.step_variable.numpy(), expected)
         np.testing.assert_allclose(step, expected, rtol=1e-6)
 
