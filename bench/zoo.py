@@ -4,8 +4,9 @@ For each MLPerf Tiny reference (ds_cnn, resnet8, mobilenet_v1_025, fc_autoencode
 mobilenet_v2_035, on `--data synthetic`: float training once, then per weight width (W8, W4,
 W3) quantize + annealed QAT from the same float weights, harden, convert to int8 and validate
 on LiteRT (XNNPACK) and the integer reference. Columns: the task metric (accuracy, or ROC AUC
-for the autoencoder) of float / smooth / hard Keras / TFLite; hard-vs-TFLite and smooth-vs-hard
-top-1 agreement; the worst per-layer drift, local (a layer's own, from the device's inputs)
+for the autoencoder) of float / smooth / hard Keras / TFLite; the trained (smooth) model against
+the device: top-1 agreement with the exact simulation of the XNNPACK family, whose outputs equal
+LiteRT's (`report.exact`); hard-vs-TFLite and smooth-vs-hard top-1 agreement; the worst per-layer drift, local (a layer's own, from the device's inputs)
 and accumulated from the input (hard Keras vs the device's integers); whether every weight is stored exactly and LiteRT equals the integer
 reference; .tflite bytes against post-training int8 of the float model, and the int4-weights
 file against int8 (W4/W3); the QAT epoch time against the float epoch (median of the epochs
@@ -82,6 +83,8 @@ def measure_model(name: str, bits_list, recipe: Recipe, seed: int = 0) -> list[d
             "float": float_metric, "smooth": metrics["smooth"], "hard": metrics["hard"], "tflite": metrics["tflite"],
             "agreement_hard_tflite": report.get("agreement", {}).get("hard_tflite"),
             "agreement_smooth_hard": report.get("agreement", {}).get("smooth_hard"),
+            "agreement_smooth_device": (report.get("exact") or {}).get("agreement_smooth"),
+            "exact_equals_runtime": (report.get("exact") or {}).get("outputs_equal_runtime"),
             "worst_layer_steps": (report.get("worst_layer") or {}).get("error_steps"),
             "worst_local_steps": (report.get("worst_local_layer") or {}).get("error_steps"),
             "output_error_steps_max": report["output_error_steps"]["max"],
@@ -97,10 +100,14 @@ def measure_model(name: str, bits_list, recipe: Recipe, seed: int = 0) -> list[d
     return rows
 
 
+def _yes(value) -> str:
+    return "-" if value is None else ("yes" if value else "NO")
+
+
 def table(rows) -> str:
-    lines = ["| model | W | metric: float / smooth / hard / TFLite | hard=TFLite top-1 | smooth=hard top-1 | worst layer: local / accumulated (steps) "
-             "| exact, ref == LiteRT | bytes / PTQ int8 | int4 / int8 | QAT / float epoch | quantize+QAT, harden, convert, validate (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | W | metric: float / smooth / hard / TFLite | trained=device top-1 | hard=TFLite top-1 | smooth=hard top-1 | worst layer: local / accumulated (steps) "
+             "| exact, ref == LiteRT, simulation == LiteRT | bytes / PTQ int8 | int4 / int8 | QAT / float epoch | quantize+QAT, harden, convert, validate (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     def agree(value):
         return "-" if value is None else f"{100 * value:.1f}%"
 
@@ -114,8 +121,9 @@ def table(rows) -> str:
         stages = r["stage_s"]
         lines.append(
             f"| {r['model']} | {r['weight_bits']} | {r['metric']} {pct(r['float'])} / {pct(r['smooth'])} / {pct(r['hard'])} / "
-            f"{pct(r['tflite'])} | {agree(r['agreement_hard_tflite'])} | {agree(r['agreement_smooth_hard'])} | "
-            f"{r['worst_local_steps']:.0f} / {r['worst_layer_steps']:.0f} | {r['weights_exact']}, {reference} | {r['tflite_bytes'] / r['ptq_int8_bytes']:.3f} | "
+            f"{pct(r['tflite'])} | {agree(r.get('agreement_smooth_device'))} | {agree(r['agreement_hard_tflite'])} | "
+            f"{agree(r['agreement_smooth_hard'])} | {r['worst_local_steps']:.0f} / {r['worst_layer_steps']:.0f} | "
+            f"{r['weights_exact']}, {reference}, {_yes(r.get('exact_equals_runtime'))} | {r['tflite_bytes'] / r['ptq_int8_bytes']:.3f} | "
             f"{int4} | {r['qat_epoch_s'] / r['float_epoch_s']:.2f} | {stages['quantize_and_qat']:.0f}, {stages['harden']:.1f}, "
             f"{stages['convert']:.1f}, {stages['validate']:.0f} |")
     return "\n".join(lines)

@@ -23,7 +23,6 @@ import numpy as np
 from export.hard_layers import FakeQuant, HardConstantOp
 from export.hard_pooling import HardAveragePooling
 from toolkit.errors import ConfigError
-from toolkit.graph import producers
 from toolkit.layer_types import layer_type_of
 from toolkit.qat_layers import (
     QUANT_KERNEL_LAYERS,
@@ -37,7 +36,7 @@ from toolkit.quantizers import (
     constant_range,
     nudged_grid,
 )
-from toolkit.rewrite import PASS_THROUGH, is_quantized_model
+from toolkit.rewrite import is_quantized_model
 
 __all__ = ["harden", "input_steps"]
 
@@ -54,22 +53,12 @@ def _common(layer, kernel_shape, scale):
 
 
 def input_steps(model: keras.Model) -> dict[str, float]:
-    """kernel layer name -> the step of its int8 input, where one exists.
-
-    Walks back from each kernel layer through layers that keep their input's grid (max
-    pooling, flatten, reshape, dropout, padding) to a `QuantizeActivation`.
-    """
-    produced_by = producers(model)
+    """kernel layer name -> the step of its int8 input, where one exists (the layer's
+    `input_activation`: a `QuantizeActivation`, through layers that keep its grid)."""
     steps = {}
     for layer in model.layers:
-        if not isinstance(layer, QUANT_KERNEL_LAYERS):
-            continue
-        source = produced_by.get(layer.name, [None])
-        source = source[0] if len(source) == 1 else None
-        while isinstance(source, PASS_THROUGH) and not isinstance(source, keras.layers.InputLayer):
-            upstream = produced_by.get(source.name, [])
-            source = upstream[0] if len(upstream) == 1 else None
-        if isinstance(source, QuantizeActivation):
+        source = layer.input_activation() if isinstance(layer, QUANT_KERNEL_LAYERS) else None
+        if source is not None:
             steps[layer.name] = float(source.quantizer.grid().scale)
     return steps
 
@@ -105,8 +94,9 @@ def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
 
     Args:
         model: the output of `toolkit.quantize` (trained or not), or a tfmot bridge model.
-        bake_bias: put biases on TFLite's int32 grid (default). Without it the hard model is
-            exactly the quantized model at alpha = inf, and TFLite rounds the biases itself.
+        bake_bias: put biases on TFLite's int32 grid (default), where the quantized model
+            computes with them (`grid_bias`): the hard model is then the quantized model at
+            alpha = inf. Without it the float biases are kept and TFLite rounds them itself.
     """
     from toolkit.tfmot_bridge import is_tfmot_model
 

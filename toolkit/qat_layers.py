@@ -47,6 +47,13 @@ def int8_average_pool(pool, on_grid, grid):
     return ops.stop_gradient(scale * (rounded - zero_point))
 
 
+def _pass_through() -> tuple[type, ...]:
+    """The layers that keep their input's grid (`toolkit.layer_types`, output grid "input")."""
+    from toolkit.layer_types import grid_layer_classes
+
+    return grid_layer_classes("input")
+
+
 class _QuantKernel:
     """Mixin: a `weight_quantizer` built on the layer's kernel, and generic variable storage.
 
@@ -75,6 +82,46 @@ class _QuantKernel:
         """The fake-quantized kernel (q * s) that `call` uses."""
         return self.weight_quantizer(self.float_kernel)
 
+    def grid_bias(self):
+        """The bias `call` adds. Where the layer's input is an int8 tensor of its model (a
+        `QuantizeActivation`, through layers that keep its grid), the bias on TFLite's int32
+        accumulator grid g = s_in s_w per output channel, b_q = round(b / g) g with a
+        straight-through gradient, as `harden` bakes it and the device stores it; elsewhere the
+        float bias.
+
+        Training on the float bias and baking it at export moved a W4 DS-CNN's first convolution:
+        its accumulator grid is coarse against its output step (g / s_out = s_in max|w| /
+        (qmax s_out)), so the baked bias flipped 0.92% of its output roundings."""
+        source = self.input_activation()
+        if self.bias is None or source is None:
+            return self.bias
+        kernel_steps = ops.reshape(self.weight_quantizer.scale(self.float_kernel), [-1])
+        grid = ops.cast(source.quantizer.grid().scale, self.bias.dtype) * ops.cast(kernel_steps, self.bias.dtype)
+        return self.bias + ops.stop_gradient(ops.round(self.bias / grid) * grid - self.bias)
+
+    def input_activation(self):
+        """The `QuantizeActivation` whose int8 tensor this layer reads (through pass-through
+        layers), from the layer's one inbound node; None where there is none (a layer called
+        alone, or used at several places). Found once, then kept."""
+        found = self.__dict__.get("_input_activation_layer")
+        if found is not None:
+            return found
+        nodes = getattr(self, "_inbound_nodes", [])
+        if len(nodes) != 1:
+            return None
+        node = nodes[0]
+        while True:
+            parents = node.parent_nodes
+            if len(parents) != 1:
+                return None
+            node = parents[0]
+            operation = node.operation
+            if isinstance(operation, QuantizeActivation):
+                self.__dict__["_input_activation_layer"] = operation   # not tracked: not the layer's state
+                return operation
+            if not isinstance(operation, _pass_through()) or isinstance(operation, keras.layers.InputLayer):
+                return None
+
     def _quant_config(self, config: dict) -> dict:
         config["weight_quantizer"] = self.weight_quantizer.get_config()
         return config
@@ -97,7 +144,7 @@ class QuantDense(_QuantKernel, keras.layers.Dense):
     def call(self, inputs, training=None):
         x = ops.matmul(inputs, self.quantized_kernel())
         if self.bias is not None:
-            x = ops.add(x, self.bias)
+            x = ops.add(x, self.grid_bias())
         return self.activation(x) if self.activation is not None else x
 
     def get_config(self):
@@ -114,7 +161,7 @@ class _QuantConvCall:
                 bias_shape = (1,) * (self.rank + 1) + (self.filters,)
             else:
                 bias_shape = (1, self.filters) + (1,) * self.rank
-            outputs = ops.add(outputs, ops.reshape(self.bias, bias_shape))
+            outputs = ops.add(outputs, ops.reshape(self.grid_bias(), bias_shape))
         return self.activation(outputs) if self.activation is not None else outputs
 
     def get_config(self):
@@ -161,7 +208,7 @@ class QuantDepthwiseConv2D(_QuantKernel, keras.layers.DepthwiseConv2D):
         if self.use_bias:
             channels = outputs.shape[-1] if self.data_format == "channels_last" else outputs.shape[1]
             shape = (1,) * (self.rank + 1) + (channels,) if self.data_format == "channels_last" else (1, channels) + (1,) * self.rank
-            outputs = ops.add(outputs, ops.reshape(self.bias, shape))
+            outputs = ops.add(outputs, ops.reshape(self.grid_bias(), shape))
         return self.activation(outputs) if self.activation is not None else outputs
 
     def get_config(self):

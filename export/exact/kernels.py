@@ -212,9 +212,11 @@ def reshape(context: Context, inputs):
         target = [int(d) for d in np.asarray(context.value(1)).reshape(-1)]
     else:
         target = list(getattr(context.options, "newShape", None) or context.output().shape)
+    if -1 in target:   # as given (the reference reshapes to it as it is)
+        return [tf.reshape(x, target)]
     per_sample = int(np.prod(x.shape[1:]))
-    known = int(np.prod([d for d in target if d != -1])) if target else 1
-    if -1 in target or known != per_sample:
+    known = int(np.prod(target)) if target else 1
+    if known != per_sample:
         raise NotInTensorFlow("a target shape that is not the batch's")
     return [tf.reshape(x, [-1, *target[1:]] if target and target[0] == 1 else [-1, *target])]
 

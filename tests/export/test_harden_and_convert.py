@@ -18,18 +18,48 @@ def test_hard_model_is_the_quantized_model_at_infinite_alpha(kind, bits):
     quantized, x = calibrated(kind, bits)
     set_alpha(quantized, 1e9)
     expected = quantized.predict(x, verbose=0)
-    unbaked = harden(quantized, bake_bias=False)
-    step = unbaked.layers[-1].grid()[0]
-    # Same grids, same integers: equal but for rare one-step flips where float reordering
-    # (Keras conv vs tf.nn.conv2d) lands a value on the other side of a rounding boundary.
-    steps_off = np.abs(unbaked.predict(x, verbose=0) - expected) / step
+    hard = harden(quantized)   # biases baked on the int32 grid, where the quantized model trains them
+    step = hard.layers[-1].grid()[0]
+    # Same grids, same integers, same biases: equal but for rare one-step flips where float
+    # reordering (Keras conv vs tf.nn.conv2d) lands a value on the other side of a rounding boundary.
+    steps_off = np.abs(hard.predict(x, verbose=0) - expected) / step
     assert steps_off.max() <= 1.0 + 1e-4 and np.mean(steps_off > 1e-3) < 0.01
-    # Baking the biases on the int32 grid moves outputs by a step or two, no more.
-    hard = harden(quantized)
-    assert np.max(np.abs(hard.predict(x, verbose=0) - expected)) / step <= 2.0 + 1e-4
+    # The float biases (TFLite rounds them itself) move outputs by a step or two, no more.
+    unbaked = harden(quantized, bake_bias=False)
+    assert np.max(np.abs(unbaked.predict(x, verbose=0) - expected)) / step <= 2.0 + 1e-4
     assert not hard.trainable_weights
     paths = [v.path for v in hard.variables]
     assert not any(p.endswith(("rounding_alpha", "range_min", "range_initialized", "kernel_step")) for p in paths)
+
+
+def test_the_quantized_model_trains_its_biases_on_the_int32_grid_with_a_straight_through_gradient():
+    from toolkit.quantizers import bias_on_accumulator_grid
+
+    quantized, x = calibrated("conv1d", 3)
+    rng = np.random.default_rng(seeded(4))
+    for name, input_step in input_steps(quantized).items():
+        layer = quantized.get_layer(name)
+        layer.bias.assign(rng.normal(size=layer.bias.shape).astype(np.float32))
+        kernel_steps = np.asarray(layer.weight_quantizer.scale(layer.float_kernel), np.float64).reshape(-1)
+        expected = bias_on_accumulator_grid(layer.bias.numpy(), input_step, kernel_steps)
+        np.testing.assert_allclose(layer.grid_bias().numpy(), expected, rtol=1e-5, atol=1e-7 * np.abs(expected).max())
+        assert not np.allclose(layer.grid_bias().numpy(), layer.bias.numpy())   # the grid moves them
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(layer.grid_bias() * np.arange(layer.bias.shape[0]))
+        np.testing.assert_array_equal(tape.gradient(total, layer.bias).numpy(), np.arange(layer.bias.shape[0]))
+    # A layer called outside its model has no int8 input to read: its float bias.
+    alone = quantized.get_layer("logits").__class__.from_config(quantized.get_layer("logits").get_config())
+    alone.build(quantized.get_layer("logits").input.shape)
+    assert alone.input_activation() is None
+
+
+def test_a_loaded_quantized_model_keeps_its_biases_on_the_grid(tmp_path):
+    quantized, x = calibrated("conv1d", 3)
+    path = tmp_path / "quantized.keras"
+    quantized.save(path)
+    loaded = keras.saving.load_model(path)
+    assert set(input_steps(loaded)) == set(input_steps(quantized)) == {"conv", "skip", "logits"}
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), quantized.predict(x, verbose=0))
 
 
 def test_biases_are_baked_on_the_int32_grid():
