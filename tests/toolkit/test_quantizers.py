@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from tests.helpers import assert_config_round_trip
 from toolkit.errors import ConfigError
-from toolkit.quantizers import ActivationQuantizer, WeightQuantizer, fake_quant
+from toolkit.quantizers import ActivationQuantizer, WeightQuantizer, fake_quant, mse_steps
 
 
 def built_weight_quantizer(kernel, channel_axes=(-1,), **kwargs):
@@ -81,7 +81,7 @@ def test_learned_step_gets_the_lsq_gradient():
     w = np.random.default_rng(3).normal(size=(16, 4)).astype(np.float32)
     quantizer, variable, _ = built_weight_quantizer(w, bits=3, rounding="ste", learned_step=True)
     step = quantizer.step_variable
-    initial = 2 * np.abs(w).mean(axis=0, keepdims=True) / np.sqrt(3)
+    initial = mse_steps(w, (0,), 3)     # a learned step starts at the kernel's MSE step
     np.testing.assert_allclose(step.numpy(), initial, rtol=1e-6)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(tf.square(quantizer(variable) - 1.0))
