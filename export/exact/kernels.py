@@ -16,7 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from export.device.reference import conv as reference_conv
-from export.device.reference import fixed_point as fp
+from export.device.reference import pooling as reference_pooling
+from export.device.reference import quantize as reference_quantize
 from export.device.reference.context import Context, UnsupportedOpError
 from export.device.reference.requantize import kernel_scales, multipliers
 from export.exact.fixed_point import fixed_point, requantize
@@ -43,7 +44,7 @@ def _requantize_channels(context: Context, acc, rounding: str, rules):
     double, single = kernel_scales(context)
     _, zero_point = context.output().grid()
     bounds = context.output_bounds(ties_even=rules.bounds_ties_even)
-    common = {"bias": reference_conv._bias(context), "compiled": getattr(context, "compiled", False)}
+    common = {"bias": reference_conv.int32_bias(context), "compiled": getattr(context, "compiled", False)}
     if rounding == "float32":
         return requantize(acc, "float32", zero_point, bounds, single=single, **common)
     if rounding == "float64":
@@ -53,7 +54,7 @@ def _requantize_channels(context: Context, acc, rounding: str, rules):
 
 def conv_2d(context: Context, inputs):
     context.require_int8(0)
-    weights = reference_conv._weights(context)                       # (out, kh, kw, in)
+    weights = reference_conv.int_weights(context)                       # (out, kh, kw, in)
     out_channels, kh, kw, in_channels = weights.shape
     x = inputs[0]
     if x.shape[-1] != in_channels:
@@ -63,16 +64,16 @@ def conv_2d(context: Context, inputs):
     dilations = (max(int(options.dilationHFactor or 1), 1), max(int(options.dilationWFactor or 1), 1))
     if max(strides) > 1 and max(dilations) > 1:
         raise NotInTensorFlow("TensorFlow's CPU convolution takes no stride with a dilation")
-    dtype = tf.float32 if reference_conv._exact_dtype(context, weights, kh * kw * in_channels) is np.float32 else tf.float64
+    dtype = tf.float32 if reference_conv.exact_dtype(context, weights, kh * kw * in_channels) is np.float32 else tf.float64
     kernel = tf.constant(weights.transpose(1, 2, 3, 0), dtype)
     acc = tf.nn.conv2d(_centered(context, x, dtype), kernel, [1, *strides, 1], _padding(context), dilations=[1, *dilations, 1])
-    rules = reference_conv._conv_rules(context)
+    rules = reference_conv.conv_rules(context)
     return [_requantize_channels(context, acc, rules.conv_requantize, rules)]
 
 
 def depthwise_conv_2d(context: Context, inputs):
     context.require_int8(0)
-    weights = reference_conv._weights(context)                       # (1, kh, kw, in * multiplier)
+    weights = reference_conv.int_weights(context)                       # (1, kh, kw, in * multiplier)
     _, kh, kw, out_channels = weights.shape
     x = inputs[0]
     in_channels = int(x.shape[-1])
@@ -82,28 +83,28 @@ def depthwise_conv_2d(context: Context, inputs):
     dilations = (max(int(options.dilationHFactor or 1), 1), max(int(options.dilationWFactor or 1), 1))
     if strides[0] != strides[1] or (max(strides) > 1 and max(dilations) > 1):
         raise NotInTensorFlow("TensorFlow's depthwise convolution takes equal strides, and none with a dilation")
-    dtype = tf.float32 if reference_conv._exact_dtype(context, weights, kh * kw) is np.float32 else tf.float64
+    dtype = tf.float32 if reference_conv.exact_dtype(context, weights, kh * kw) is np.float32 else tf.float64
     kernel = tf.constant(weights[0].reshape(kh, kw, in_channels, multiplier), dtype)
     acc = tf.nn.depthwise_conv2d(_centered(context, x, dtype), kernel, [1, *strides, 1], _padding(context),
                                  dilations=dilations)
-    rules = reference_conv._conv_rules(context)
+    rules = reference_conv.conv_rules(context)
     static_shape = (1, *x.shape[1:])
     if rules.depthwise_3x3_requantize is not None and reference_conv.fast_3x3_depthwise(context, static_shape, kh, kw, multiplier):
         return [_requantize_channels(context, acc, rules.depthwise_3x3_requantize, rules)]
     blocked = _requantize_channels(context, acc, rules.depthwise_requantize, rules)
-    if not rules.depthwise_scalar_tail or out_channels % reference_conv._DEPTHWISE_BLOCK == 0:
+    if not rules.depthwise_scalar_tail or out_channels % reference_conv.DEPTHWISE_BLOCK == 0:
         return [blocked]
     # Whole blocks of 8 channels by the SIMD rule, the channels after them in "double".
     tail = _requantize_channels(context, acc, "double", rules)
-    in_blocks = np.arange(out_channels) < out_channels - out_channels % reference_conv._DEPTHWISE_BLOCK
+    in_blocks = np.arange(out_channels) < out_channels - out_channels % reference_conv.DEPTHWISE_BLOCK
     return [tf.where(tf.constant(in_blocks), blocked, tail)]
 
 
 def fully_connected(context: Context, inputs):
     context.require_int8(0)
-    weights = reference_conv._weights(context)                       # (out, in)
+    weights = reference_conv.int_weights(context)                       # (out, in)
     x = inputs[0]
-    dtype = tf.float32 if reference_conv._exact_dtype(context, weights, weights.shape[1]) is np.float32 else tf.float64
+    dtype = tf.float32 if reference_conv.exact_dtype(context, weights, weights.shape[1]) is np.float32 else tf.float64
     rows = tf.reshape(_centered(context, x, dtype), [-1, weights.shape[1]])
     acc = tf.matmul(rows, tf.constant(weights.T, dtype))
     out = _requantize_channels(context, acc, context.rules.fc_requantize, context.rules)
@@ -176,21 +177,17 @@ def mean(context: Context, inputs):
     count = int(np.prod([int(x.shape[a]) for a in axes]))
     total = tf.reduce_sum(tf.cast(x, tf.int64), axis=list(axes), keepdims=keep)
     if keep and rank == 4 and axes == (1, 2) and context.rules.mean_keep_dims_hw == "raw-sum-bias":
-        temp = np.float32(zi) * np.float32(si) / np.float32(so)
-        bias = zo - int(temp + np.float32(0.5) if temp > 0 else temp - np.float32(0.5))
-        multiplier, shift = fp.quantize_multiplier(float(np.float32(si) / (np.float32(count) * np.float32(so))))
+        multiplier, shift, bias = reference_pooling.raw_sum_mean(count, si, zi, so, zo)
         channels = int(x.shape[-1])
-        blocked = np.arange(channels) < channels - channels % 16     # reference.pooling._MEAN_BLOCK
+        blocked = np.arange(channels) < channels - channels % reference_pooling.MEAN_BLOCK
         out = tf.where(tf.constant(blocked), fixed_point(total, multiplier, shift, "upward"),
                        fixed_point(total, multiplier, shift, "double")) + bias
     elif context.rules.mean == "float32":
-        scale = (np.float32(si) / np.float32(so)) / np.float32(count)
-        bias = -(np.float32(zi) * np.float32(count)) * scale
+        scale, bias = reference_pooling.float32_mean(count, si, zi, so)
         out = tf.cast(tf.round(tf.cast(total, tf.float32) * scale + bias), tf.int64) + zo
     else:
-        multiplier, shift = fp.quantize_multiplier(float(si) / float(so))
-        k = min(count.bit_length() - 1, 32, 31 + shift)
-        out = fixed_point(total - zi * count, (multiplier << k) // count, shift - k, "double") + zo
+        multiplier, shift = reference_pooling.fixed_point_mean(count, si, so)
+        out = fixed_point(total - zi * count, multiplier, shift, "double") + zo
     return [tf.cast(tf.clip_by_value(out, -128, 127), tf.int8)]
 
 
@@ -305,7 +302,7 @@ def dequantize(context: Context, inputs):
     if context.rules.dequantize == "product-difference-in-8s":
         flat_q, flat = tf.reshape(q, [-1]), tf.reshape(out, [-1])
         size = tf.size(flat_q)
-        in_blocks = tf.range(size) < size - size % 8
+        in_blocks = tf.range(size) < size - size % reference_quantize.DEQUANTIZE_BLOCK
         product = tf.cast(flat_q, tf.float32) * np.float32(scale) - np.float32(zero_point) * np.float32(scale)
         out = tf.reshape(tf.where(in_blocks, product, flat), tf.shape(out))
     return [out]

@@ -10,7 +10,8 @@ from .context import Context, UnsupportedOpError
 from .requantize import conv_requantize, in_chunks
 from .rules import FamilyRules, rules_of
 
-__all__ = ["conv_2d", "depthwise_conv_2d", "fully_connected", "same_padding", "valid_size"]
+__all__ = ["DEPTHWISE_BLOCK", "conv_2d", "conv_rules", "depthwise_conv_2d", "exact_dtype", "fast_3x3_depthwise", "fully_connected",
+           "int32_bias", "int_weights", "same_padding", "valid_size"]
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int, int]:
@@ -49,7 +50,7 @@ def _padded_windows(context: Context, x: np.ndarray, kh: int, kw: int, dtype):
     return windows.transpose(0, 1, 2, 4, 5, 3)
 
 
-def _exact_dtype(context: Context, weights: np.ndarray, terms: int):
+def exact_dtype(context: Context, weights: np.ndarray, terms: int):
     """float32 where every partial sum of the int8 dot products is an integer below 2^24 (so
     float32 BLAS is exact and twice as fast), else float64 (exact below 2^53)."""
     _, zero_point = context.tensor(0).grid()
@@ -58,7 +59,7 @@ def _exact_dtype(context: Context, weights: np.ndarray, terms: int):
     return np.float32 if terms * largest_input * largest_weight < (1 << 24) else np.float64
 
 
-def _bias(context: Context, index: int = 2):
+def int32_bias(context: Context, index: int = 2):
     if context.has_input(index):
         bias = context.value(index)
         if bias.dtype not in (np.int32, np.int64):
@@ -67,7 +68,7 @@ def _bias(context: Context, index: int = 2):
     return np.int64(0)
 
 
-def _weights(context: Context, index: int = 1) -> np.ndarray:
+def int_weights(context: Context, index: int = 1) -> np.ndarray:
     tensor = context.tensor(index)
     if tensor.type not in ("int8", "int4") or not tensor.quantized:
         raise UnsupportedOpError(f"weights {tensor.name!r} are {tensor.type}, not int8/int4 (a float layer?)")
@@ -76,7 +77,7 @@ def _weights(context: Context, index: int = 1) -> np.ndarray:
     return context.value(index).astype(np.int64)
 
 
-def _conv_rules(context: Context) -> FamilyRules:
+def conv_rules(context: Context) -> FamilyRules:
     """The rules of the family that really runs a CONV_2D / DEPTHWISE_CONV_2D: a family that does
     not take packed int4 weights hands the op to `int4_convs_run_as`."""
     if context.tensor(1).type != "int4":   # (the int4 field is read only where it applies)
@@ -87,14 +88,14 @@ def _conv_rules(context: Context) -> FamilyRules:
 
 def conv_2d(context: Context):
     context.require_int8(0)
-    weights = _weights(context)                       # (out, kh, kw, in)
+    weights = int_weights(context)                       # (out, kh, kw, in)
     out_channels, kh, kw, in_channels = weights.shape
     x = context.value(0)
     if x.shape[-1] != in_channels:
         raise UnsupportedOpError(f"grouped convolution ({x.shape[-1]} input channels, filter has {in_channels})")
-    dtype = _exact_dtype(context, weights, kh * kw * in_channels)
+    dtype = exact_dtype(context, weights, kh * kw * in_channels)
     matrix = weights.reshape(out_channels, -1).astype(dtype)
-    bias, rules = _column(_bias(context)), _conv_rules(context)
+    bias, rules = _column(int32_bias(context)), conv_rules(context)
 
     def compute(rows):
         windows = _padded_windows(context, rows, kh, kw, dtype)
@@ -111,7 +112,7 @@ def _column(bias):
     return bias.reshape(-1, 1) if np.ndim(bias) else bias
 
 
-_DEPTHWISE_BLOCK = 8
+DEPTHWISE_BLOCK = 8
 
 
 def fast_3x3_depthwise(context: Context, input_shape, kh: int, kw: int, multiplier: int) -> bool:
@@ -144,13 +145,13 @@ def fast_3x3_depthwise(context: Context, input_shape, kh: int, kw: int, multipli
 def depthwise_conv_2d(context: Context):
     """Per channel, one multiply-add of the shifted input per filter tap."""
     context.require_int8(0)
-    weights = _weights(context)                       # (1, kh, kw, in * multiplier)
+    weights = int_weights(context)                       # (1, kh, kw, in * multiplier)
     _, kh, kw, out_channels = weights.shape
     x = context.value(0)
     multiplier = out_channels // x.shape[-1]
-    dtype = _exact_dtype(context, weights, kh * kw)
+    dtype = exact_dtype(context, weights, kh * kw)
     taps = weights[0].astype(dtype)
-    bias, rules = _column(_bias(context)), _conv_rules(context)
+    bias, rules = _column(int32_bias(context)), conv_rules(context)
     fast_3x3 = rules.depthwise_3x3_requantize is not None and fast_3x3_depthwise(context, x.shape, kh, kw, multiplier)
 
     def compute(rows):
@@ -167,12 +168,12 @@ def depthwise_conv_2d(context: Context):
         by_channel += bias
         if fast_3x3:
             return conv_requantize(context, by_channel, rules.depthwise_3x3_requantize, rules).reshape(acc.shape)
-        if not rules.depthwise_scalar_tail or out_channels % _DEPTHWISE_BLOCK == 0:
+        if not rules.depthwise_scalar_tail or out_channels % DEPTHWISE_BLOCK == 0:
             return conv_requantize(context, by_channel, rules.depthwise_requantize, rules).reshape(acc.shape)
         # LiteRT's builtin depthwise kernel requantizes whole blocks of 8 output channels with
         # SIMD (ruy's rounding) and the channels after the last whole block one by one with
         # TFLite's scalar MultiplyByQuantizedMultiplier (double rounding); probed for 3-24 channels.
-        blocked = slice(0, out_channels - out_channels % _DEPTHWISE_BLOCK)
+        blocked = slice(0, out_channels - out_channels % DEPTHWISE_BLOCK)
         tail = slice(blocked.stop, out_channels)
         out = np.concatenate([conv_requantize(context, by_channel[blocked], rules.depthwise_requantize, rules, blocked),
                               conv_requantize(context, by_channel[tail], "double", rules, tail)], axis=1)
@@ -183,12 +184,12 @@ def depthwise_conv_2d(context: Context):
 
 def fully_connected(context: Context):
     context.require_int8(0)
-    weights = _weights(context)                       # (out, in)
+    weights = int_weights(context)                       # (out, in)
     x = context.value(0)
     _, zero_point = context.tensor(0).grid()
-    dtype = _exact_dtype(context, weights, weights.shape[1])
+    dtype = exact_dtype(context, weights, weights.shape[1])
     matrix = weights.astype(dtype)
-    bias, rules = _column(_bias(context)), context.rules
+    bias, rules = _column(int32_bias(context)), context.rules
 
     def compute(rows):
         centered = rows.astype(dtype)

@@ -10,7 +10,8 @@ from . import fixed_point as fp
 from .context import Context, UnsupportedOpError
 from .conv import same_padding, valid_size
 
-__all__ = ["average_pool_2d", "max_pool_2d", "mean", "reduce_max"]
+__all__ = ["MEAN_BLOCK", "average_pool_2d", "fixed_point_mean", "float32_mean", "max_pool_2d", "mean", "raw_sum_mean",
+           "reduce_max"]
 
 
 def _pool_windows(context: Context, x: np.ndarray, fill):
@@ -83,18 +84,41 @@ def mean(context: Context):
     if keep and x.ndim == 4 and axes == (1, 2) and context.rules.mean_keep_dims_hw == "raw-sum-bias":
         return [_mean_4d_raw_sum(total, count, si, zi, so, zo)]
     if context.rules.mean == "float32":
-        scale = (np.float32(si) / np.float32(so)) / np.float32(count)
-        bias = -(np.float32(zi) * np.float32(count)) * scale
+        scale, bias = float32_mean(count, si, zi, so)
         out = np.rint(total.astype(np.float32) * scale + bias).astype(np.int64) + zo
         return [np.clip(out, -128, 127).astype(np.int8)]
-    multiplier, shift = fp.quantize_multiplier(float(si) / float(so))
-    k = min(count.bit_length() - 1, 32, 31 + shift)
-    multiplier = (multiplier << k) // count
-    out = fp.multiply_by_quantized_multiplier(total - zi * count, multiplier, shift - k) + zo
+    multiplier, shift = fixed_point_mean(count, si, so)
+    out = fp.multiply_by_quantized_multiplier(total - zi * count, multiplier, shift) + zo
     return [np.clip(out, -128, 127).astype(np.int8)]
 
 
-_MEAN_BLOCK = 16   # channels LiteRT's keep_dims MEAN kernel requantizes at once with SIMD
+def float32_mean(count: int, si, zi: int, so) -> tuple[np.float32, np.float32]:
+    """XNNPACK's MEAN: (m, b), m = float32(float32(s_in / s_out) / n), b = -(z_in n) m (float32):
+    out = lrintf(float32(sum) m + b) + z_out."""
+    scale = (np.float32(si) / np.float32(so)) / np.float32(count)
+    return scale, -(np.float32(zi) * np.float32(count)) * scale
+
+
+def fixed_point_mean(count: int, si, so) -> tuple[int, int]:
+    """TFLite's QuantizedMeanOrSum multiplier (M', e') of (sum - n z_in): (M, e) =
+    quantize_multiplier(s_in / s_out), k = min(floor(log2 n), 32, 31 + e), M' = (M 2^k) // n,
+    e' = e - k."""
+    multiplier, shift = fp.quantize_multiplier(float(si) / float(so))
+    k = min(count.bit_length() - 1, 32, 31 + shift)
+    return (multiplier << k) // count, shift - k
+
+
+MEAN_BLOCK = 16   # channels LiteRT's keep_dims MEAN kernel requantizes at once with SIMD
+
+
+def raw_sum_mean(count: int, si, zi: int, so, zo: int) -> tuple[int, int, int]:
+    """LiteRT's optimized keep_dims MEAN over height and width: (M, e, bias), the multiplier of
+    float32 s_in / (n s_out) for the raw int8 sum and the bias z_out - t, t the float32
+    z_in s_in / s_out rounded half away from zero (`_mean_4d_raw_sum`)."""
+    temp = np.float32(zi) * np.float32(si) / np.float32(so)
+    bias = zo - int(temp + np.float32(0.5) if temp > 0 else temp - np.float32(0.5))
+    multiplier, shift = fp.quantize_multiplier(float(np.float32(si) / (np.float32(count) * np.float32(so))))
+    return multiplier, shift, bias
 
 
 def _mean_4d_raw_sum(total, count: int, si, zi: int, so, zo: int) -> np.ndarray:
@@ -106,10 +130,8 @@ def _mean_4d_raw_sum(total, count: int, si, zi: int, so, zo: int) -> np.ndarray:
     rounding), as its depthwise kernel does in blocks of 8 (probed for 6-40 channels; the
     fixed-point MEAN missed 209 of 1,800 elements, the scalar rule alone 17,400 of 76,800 of a
     256-channel MobileNet head)."""
-    temp = np.float32(zi) * np.float32(si) / np.float32(so)
-    bias = zo - int(temp + np.float32(0.5) if temp > 0 else temp - np.float32(0.5))
-    multiplier, shift = fp.quantize_multiplier(float(np.float32(si) / (np.float32(count) * np.float32(so))))
-    blocked = total.shape[-1] - total.shape[-1] % _MEAN_BLOCK
+    multiplier, shift, bias = raw_sum_mean(count, si, zi, so, zo)
+    blocked = total.shape[-1] - total.shape[-1] % MEAN_BLOCK
     out = np.concatenate([fp.multiply_by_quantized_multiplier_upward(total[..., :blocked], multiplier, shift),
                           fp.multiply_by_quantized_multiplier(total[..., blocked:], multiplier, shift)], axis=-1) + bias
     return np.clip(out, -128, 127).astype(np.int8)

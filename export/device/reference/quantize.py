@@ -9,7 +9,7 @@ from . import fixed_point as fp
 from .context import Context
 from .requantize import requantize
 
-__all__ = ["dequantize", "quantize"]
+__all__ = ["DEQUANTIZE_BLOCK", "dequantize", "quantize"]
 
 
 def quantize(context: Context):
@@ -37,7 +37,7 @@ def quantize(context: Context):
     return [requantize(centered, None, "double", zero_point, (-128, 127), multiplier)]
 
 
-_DEQUANTIZE_BLOCK = 8
+DEQUANTIZE_BLOCK = 8
 
 
 def dequantize(context: Context):
@@ -48,7 +48,7 @@ def dequantize(context: Context):
     q = np.ascontiguousarray(context.value(0), np.int32)   # the blocks run over the row-major buffer
     out = (q - zero_point).astype(np.float32) * np.float32(scale)
     if context.rules.dequantize == "product-difference-in-8s":
-        flat, blocked = out.reshape(-1), q.size - q.size % _DEQUANTIZE_BLOCK
+        flat, blocked = out.reshape(-1), q.size - q.size % DEQUANTIZE_BLOCK
         flat[:blocked] = (q.reshape(-1)[:blocked].astype(np.float32) * np.float32(scale)
                           - np.float32(zero_point) * np.float32(scale))
     return [out]
