@@ -24,3 +24,18 @@ def with_tensor_grids(tflite_bytes: bytes, grids: dict) -> bytes:
         quantization.scale = [float(np.float32(scale)) for scale in np.atleast_1d(scales)]
         quantization.zeroPoint = [int(zero) for zero in np.atleast_1d(zero_points)]
     return write_model(model)
+
+
+def with_constant(tflite_bytes: bytes, tensor_index: int, values) -> bytes:
+    """The .tflite with a constant tensor's values replaced (same shape, the tensor's own type):
+    tests use it to place an accumulator exactly on a rounding boundary."""
+    import numpy as np
+
+    from export.tflite_file import read_model, write_model
+
+    model = read_model(tflite_bytes)
+    tensor = model.subgraphs[0].tensors[tensor_index]
+    dtype = {9: np.int8, 2: np.int32}[tensor.type]   # the schema's TensorType INT8, INT32
+    data = np.asarray(values, dtype).reshape([int(d) for d in tensor.shape])
+    model.buffers[tensor.buffer].data = np.frombuffer(data.tobytes(), np.uint8)
+    return write_model(model)

@@ -479,3 +479,36 @@ def test_running_every_family_at_once_equals_running_each_and_shares_what_the_ru
     assert first_op.name == "CONV_2D"
     assert joint["xnnpack"][first_op.outputs[0]] is joint["xnnpack-arm64"][first_op.outputs[0]]
     assert joint["builtin"][first_op.outputs[0]] is not joint["builtin-arm64"][first_op.outputs[0]]
+
+
+def test_the_reference_kernels_take_a_per_tensor_fully_connected_multiplier_from_the_double_product(monkeypatch):
+    """LiteRT's builtin kernels take double(float32(s_in s_w)) / s_out (the test above); its
+    reference kernels (BUILTIN_REF) the double product s_in s_w / s_out. An accumulator placed
+    where the two products fall on either side of 85.5 steps (the grids of a trained autoencoder's
+    layer, whose reference-kernel outputs differed in 49 elements) tells them apart."""
+    import dataclasses
+
+    from export.device.reference import rules
+    from tests.helpers import with_constant, with_tensor_grids
+
+    keras.utils.set_random_seed(seeded(5))
+    model = keras.Sequential([keras.Input((1,)), L.Dense(1, bias_initializer="ones")])
+    x = np.random.default_rng(5).normal(size=(64, 1)).astype(np.float32)
+    tflite_bytes = _post_training_int8(model, x)
+    graph = Graph(tflite_bytes)
+    op = next(op for op in graph.ops if op.name == "FULLY_CONNECTED")
+    x_index, w_index, b_index = op.inputs[:3]
+    s_in, s_w, s_out = np.float32(0.01912367343902588), np.float32(0.0018236335599794984), np.float32(0.01933642104268074)
+    tflite_bytes = with_tensor_grids(tflite_bytes, {x_index: (s_in, -128), w_index: (s_w, 0),
+                                                    b_index: (s_in * s_w, 0), op.outputs[0]: (s_out, -128)})
+    tflite_bytes = with_constant(with_constant(tflite_bytes, w_index, [[127]]), b_index, [47406 - 200 * 127])
+    device_inputs = np.array([[72], [-28]], np.int8)          # acc = 47406 and 34706
+    double = np.float64(s_in) * np.float64(s_w) / np.float64(s_out)
+    single = np.float64(np.float32(s_in * s_w)) / np.float64(s_out)
+    assert 47406 * double < 85.5 < 47406 * single              # the boundary between the products
+    comparisons, _ = compare_families(tflite_bytes, device_inputs, families=("reference",))
+    _assert_exact(comparisons, ("reference",))
+    monkeypatch.setitem(rules.RULES, KernelFamily.REFERENCE,
+                        dataclasses.replace(rules.RULES[KernelFamily.REFERENCE], fc_float32_scale_product=True))
+    comparisons, _ = compare_families(tflite_bytes, device_inputs, families=("reference",))
+    assert comparisons["reference"]["mismatched_elements"] == 1

@@ -40,8 +40,10 @@ class FamilyRules:
     # DEPTHWISE_CONV_2D: the same (LiteRT's builtin depthwise kernels are not ruy's GEMM).
     depthwise_requantize: str
     # FULLY_CONNECTED: the requantization, and whether a per-tensor multiplier is taken from the
-    # float32 product float32(s_in s_w) / s_out (LiteRT's GetQuantizedConvolutionMultipler) or
-    # from the double product (TFLite Micro; per-channel everywhere).
+    # float32 product float32(s_in s_w) / s_out (LiteRT's optimized kernels:
+    # GetQuantizedConvolutionMultipler) or from the double product (LiteRT's BUILTIN_REF kernels
+    # and TFLite Micro; per-channel everywhere). BUILTIN_REF's was wrong here until a trained
+    # autoencoder (bench-zoo, W8) put two accumulators between the two products: 49 elements.
     fc_requantize: str
     fc_float32_scale_product: bool
     # XNNPACK does not take CONV_2D / DEPTHWISE_CONV_2D with packed int4 weights: LiteRT runs
@@ -87,7 +89,7 @@ class FamilyRules:
 
 RULES: dict[KernelFamily, FamilyRules] = {
     KernelFamily.REFERENCE: FamilyRules(
-        KernelFamily.REFERENCE, depthwise_3x3_requantize=None, conv_requantize="double", depthwise_requantize="double", fc_requantize="float64", fc_float32_scale_product=True,
+        KernelFamily.REFERENCE, depthwise_3x3_requantize=None, conv_requantize="double", depthwise_requantize="double", fc_requantize="float64", fc_float32_scale_product=False,
         int4_convs_run_as=None, depthwise_scalar_tail=False, bounds_ties_even=False, add="double", mul="double", requantize_int8="double",
         mean="fixed-point", mean_keep_dims_hw="mean", quantize_float="half-away", dequantize="difference", table_ties_even=False,
         softmax="fixed-point"),
