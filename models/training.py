@@ -44,9 +44,9 @@ def learned_step_for(weight_bits: int, step: str = "auto") -> bool:
 
     `make bench-recipe` (MNIST-1D CNN, hard accuracy after the default recipe, mean of 3 seeds):
     a learned step, started at the MSE step (`toolkit.quantizers.mse_steps`, the default start),
-    reaches 89.5% at 2 bits, against 82.3% from LSQ's own start and 74.0% with max-abs steps
-    (ternary weights need a step well below max|w|); at 3 bits max-abs is as good (95.0% vs
-    94.9%, LSQ's start 92.5%), so "auto" keeps max-abs from 3 bits up.
+    reaches 90.3% at 2 bits, against 82.9% from LSQ's own start and 77.2% with max-abs steps
+    (ternary weights need a step well below max|w|); at 3 bits max-abs is as good (95.1% vs
+    94.8%, LSQ's start 92.8%), so "auto" keeps max-abs from 3 bits up.
     """
     if step not in ("auto", "learned", "max-abs"):
         from toolkit.errors import ConfigError
