@@ -22,11 +22,20 @@ from export.device.reference.context import Context, UnsupportedOpError
 from export.device.reference.requantize import kernel_scales, multipliers
 from export.exact.fixed_point import fixed_point, requantize
 
-__all__ = ["KERNELS", "NotInTensorFlow"]
+__all__ = ["KERNELS", "ExactContext", "NotInTensorFlow"]
 
 
 class NotInTensorFlow(Exception):
     """This op, as configured, runs on the numpy reference's kernel (tf.numpy_function)."""
+
+
+class ExactContext(Context):
+    """The reference's `Context` of an op (no values: TensorFlow holds them), and whether its
+    requantization is fused with XLA (`compiled`)."""
+
+    def __init__(self, graph, op, values: dict, rules, compiled: bool = False):
+        super().__init__(graph, op, values, rules)
+        self.compiled = compiled
 
 
 def _padding(context: Context) -> str:
@@ -44,7 +53,7 @@ def _requantize_channels(context: Context, acc, rounding: str, rules):
     double, single = kernel_scales(context)
     _, zero_point = context.output().grid()
     bounds = context.output_bounds(ties_even=rules.bounds_ties_even)
-    common = {"bias": reference_conv.int32_bias(context), "compiled": getattr(context, "compiled", False)}
+    common = {"bias": reference_conv.int32_bias(context), "compiled": context.compiled}
     if rounding == "float32":
         return requantize(acc, "float32", zero_point, bounds, single=single, **common)
     if rounding == "float64":

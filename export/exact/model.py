@@ -10,7 +10,7 @@ from export.device.families import KernelFamily
 from export.device.reference import Graph, rules_of
 from export.device.reference.context import Context, UnsupportedOpError
 from export.device.reference.ops import OPS
-from export.exact.kernels import KERNELS, NotInTensorFlow
+from export.exact.kernels import KERNELS, ExactContext, NotInTensorFlow
 from export.exact.tables import table_op, tabulates
 
 __all__ = ["ExactModel"]
@@ -51,16 +51,11 @@ class ExactModel:
         outputs = self._concrete(*[tf.convert_to_tensor(np.asarray(a)) for a in arrays])
         return {int(key): value.numpy() for key, value in outputs.items()}
 
-    def outputs(self, device_inputs) -> list[np.ndarray]:
-        values = self.run(device_inputs)
-        return [values[i] for i in self.graph.outputs]
-
     def _compute(self, *inputs) -> dict[str, tf.Tensor]:
         values = dict(zip(self.graph.inputs, inputs, strict=True))
         self.in_tensorflow, self.in_numpy = [], []
         for op in self.graph.ops:
-            context = Context(self.graph, op, {}, self.rules)
-            context.compiled = self.compiled
+            context = ExactContext(self.graph, op, {}, self.rules, self.compiled)
             op_inputs = [values.get(index) if index >= 0 else None for index in op.inputs]
             if op.name not in OPS:
                 raise UnsupportedOpError(f"op {op.index} {op.name} (output tensor {self._out_name(op)!r}) is not "
