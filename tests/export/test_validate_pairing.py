@@ -103,3 +103,21 @@ def test_the_chain_ends_in_the_exact_simulation_equal_to_the_runtime():
     assert check(report) == []
     report.exact = {**exact, "outputs_equal_runtime": False, "mismatched_output_elements": 3}
     assert check(report) == ["LiteRT (xnnpack) differs from the exact simulation in 3 output element(s)"]
+
+
+def test_model_outputs_are_predicts_for_one_or_several_outputs_and_any_size(monkeypatch):
+    from export import validate as validate_module
+
+    keras.utils.set_random_seed(seeded(3))
+    inputs = keras.Input((5,))
+    hidden = L.Dense(7, activation="relu")(inputs)
+    model = keras.Model(inputs, [L.Dense(3)(hidden), hidden])
+    x = np.random.default_rng(3).normal(size=(600, 5)).astype(np.float32)
+    expected = model.predict(x, verbose=0)
+    for eager_inputs in (1024, 100):   # eagerly in batches, then through predict
+        monkeypatch.setattr(validate_module, "EAGER_INPUTS", eager_inputs)
+        several = validate_module.model_outputs(model, x)
+        one = validate_module.model_outputs(keras.Model(inputs, model.outputs[0]), x)
+        assert len(several) == 2 and one.shape == (600, 3)
+        for got, want in zip([*several, one], [*expected, expected[0]], strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
