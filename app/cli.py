@@ -108,6 +108,12 @@ def one_line(error: BaseException) -> str:
             f"run with --verbose for the traceback.")
 
 
+def _after_interrupt(unraisable) -> None:
+    """After an interrupt, Python's "Exception ignored in ..." reports of the code it cut short
+    are not news (a TensorFlow graph interrupted while traced leaves context managers that raise
+    when finalized at exit): the command has said why it stopped, and its exit code is 130."""
+
+
 def _raise_interrupted(signum, frame):
     raise Interrupted()
 
@@ -125,6 +131,8 @@ def handles_errors(command):
             return command(*args, **kwargs)
         except (Exception, KeyboardInterrupt, Interrupted) as error:
             code = _exit_code(error)
+            if code == EXIT_INTERRUPTED:
+                sys.unraisablehook = _after_interrupt
             if code == EXIT_INTERNAL and kwargs.get("verbose"):
                 import traceback
 

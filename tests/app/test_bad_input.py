@@ -505,3 +505,18 @@ def test_the_data_set_check_raises_nothing_but_softedge_errors(data, task, input
     except SoftedgeError as error:
         assert str(error) and "\n" not in str(error)
 
+
+
+def test_an_interrupt_is_one_line_even_when_the_code_it_cut_short_fails_to_clean_up():
+    # A Ctrl-C while TensorFlow traces a function leaves its graph's context managers to be
+    # finalized at exit, where they raise (seen in the SIGINT test: "Exception ignored in ...
+    # Traceback ... TypeError" after the "Interrupted" line).
+    program = ("from app import cli\n"
+               "def graph_scope():\n    try:\n        yield\n    finally:\n        raise TypeError('half-built graph')\n"
+               "@cli.handles_errors\ndef command():\n    global pending\n    pending = graph_scope()\n    next(pending)\n"
+               "    raise KeyboardInterrupt\n"
+               "command()\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert done.returncode == cli.EXIT_INTERRUPTED, done.stderr[-2000:]
+    assert [line for line in done.stderr.splitlines() if line.strip()] == [cli.one_line(KeyboardInterrupt())], done.stderr
