@@ -85,8 +85,18 @@ def _loaded(module: str, name: str) -> tuple:
     return (found,) if isinstance(found, type) else ()
 
 
-def _exit_code(error: BaseException) -> int:
+def _interrupt(error: BaseException) -> bool:
+    """Ctrl-C or SIGTERM, also where it arrived while TensorFlow's C++ built an exception:
+    pybind11 then raises RuntimeError("... REPLACED BY KeyboardInterrupt ...") (seen in the SIGINT
+    test, an interrupt while `predict` traced its function)."""
     if isinstance(error, (KeyboardInterrupt, Interrupted)):
+        return True
+    return isinstance(error, RuntimeError) and any(f"REPLACED BY {name}" in str(error)
+                                                   for name in ("KeyboardInterrupt", "Interrupted"))
+
+
+def _exit_code(error: BaseException) -> int:
+    if _interrupt(error):
         return EXIT_INTERRUPTED
     if isinstance(error, (*_loaded("toolkit.errors", "ArtifactError"), *_loaded("export.device.check", "BundleError"))):
         return EXIT_ARTIFACT
@@ -99,7 +109,7 @@ def _exit_code(error: BaseException) -> int:
 
 def one_line(error: BaseException) -> str:
     """The error's message on one line."""
-    if isinstance(error, (KeyboardInterrupt, Interrupted)):
+    if _interrupt(error):
         return "Interrupted: what was there before is as it was (an interrupted train keeps its checkpoint: --resume)."
     text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
     if isinstance(error, (*_loaded("toolkit.errors", "SoftedgeError"), *_loaded("export.device.check", "BundleError"))):
@@ -115,7 +125,15 @@ def _after_interrupt(unraisable) -> None:
 
 
 def _raise_interrupted(signum, frame):
+    sys.unraisablehook = _after_interrupt
     raise Interrupted()
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    """Ctrl-C as Python raises it, with the reports of what it cuts short silenced from the
+    moment it arrives (they can come while the interrupt unwinds, before the command ends)."""
+    sys.unraisablehook = _after_interrupt
+    raise KeyboardInterrupt
 
 
 def handles_errors(command):
@@ -125,8 +143,11 @@ def handles_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         previous = signal.getsignal(signal.SIGTERM)
+        previous_int = signal.getsignal(signal.SIGINT)
         with contextlib.suppress(ValueError):  # only the main thread may set handlers
             signal.signal(signal.SIGTERM, _raise_interrupted)
+            if previous_int is signal.default_int_handler:
+                signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
         try:
             return command(*args, **kwargs)
         except (Exception, KeyboardInterrupt, Interrupted) as error:
@@ -142,6 +163,8 @@ def handles_errors(command):
         finally:
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signal.SIGTERM, previous)
+                if signal.getsignal(signal.SIGINT) is _raise_keyboard_interrupt:
+                    signal.signal(signal.SIGINT, previous_int)
 
     return wrapper
 

@@ -520,3 +520,11 @@ def test_an_interrupt_is_one_line_even_when_the_code_it_cut_short_fails_to_clean
                           cwd=Path(__file__).resolve().parents[2], timeout=120)
     assert done.returncode == cli.EXIT_INTERRUPTED, done.stderr[-2000:]
     assert [line for line in done.stderr.splitlines() if line.strip()] == [cli.one_line(KeyboardInterrupt())], done.stderr
+
+
+def test_an_interrupt_that_pybind11_turned_into_a_runtime_error_is_an_interrupt():
+    error = RuntimeError("pybind11::error_already_set: MISMATCH of original and normalized active exception types: "
+                         "ORIGINAL InvalidArgumentError REPLACED BY KeyboardInterrupt: <EMPTY MESSAGE>")
+    assert cli._exit_code(error) == cli.EXIT_INTERRUPTED and cli.one_line(error).startswith("Interrupted")
+    other = RuntimeError("pybind11::error_already_set: something else")
+    assert cli._exit_code(other) == cli.EXIT_INTERNAL
