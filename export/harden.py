@@ -31,14 +31,13 @@ from toolkit.qat_layers import (
     QuantizeActivation,
 )
 from toolkit.quantizers import (
-    bias_on_accumulator_grid,
     constant_fake_quant,
     constant_range,
     nudged_grid,
 )
 from toolkit.rewrite import is_quantized_model
 
-__all__ = ["harden", "input_steps"]
+__all__ = ["harden"]
 
 
 def _common(layer, kernel_shape, scale):
@@ -52,18 +51,7 @@ def _common(layer, kernel_shape, scale):
     )
 
 
-def input_steps(model: keras.Model) -> dict[str, float]:
-    """kernel layer name -> the step of its int8 input, where one exists (the layer's
-    `input_activation`: a `QuantizeActivation`, through layers that keep its grid)."""
-    steps = {}
-    for layer in model.layers:
-        source = layer.input_activation() if isinstance(layer, QUANT_KERNEL_LAYERS) else None
-        if source is not None:
-            steps[layer.name] = float(source.quantizer.grid().scale)
-    return steps
-
-
-def _hard_layer(layer, input_step: float | None = None):
+def _hard_layer(layer, bake_bias: bool = True):
     """(hard layer, [kernel, kernel_scale, (bias)]) for one quantized kernel layer."""
     q = layer.weight_quantizer.integers(layer.float_kernel).numpy()
     scale = np.asarray(layer.weight_quantizer.scale(layer.float_kernel), np.float32)
@@ -75,8 +63,8 @@ def _hard_layer(layer, input_step: float | None = None):
     hard = description.hard_class(**_common(layer, baked.shape, scale), **description.hard_options(layer))
     weights = [baked, scale.reshape(-1)]
     if layer.use_bias:
-        bias = np.asarray(layer.bias)
-        weights.append(bias if input_step is None else bias_on_accumulator_grid(bias, input_step, scale).astype(np.float32))
+        # The bias the layer computes with: on the int32 grid where its input is int8 (`grid_bias`).
+        weights.append(np.asarray(layer.grid_bias() if bake_bias else layer.bias, np.float32))
     return hard, weights
 
 
@@ -108,13 +96,12 @@ def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
         raise ConfigError(f"Model {model.name!r} has no softedge quantized layer to harden; quantize it first, "
                           "or convert it as a float model with post-training quantization.")
     weights_by_name = {}
-    steps = input_steps(model) if bake_bias else {}
     pools = {}  # hard FakeQuant name -> the QuantAveragePooling it opens
     affines = {}  # name -> the QuantChannelAffine whose final ADD keeps its name
 
     def clone_layer(layer):
         if isinstance(layer, QUANT_KERNEL_LAYERS):
-            hard, weights = _hard_layer(layer, steps.get(layer.name))
+            hard, weights = _hard_layer(layer, bake_bias)
             weights_by_name[layer.name] = weights
             return hard
         if isinstance(layer, QuantAveragePooling):  # expanded by call_layer, below

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from export import hard_layers
-from export.harden import harden, input_steps
+from export.harden import harden
 from export.tflite import convert, weight_mismatches, weight_tensors
 from tests.export.conftest import calibrated
 from tests.seeds import seeded
@@ -16,6 +16,7 @@ from toolkit.schedules import set_alpha
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_hard_model_is_the_quantized_model_at_infinite_alpha(kind, bits):
     quantized, x = calibrated(kind, bits)
+    _with_random_biases(quantized, bits)
     set_alpha(quantized, 1e9)
     expected = quantized.predict(x, verbose=0)
     hard = harden(quantized)   # biases baked on the int32 grid, where the quantized model trains them
@@ -32,14 +33,30 @@ def test_hard_model_is_the_quantized_model_at_infinite_alpha(kind, bits):
     assert not any(p.endswith(("rounding_alpha", "range_min", "range_initialized", "kernel_step")) for p in paths)
 
 
+def _input_steps(model) -> dict[str, float]:
+    """Kernel layer name -> the step of the int8 tensor it reads (its `input_activation`)."""
+    from toolkit.qat_layers import QUANT_KERNEL_LAYERS
+
+    return {layer.name: float(layer.input_activation().quantizer.grid().scale) for layer in model.layers
+            if isinstance(layer, QUANT_KERNEL_LAYERS) and layer.input_activation() is not None}
+
+
+def _with_random_biases(model, seed: int):
+    """The calibrated model's biases are 0 (on every grid): give them values the grid moves."""
+    rng = np.random.default_rng(seeded(seed))
+    for name in _input_steps(model):
+        bias = model.get_layer(name).bias
+        bias.assign(rng.normal(size=bias.shape).astype(np.float32))
+    return model
+
+
 def test_the_quantized_model_trains_its_biases_on_the_int32_grid_with_a_straight_through_gradient():
     from toolkit.quantizers import bias_on_accumulator_grid
 
-    quantized, x = calibrated("conv1d", 3)
-    rng = np.random.default_rng(seeded(4))
-    for name, input_step in input_steps(quantized).items():
+    quantized = _with_random_biases(calibrated("conv1d", 3)[0], 4)
+    assert set(_input_steps(quantized)) == {"conv", "skip", "logits"}
+    for name, input_step in _input_steps(quantized).items():
         layer = quantized.get_layer(name)
-        layer.bias.assign(rng.normal(size=layer.bias.shape).astype(np.float32))
         kernel_steps = np.asarray(layer.weight_quantizer.scale(layer.float_kernel), np.float64).reshape(-1)
         expected = bias_on_accumulator_grid(layer.bias.numpy(), input_step, kernel_steps)
         np.testing.assert_allclose(layer.grid_bias().numpy(), expected, rtol=1e-5, atol=1e-7 * np.abs(expected).max())
@@ -55,23 +72,43 @@ def test_the_quantized_model_trains_its_biases_on_the_int32_grid_with_a_straight
 
 def test_a_loaded_quantized_model_keeps_its_biases_on_the_grid(tmp_path):
     quantized, x = calibrated("conv1d", 3)
+    quantized = _with_random_biases(quantized, 5)
     path = tmp_path / "quantized.keras"
     quantized.save(path)
     loaded = keras.saving.load_model(path)
-    assert set(input_steps(loaded)) == set(input_steps(quantized)) == {"conv", "skip", "logits"}
+    assert _input_steps(loaded) == _input_steps(quantized) and set(_input_steps(loaded)) == {"conv", "skip", "logits"}
+    for name in _input_steps(loaded):
+        np.testing.assert_array_equal(loaded.get_layer(name).grid_bias(), quantized.get_layer(name).grid_bias())
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), quantized.predict(x, verbose=0))
 
 
-def test_biases_are_baked_on_the_int32_grid():
-    quantized, _ = calibrated("conv1d", 3)
+@pytest.mark.parametrize("name", ["ds_cnn", "resnet8", "mobilenet_v2_035"])
+def test_every_kernel_layer_of_a_zoo_model_finds_the_int8_tensor_it_reads(name):
+    # Depthwise-separable blocks, residual Adds, ReLU6 and pooling between the quantizers.
+    from models import datasets, registry
+    from toolkit import QuantScheme, quantize
+    from toolkit.qat_layers import QUANT_KERNEL_LAYERS
+
+    data = datasets.load("synthetic", model=name)
+    keras.utils.set_random_seed(seeded(6))
+    quantized = quantize(registry.build(name, data.input_shape, data.num_classes), QuantScheme(weight_bits=4),
+                         calibration_data=np.asarray(data.x_train[:8], np.float32))
+    kernels = [layer.name for layer in quantized.layers if isinstance(layer, QUANT_KERNEL_LAYERS)]
+    assert kernels and set(_input_steps(quantized)) == set(kernels)
+
+
+def test_biases_are_baked_on_the_int32_grid_as_the_quantized_model_computes_them():
+    quantized = _with_random_biases(calibrated("conv1d", 3)[0], 7)
     hard = harden(quantized)
-    steps = input_steps(quantized)
-    assert set(steps) == {"conv", "skip", "logits"}
-    for name, input_step in steps.items():
+    for name, input_step in _input_steps(quantized).items():
         layer = hard.get_layer(name)
+        np.testing.assert_array_equal(layer.bias, quantized.get_layer(name).grid_bias())
         grid = input_step * np.asarray(layer.kernel_scale, np.float64)
         ratio = np.asarray(layer.bias, np.float64) / grid
+        assert np.abs(ratio).max() > 1   # biases of several grid steps: the check below can fail
         np.testing.assert_allclose(ratio, np.round(ratio), atol=1e-3)
+    unbaked = harden(quantized, bake_bias=False)
+    np.testing.assert_array_equal(unbaked.get_layer("conv").bias, quantized.get_layer("conv").bias)
 
 
 def test_hard_model_saves_and_loads_in_safe_mode(tmp_path):
