@@ -18,7 +18,7 @@ import numpy as np
 from keras import ops
 
 from toolkit.errors import ConfigError
-from toolkit.layer_types import LAYER_TYPES, register_qat
+from toolkit.layer_types import LAYER_TYPES, grid_layer_classes, register_qat
 from toolkit.quantizers import ActivationQuantizer, WeightQuantizer, constant_fake_quant
 
 __all__ = [
@@ -45,13 +45,6 @@ def int8_average_pool(pool, on_grid, grid):
     raw_mean = pool(ops.round(on_grid / scale) + zero_point)
     rounded = ops.clip(ops.sign(raw_mean) * ops.floor(ops.abs(raw_mean) + 0.5), grid.qmin, grid.qmax)
     return ops.stop_gradient(scale * (rounded - zero_point))
-
-
-def _pass_through() -> tuple[type, ...]:
-    """The layers that keep their input's grid (`toolkit.layer_types`, output grid "input")."""
-    from toolkit.layer_types import grid_layer_classes
-
-    return grid_layer_classes("input")
 
 
 class _QuantKernel:
@@ -120,7 +113,8 @@ class _QuantKernel:
             if isinstance(operation, QuantizeActivation):
                 self.__dict__["_input_activation_layer"] = operation   # not tracked: not the layer's state
                 return operation
-            if not isinstance(operation, _pass_through()) or isinstance(operation, keras.layers.InputLayer):
+            # Layers that keep their input's grid (output grid "input": pooling, reshapes, ...).
+            if not isinstance(operation, grid_layer_classes("input")) or isinstance(operation, keras.layers.InputLayer):
                 return None
 
     def _quant_config(self, config: dict) -> dict:

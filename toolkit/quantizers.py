@@ -50,11 +50,11 @@ __all__ = [
     "WeightQuantizer",
     "bias_on_accumulator_grid",
     "check_bits",
-    "lsq_step",
-    "mse_steps",
     "fake_quant",
     "hard_integers",
+    "lsq_step",
     "max_abs_step",
+    "mse_steps",
     "storage_fake_quant",
     "symmetric_qmax",
 ]
