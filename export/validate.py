@@ -258,8 +258,7 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
     models = {"hard": hard, "tflite": tflite}
     if smooth_model is not None:
         models = {"smooth": model_outputs(smooth_model, x), **models}
-    report.exact = exact_link(tflite_bytes, graph, device_inputs, family, output_detail, models, x, y, task,
-                              reference_error)
+    report.exact = exact_link(graph, device_inputs, family, output_detail, tflite, models, x, y, task, reference_error)
     if task == "classification":
         report.accuracy = {name: task_metrics(out, x, y, task)["accuracy"] for name, out in models.items()}
         report.agreement = {"hard_tflite": agreement(hard, tflite)}
@@ -277,10 +276,11 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
     return report
 
 
-def exact_link(tflite_bytes: bytes, graph: Graph, device_inputs: np.ndarray, family, output_detail: dict, models: dict,
-               x: np.ndarray, y: np.ndarray, task: str, reference_error: str | None) -> dict:
+def exact_link(graph: Graph, device_inputs: np.ndarray, family, output_detail: dict, runtime_outputs: np.ndarray,
+               models: dict, x: np.ndarray, y: np.ndarray, task: str, reference_error: str | None) -> dict:
     """The chain's last links: the exact simulation of `family` (`export.exact.ExactModel`, what
-    the device computes, in TensorFlow) on every input, checked against the runtime's integers,
+    the device computes, in TensorFlow) on every input, checked against the runtime's outputs
+    (`runtime_outputs`, dequantized as `predict` gives them: distinct int8 values stay distinct),
     and measured against the trained (smooth) and hard Keras models.
 
     {family, outputs_equal_runtime, mismatched_output_elements, metrics (of the exact outputs:
@@ -291,12 +291,8 @@ def exact_link(tflite_bytes: bytes, graph: Graph, device_inputs: np.ndarray, fam
         return {"family": str(family) if family else None,
                 "skipped": reference_error or f"no kernel family is probed on {platform.machine()} for these kernels"}
     exact = ExactModel(graph, family)
-    values = exact.run(device_inputs)
-    exact_outputs = values[graph.outputs[0]]
-    runtime_outputs = runtime_tensors(tflite_bytes, device_inputs, family.kernels, graph.outputs)[graph.outputs[0]]
-    mismatched = int(np.sum(exact_outputs != runtime_outputs)) if exact_outputs.shape == runtime_outputs.shape \
-        else int(exact_outputs.size)
-    outputs = dequantize(exact_outputs, output_detail)
+    outputs = dequantize(exact.run(device_inputs)[graph.outputs[0]], output_detail)
+    mismatched = int(np.sum(outputs != runtime_outputs)) if outputs.shape == runtime_outputs.shape else int(outputs.size)
     link = {"family": str(family), "outputs_equal_runtime": mismatched == 0, "mismatched_output_elements": mismatched,
             "metrics": task_metrics(outputs, x, y, task), "numpy_ops": sorted(set(exact.in_numpy))}
     if task == "classification":

@@ -146,30 +146,15 @@ def average_pool_2d(context: Context, inputs):
     size, strides = _pool_shape(context)
     x = inputs[0]
     mean = tf.nn.avg_pool2d(tf.cast(x, tf.float64), size, strides, _padding(context))
-    count = _window_counts(context, x.shape)
+    count = reference_pooling.window_counts(context, x.shape)
     total = tf.cast(tf.round(mean * count.astype(np.float64)), tf.int64)
     half = count // 2
     out = tf.where(total > 0, tf.truncatediv(total + half, count), tf.truncatediv(total - half, count))
     return [_clip_int8(context, out)]
 
 
-def _window_counts(context: Context, shape) -> np.ndarray:
-    """(1, OH, OW, 1): how many input positions each window covers (padding excluded)."""
-    size, strides = _pool_shape(context)
-    h, w = int(shape[1]), int(shape[2])
-    if _padding(context) == "SAME":
-        oh, top, _ = reference_conv.same_padding(h, size[0], strides[0], 1)
-        ow, left, _ = reference_conv.same_padding(w, size[1], strides[1], 1)
-    else:
-        oh, top = reference_conv.valid_size(h, size[0], strides[0], 1), 0
-        ow, left = reference_conv.valid_size(w, size[1], strides[1], 1), 0
-    rows = np.clip(np.arange(oh) * strides[0] - top + size[0], 0, h) - np.clip(np.arange(oh) * strides[0] - top, 0, h)
-    cols = np.clip(np.arange(ow) * strides[1] - left + size[1], 0, w) - np.clip(np.arange(ow) * strides[1] - left, 0, w)
-    return (rows[:, None] * cols[None, :]).reshape(1, oh, ow, 1).astype(np.int64)
-
-
 def _reduced_axes(context: Context, rank: int) -> tuple[int, ...]:
-    axes = tuple(sorted({int(a) % rank for a in np.asarray(context.value(1)).reshape(-1)}))
+    axes = reference_pooling.reduced_axes(context, rank)
     if 0 in axes:
         raise NotInTensorFlow("a reduction over the batch")
     return axes

@@ -15,9 +15,6 @@ from export.exact.tables import table_op, tabulates
 
 __all__ = ["ExactModel"]
 
-_TF_TYPES = {"int8": tf.int8, "int32": tf.int32, "float32": tf.float32, "int64": tf.int64, "int16": tf.int16,
-             "uint8": tf.uint8, "bool": tf.bool, "float16": tf.float16}
-
 
 class ExactModel:
     """The graph of `tflite_bytes` (or a reference `Graph`) as TensorFlow ops computing what the
@@ -35,7 +32,7 @@ class ExactModel:
         self.compiled = compiled
         self.in_tensorflow: list[str] = []
         self.in_numpy: list[str] = []
-        signature = [tf.TensorSpec([None, *self.graph.tensors[i].shape[1:]], _TF_TYPES[self.graph.tensors[i].type])
+        signature = [tf.TensorSpec([None, *self.graph.tensors[i].shape[1:]], tf.as_dtype(self.graph.tensors[i].type))
                      for i in self.graph.inputs]
         self._function = tf.function(self._compute, input_signature=signature, autograph=False)
         self._concrete = None
@@ -46,9 +43,16 @@ class ExactModel:
         arrays = [device_inputs] if isinstance(device_inputs, np.ndarray) else list(device_inputs)
         if len(arrays) != len(self.graph.inputs):
             raise ValueError(f"The model has {len(self.graph.inputs)} input(s); got {len(arrays)} array(s).")
+        arrays = [np.asarray(array) for array in arrays]
+        for index, array in zip(self.graph.inputs, arrays, strict=True):
+            tensor = self.graph.tensors[index]
+            if array.dtype != np.dtype(tensor.type) or tuple(array.shape[1:]) != tuple(tensor.shape[1:]) \
+                    or array.ndim != len(tensor.shape):
+                raise ValueError(f"Input {tensor.name!r} takes {tensor.type} batches of {tuple(tensor.shape[1:])}; "
+                                 f"got {array.dtype} of shape {array.shape}.")
         if self._concrete is None:
             self._concrete = self._function.get_concrete_function()
-        outputs = self._concrete(*[tf.convert_to_tensor(np.asarray(a)) for a in arrays])
+        outputs = self._concrete(*[tf.convert_to_tensor(a) for a in arrays])
         return {int(key): value.numpy() for key, value in outputs.items()}
 
     def _compute(self, *inputs) -> dict[str, tf.Tensor]:
@@ -87,7 +91,7 @@ class ExactModel:
         """The numpy reference's kernel, run inside the TensorFlow graph."""
         op, graph = context.op, self.graph
         computed = [(index, tensor) for index, tensor in zip(op.inputs, inputs, strict=True) if tensor is not None]
-        out_types = [_TF_TYPES[graph.tensors[index].type] for index in op.outputs]
+        out_types = [tf.as_dtype(graph.tensors[index].type) for index in op.outputs]
 
         def kernel(*arrays):
             values = {index: np.asarray(array) for (index, _), array in zip(computed, arrays, strict=True)}

@@ -13,9 +13,11 @@ import tensorflow as tf
 from export.device.reference.context import Context
 from export.device.reference.ops import OPS
 
-__all__ = ["TABLE_OPS", "table_op", "tabulates"]
+__all__ = ["BINARY_OPS", "TABLE_OPS", "UNARY_OPS", "table_op", "tabulates"]
 
-TABLE_OPS = ("LOGISTIC", "TANH", "HARD_SWISH", "QUANTIZE", "ADD", "MUL")
+UNARY_OPS = ("LOGISTIC", "TANH", "HARD_SWISH", "QUANTIZE")   # of one int8 input (QUANTIZE: int8 -> int8)
+BINARY_OPS = ("ADD", "MUL")
+TABLE_OPS = UNARY_OPS + BINARY_OPS
 
 _ALL_INT8 = np.arange(-128, 128, dtype=np.int8)
 
@@ -28,14 +30,14 @@ def _table(context: Context, inputs: dict) -> np.ndarray:
 
 def tabulates(context: Context) -> bool:
     """Whether the op is one of TABLE_OPS on int8 inputs (a float32 QUANTIZE is not a table)."""
-    inputs = context.op.inputs[:1] if context.op.name in ("LOGISTIC", "TANH", "HARD_SWISH", "QUANTIZE") else context.op.inputs[:2]
+    inputs = context.op.inputs[:1] if context.op.name in UNARY_OPS else context.op.inputs[:2]
     return context.op.name in TABLE_OPS and all(context.graph.tensors[i].type == "int8" for i in inputs)
 
 
 def table_op(context: Context, inputs) -> list:
     """The op's outputs by table lookup (see the module docstring)."""
     indices = context.op.inputs
-    if len(indices) == 1 or context.op.name == "QUANTIZE" or indices[0] == indices[1]:
+    if context.op.name in UNARY_OPS or indices[0] == indices[1]:
         table = _table(context, {indices[0]: _ALL_INT8})
         return [tf.gather(tf.constant(table), tf.cast(inputs[0], tf.int32) + 128)]
     a, b = (tensor if tensor is not None else tf.constant(np.asarray(context.value(i)))

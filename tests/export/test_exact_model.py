@@ -116,6 +116,22 @@ def test_an_op_the_reference_lacks_is_named_by_the_exact_model_too():
         ExactModel(graph, "gpu")
 
 
+@pytest.mark.parametrize("inputs, message", [
+    (np.zeros((2, 6), np.float32), r"takes int8 batches of \(6,\); got float32 of shape \(2, 6\)"),
+    (np.zeros((2, 5), np.int8), r"got int8 of shape \(2, 5\)"),
+    (np.zeros((6,), np.int8), r"got int8 of shape \(6,\)"),
+    ([np.zeros((2, 6), np.int8)] * 2, r"has 1 input\(s\); got 2 array\(s\)"),
+])
+def test_inputs_of_another_type_shape_or_count_are_refused_by_name(inputs, message):
+    import keras
+
+    keras.utils.set_random_seed(seeded(0))
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+    with pytest.raises(ValueError, match=message):
+        ExactModel(_post_training_int8(model, x), "xnnpack").run(inputs)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["digits_cnn", "mnist1d_cnn", "ds_cnn", "resnet8", "fc_autoencoder", "mobilenet_v1_025",
                                   "mobilenet_v2_035"])

@@ -11,7 +11,7 @@ from .context import Context, UnsupportedOpError
 from .conv import same_padding, valid_size
 
 __all__ = ["MEAN_BLOCK", "average_pool_2d", "fixed_point_mean", "float32_mean", "max_pool_2d", "mean", "raw_sum_mean",
-           "reduce_max"]
+           "reduce_max", "reduced_axes", "window_counts"]
 
 
 def _pool_windows(context: Context, x: np.ndarray, fill):
@@ -43,12 +43,20 @@ def max_pool_2d(context: Context):
     return [np.clip(out, low, high).astype(np.int8)]
 
 
+def window_counts(context: Context, shape) -> np.ndarray:
+    """(1, OH, OW, 1): how many input positions each pooling window of an input of `shape`
+    covers (padding excluded)."""
+    _, valid = _pool_windows(context, np.zeros((1, *shape[1:3], 1), np.int64), 0)
+    return valid.sum(axis=(3, 4)).astype(np.int64)
+
+
 def average_pool_2d(context: Context):
     """sum / count over the valid window, rounded half away from zero, in the input's grid."""
     context.require_int8(0)
-    windows, valid = _pool_windows(context, context.value(0).astype(np.int64), 0)
+    x = context.value(0).astype(np.int64)
+    windows, _ = _pool_windows(context, x, 0)
     total = windows.sum(axis=(3, 4))
-    count = valid.sum(axis=(3, 4)).astype(np.int64)
+    count = window_counts(context, x.shape)
     half = count // 2
     out = np.where(total > 0, _div_trunc(total + half, count), _div_trunc(total - half, count))
     low, high = context.output_bounds()
@@ -76,7 +84,7 @@ def mean(context: Context):
     """
     context.require_int8(0)
     x = context.value(0).astype(np.int64)
-    axes = _reduced_axes(context, x)
+    axes = reduced_axes(context, x.ndim)
     keep = bool(getattr(context.options, "keepDims", False))
     (si, zi), (so, zo) = context.tensor(0).grid(), context.output().grid()
     count = int(np.prod([x.shape[a] for a in axes]))
@@ -137,8 +145,9 @@ def _mean_4d_raw_sum(total, count: int, si, zi: int, so, zo: int) -> np.ndarray:
     return np.clip(out, -128, 127).astype(np.int8)
 
 
-def _reduced_axes(context: Context, x: np.ndarray) -> tuple[int, ...]:
-    return tuple(sorted({int(a) % x.ndim for a in np.asarray(context.value(1)).reshape(-1)}))
+def reduced_axes(context: Context, rank: int) -> tuple[int, ...]:
+    """The axes a MEAN or REDUCE_MAX of a rank-`rank` input reduces, sorted."""
+    return tuple(sorted({int(a) % rank for a in np.asarray(context.value(1)).reshape(-1)}))
 
 
 def reduce_max(context: Context):
@@ -149,4 +158,4 @@ def reduce_max(context: Context):
     if context.tensor(0).grid() != context.output().grid():
         raise UnsupportedOpError("REDUCE_MAX with another grid out than in")
     keep = bool(getattr(context.options, "keepDims", False))
-    return [x.max(axis=_reduced_axes(context, x), keepdims=keep).astype(np.int8)]
+    return [x.max(axis=reduced_axes(context, x.ndim), keepdims=keep).astype(np.int8)]
