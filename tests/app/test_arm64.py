@@ -115,11 +115,11 @@ def test_a_model_litert_cannot_load_is_reported_and_the_others_still_run():
         pytest.skip("the ARM64 device is not built here (make arm64)")
     import numpy as np
 
-    from tests.export.test_reference import _common_layers, _post_training_int8
+    from tests.export.conftest import common_layers, post_training_int8
 
-    model = _common_layers("activations")
+    model = common_layers("activations")
     x = np.random.default_rng(0).normal(size=(8, 16)).astype(np.float32)
-    good = (_post_training_int8(model, x), np.zeros((8, 16), np.int8))
+    good = (post_training_int8(model, x), np.zeros((8, 16), np.int8))
     found = arm64.run_tensors({"corrupt": (b"not a flatbuffer", good[1]), "good": good}, "builtin", "cortex-a53")
     assert "LiteRT cannot load the model" in found["corrupt"]
     assert isinstance(found["good"], dict) and len(found["good"]) > 1

@@ -26,8 +26,7 @@ from export.device.reference import Graph, rules
 from export.exactness import compare_with_family
 from export.harden import harden
 from export.tflite import convert
-from tests.export.conftest import calibrated
-from tests.export.test_reference import _common_layers, _post_training_int8
+from tests.export.conftest import calibrated, common_layers, post_training_int8
 from tests.helpers import with_tensor_grids
 from tests.seeds import seeded
 
@@ -54,7 +53,7 @@ def _depthwise_probes(rng) -> dict:
         inputs = keras.Input((size, size, channels))
         model = keras.Model(inputs, L.DepthwiseConv2D(3, strides=stride, padding=padding, depth_multiplier=multiplier)(inputs))
         x = rng.normal(size=(32, size, size, channels)).astype(np.float32)
-        tflite_bytes = _post_training_int8(model, x)
+        tflite_bytes = post_training_int8(model, x)
         name = f"depthwise_{size}_s{stride}_{padding}_c{channels}_m{multiplier}"
         probes[name] = (tflite_bytes, _device_inputs(tflite_bytes, x))
         graph = Graph(tflite_bytes)
@@ -94,18 +93,18 @@ def probe_models() -> dict:
     rng = np.random.default_rng(seeded(7))
     models = {}
     for name in ["convolutions", "residual", "activations", "conv1d", "ds_cnn", "mobilenet", "reductions"]:
-        model = _common_layers(name)
+        model = common_layers(name)
         x = 1.5 * rng.normal(size=(48, *model.inputs[0].shape[1:])).astype(np.float32)
-        tflite_bytes = _post_training_int8(model, x)
+        tflite_bytes = post_training_int8(model, x)
         models[f"common_{name}"] = (tflite_bytes, _device_inputs(tflite_bytes, x))
     for gain, classes in [(1.0, 10), (40.0, 37), (3.0, 1000)]:
         keras.utils.set_random_seed(seeded(classes))
         model = keras.Sequential([keras.Input((6,)), L.Dense(classes, kernel_initializer=keras.initializers.RandomNormal(stddev=gain)),
                                   L.Softmax()])
         x = rng.normal(size=(200, 6)).astype(np.float32)
-        tflite_bytes = _post_training_int8(model, x)
+        tflite_bytes = post_training_int8(model, x)
         models[f"softmax_gain{gain:g}_classes{classes}"] = (tflite_bytes, _device_inputs(tflite_bytes, x))
-    alone = _post_training_int8(keras.Sequential([keras.Input((256,)), L.Activation("hard_swish")]),
+    alone = post_training_int8(keras.Sequential([keras.Input((256,)), L.Activation("hard_swish")]),
                                 rng.normal(size=(16, 256)).astype(np.float32))
     (op,) = Graph(alone).ops
     for trial in range(6):   # HARD_SWISH on random grids, every int8 input
@@ -113,7 +112,7 @@ def probe_models() -> dict:
         tflite_bytes = with_tensor_grids(alone, {op.inputs[0]: (scales[0], zeros[0]), op.outputs[0]: (scales[1], zeros[1])})
         models[f"hard_swish_{trial}"] = (tflite_bytes, np.arange(-128, 128, dtype=np.int8)[None])
     for channels in (6, 40):  # keep_dims MEAN: blocks of 16 channels with SIMD, the rest one by one
-        pool = _post_training_int8(keras.Sequential([keras.Input((2, 2, channels)), L.GlobalAveragePooling2D(keepdims=True)]),
+        pool = post_training_int8(keras.Sequential([keras.Input((2, 2, channels)), L.GlobalAveragePooling2D(keepdims=True)]),
                                    rng.normal(size=(16, 2, 2, channels)).astype(np.float32))
         (op,) = Graph(pool).ops
         tflite_bytes = with_tensor_grids(pool, {op.inputs[0]: (0.010938328690826893, -128), op.outputs[0]: (0.010445035062730312, -128)})

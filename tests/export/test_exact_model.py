@@ -10,7 +10,7 @@ from export.device.reference import fixed_point as fp
 from export.device.reference.requantize import requantize as numpy_requantize
 from export.exact import ExactModel
 from export.exact.fixed_point import requantize as tf_requantize
-from tests.export.test_reference import _common_layers, _post_training_int8, common_model  # noqa: F401
+from tests.export.conftest import common_layers, post_training_int8
 from tests.seeds import seeded
 
 
@@ -71,9 +71,9 @@ def test_the_rule_test_tells_the_roundings_apart():
 # ---------------------------------------------------------------- whole graphs
 
 @pytest.mark.parametrize("io", ["int8", "float"])
-def test_the_exact_model_equals_the_reference_on_every_tensor_of_the_common_layers(common_model, io):  # noqa: F811
+def test_the_exact_model_equals_the_reference_on_every_tensor_of_the_common_layers(common_model, io):
     name, model, x = common_model
-    graph = Graph(_post_training_int8(model, x, io))
+    graph = Graph(post_training_int8(model, x, io))
     inputs = _device_inputs(graph, x, io)
     for family in FAMILIES:
         assert_exact(graph, inputs, family)
@@ -81,9 +81,9 @@ def test_the_exact_model_equals_the_reference_on_every_tensor_of_the_common_laye
 
 @pytest.mark.parametrize("name", ["residual", "ds_cnn", "reductions"])
 def test_the_compiled_exact_model_equals_the_reference(name):
-    model = _common_layers(name)
+    model = common_layers(name)
     x = 1.5 * np.random.default_rng(seeded(2)).normal(size=(64, *model.inputs[0].shape[1:])).astype(np.float32)
-    graph = Graph(_post_training_int8(model, x))
+    graph = Graph(post_training_int8(model, x))
     for family in FAMILIES:
         exact = assert_exact(graph, _device_inputs(graph, x, "int8"), family, compiled=True)
         assert exact.run(_device_inputs(graph, x[:5], "int8"))[graph.outputs[0]].shape[0] == 5   # another batch size
@@ -97,7 +97,7 @@ def test_heavy_ops_run_in_tensorflow_and_softmax_in_the_reference_kernel():
     model = keras.Sequential([keras.Input((8, 8, 2)), L.Conv2D(4, 3, activation="relu"), L.DepthwiseConv2D(3),
                               L.Flatten(), L.Dense(5), L.Softmax()])
     x = np.random.default_rng(0).normal(size=(32, 8, 8, 2)).astype(np.float32)
-    graph = Graph(_post_training_int8(model, x))
+    graph = Graph(post_training_int8(model, x))
     exact = assert_exact(graph, _device_inputs(graph, x, "int8"), "xnnpack")
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "RESHAPE"} <= set(exact.in_tensorflow)
     assert exact.in_numpy == ["SOFTMAX"]
@@ -109,7 +109,7 @@ def test_an_op_the_reference_lacks_is_named_by_the_exact_model_too():
     keras.utils.set_random_seed(seeded(0))
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4), keras.layers.LeakyReLU(0.2)])
     x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
-    graph = Graph(_post_training_int8(model, x))
+    graph = Graph(post_training_int8(model, x))
     with pytest.raises(UnsupportedOpError, match=r"op 1 LEAKY_RELU \(output tensor '.+'\) is not executed"):
         ExactModel(graph, "builtin").run(np.zeros((2, 6), np.int8))
     with pytest.raises(ValueError, match="Unknown kernel family 'gpu'"):
@@ -129,7 +129,7 @@ def test_inputs_of_another_type_shape_or_count_are_refused_by_name(inputs, messa
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
     x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
     with pytest.raises(ValueError, match=message):
-        ExactModel(_post_training_int8(model, x), "xnnpack").run(inputs)
+        ExactModel(post_training_int8(model, x), "xnnpack").run(inputs)
 
 
 @pytest.mark.slow

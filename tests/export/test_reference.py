@@ -5,7 +5,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from export.device.reference import (
     KERNEL_FAMILIES,
@@ -18,7 +17,7 @@ from export.device.reference import fixed_point as fp
 from export.exactness import compare_families
 from export.harden import harden
 from export.tflite import convert
-from tests.export.conftest import calibrated
+from tests.export.conftest import calibrated, common_layers, post_training_int8
 from tests.seeds import seeded
 
 L = keras.layers
@@ -99,73 +98,6 @@ def test_activation_bounds():
 
 # ---------------------------------------------------------------- converter output of common layers
 
-def _post_training_int8(model: keras.Model, x: np.ndarray, io: str = "int8") -> bytes:
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([row[None]] for row in x[:64])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if io == "int8":
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    return bytes(converter.convert())
-
-
-def _common_layers(name: str):
-    keras.utils.set_random_seed(seeded(0))
-    if name == "convolutions":  # strides, valid/same, dilation (SPACE_TO_BATCH_ND), depth multiplier, Flatten
-        inputs = keras.Input((12, 12, 3))
-        x = L.Conv2D(8, 3, padding="same", activation="relu")(inputs)
-        x = L.Conv2D(8, 3, strides=2, activation="relu6")(x)
-        x = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(x)
-        x = L.Conv2D(6, 3, dilation_rate=2, padding="same")(x)
-        x = L.Dense(5, activation="relu")(L.Flatten()(x))
-        return keras.Model(inputs, L.Dense(4)(x))
-    if name == "residual":  # ADD, MUL, LOGISTIC, PAD, pooling, CONCATENATION, MEAN
-        inputs = keras.Input((8, 8, 4))
-        a = L.Conv2D(4, 3, padding="same", activation="relu")(inputs)
-        total = L.Add()([a, L.Conv2D(4, 1)(inputs)])
-        x = L.Multiply()([total, L.Conv2D(4, 1, activation="sigmoid")(inputs)])
-        x = L.MaxPooling2D(2)(L.ZeroPadding2D(1)(x))
-        x = L.AveragePooling2D(2, padding="same")(x)
-        x = L.Concatenate()([x, L.Conv2D(3, 1)(x)])
-        return keras.Model(inputs, L.Dense(6)(L.GlobalAveragePooling2D()(x)))
-    if name == "activations":  # TANH, LOGISTIC, RELU6 on FULLY_CONNECTED
-        inputs = keras.Input((16,))
-        x = L.Dense(12, activation="tanh")(inputs)
-        x = L.Dense(12, activation="sigmoid")(x)
-        x = L.Dense(12, activation="relu6")(x)
-        return keras.Model(inputs, L.Dense(3)(x))
-    if name == "ds_cnn":  # MLPerf Tiny KWS shape: strided 10x4 conv, depthwise-separable blocks, AveragePooling2D
-        inputs = keras.Input((49, 10, 1))
-        x = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, (10, 4), strides=2, padding="same")(inputs)))
-        for _ in range(2):
-            x = L.ReLU()(L.BatchNormalization()(L.DepthwiseConv2D(3, padding="same")(x)))
-            x = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 1)(x)))
-        x = L.AveragePooling2D(pool_size=x.shape[1:3])(x)
-        return keras.Model(inputs, L.Dense(12)(L.Flatten()(x)))
-    if name == "reductions":  # REDUCE_MAX (GlobalMaxPooling2D, keep_dims or not), MEAN with keep_dims over H and W
-        inputs = keras.Input((9, 7, 4))
-        x = L.Conv2D(6, 3, padding="same", activation="relu")(inputs)
-        pooled = [L.GlobalMaxPooling2D()(x), L.Flatten()(L.GlobalMaxPooling2D(keepdims=True)(x)),
-                  L.Flatten()(L.GlobalAveragePooling2D(keepdims=True)(x))]
-        return keras.Model(inputs, L.Dense(5)(L.Add()(pooled)))
-    if name == "mobilenet":  # keras.applications MobileNet(0.25): ZeroPadding, ReLU6, depthwise, MEAN
-        return keras.applications.MobileNet(input_shape=(32, 32, 3), alpha=0.25, include_top=False,
-                                            weights=None, pooling="avg")
-    inputs = keras.Input((20, 2))  # Conv1D: EXPAND_DIMS, RESHAPE, AVERAGE_POOL_2D, SHAPE/STRIDED_SLICE/PACK
-    x = L.Conv1D(8, 5, padding="same", activation="relu")(inputs)
-    x = L.AveragePooling1D(2)(L.Conv1D(8, 3, strides=2, padding="same", activation="relu")(x))
-    return keras.Model(inputs, L.Dense(4)(L.Flatten()(x)))
-
-
-@pytest.fixture(scope="module", params=["convolutions", "residual", "activations", "conv1d", "ds_cnn", "mobilenet",
-                                        "reductions"])
-def common_model(request):
-    model = _common_layers(request.param)
-    x = 1.5 * np.random.default_rng(1).normal(size=(200, *model.inputs[0].shape[1:])).astype(np.float32)
-    return request.param, model, x
-
-
 def _assert_exact(comparisons: dict, families=KERNEL_FAMILIES):
     """Every family exact, of those whose rules were probed on this machine's ISA."""
     for family in [f for f in families if f in probed_families()]:
@@ -178,7 +110,7 @@ def _assert_exact(comparisons: dict, families=KERNEL_FAMILIES):
 @pytest.mark.parametrize("io", ["int8", "float"])
 def test_reference_equals_litert_on_common_layers(common_model, io):
     name, model, x = common_model
-    tflite_bytes = _post_training_int8(model, x, io)
+    tflite_bytes = post_training_int8(model, x, io)
     graph = Graph(tflite_bytes)
     inputs = x if io == "float" else np.clip(np.floor(x / graph.tensors[graph.inputs[0]].scale[0] + 0.5)
                                              + graph.tensors[graph.inputs[0]].zero_point[0], -128, 127).astype(np.int8)
@@ -194,7 +126,7 @@ def test_builtin_dequantize_rounds_its_last_partial_block_of_8_elements_apart(sa
     keras.utils.set_random_seed(seeded(0))
     model = keras.Sequential([keras.Input((12,)), L.Dense(16, activation="relu"), L.Dense(5)])
     x = 2.0 * np.random.default_rng(seeded(1)).normal(size=(256, 12)).astype(np.float32)
-    comparisons, _ = compare_families(_post_training_int8(model, x, "float"), x[:samples], families=("builtin",))
+    comparisons, _ = compare_families(post_training_int8(model, x, "float"), x[:samples], families=("builtin",))
     _assert_exact(comparisons, ("builtin",))
 
 
@@ -232,7 +164,7 @@ def test_an_op_the_reference_lacks_is_named_with_its_tensor():
     keras.utils.set_random_seed(seeded(0))
     model = keras.Sequential([keras.Input((6,)), L.Dense(4), L.LeakyReLU(0.2, name="leaky")])
     x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
-    graph = Graph(_post_training_int8(model, x))
+    graph = Graph(post_training_int8(model, x))
     with pytest.raises(UnsupportedOpError, match=r"op 1 LEAKY_RELU \(output tensor '.+'\) is not executed"):
         graph.run(np.zeros((2, 6), np.int8), "builtin")
     with pytest.raises(ValueError, match="Unknown kernel family 'gpu'"):
@@ -242,7 +174,7 @@ def test_an_op_the_reference_lacks_is_named_with_its_tensor():
 def _exact_post_training_int8(model: keras.Model, x: np.ndarray):
     """Post-training int8 of `model`, run on `x` by LiteRT and the reference: asserts every family
     exact; returns (graph, the reference's values per family)."""
-    tflite_bytes = _post_training_int8(model, x)
+    tflite_bytes = post_training_int8(model, x)
     graph = Graph(tflite_bytes)
     scale, zero_point = graph.tensors[graph.inputs[0]].grid()
     inputs = np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
@@ -272,9 +204,9 @@ def test_the_reference_catches_a_wrong_rounding(monkeypatch):
 
     from export.device.reference import rules
 
-    model = _common_layers("convolutions")
+    model = common_layers("convolutions")
     x = 1.5 * np.random.default_rng(1).normal(size=(200, 12, 12, 3)).astype(np.float32)
-    tflite_bytes = _post_training_int8(model, x, "float")
+    tflite_bytes = post_training_int8(model, x, "float")
     builtin = rules.RULES[rules.KernelFamily.BUILTIN]
     monkeypatch.setitem(rules.RULES, rules.KernelFamily.BUILTIN, replace(builtin, conv_requantize="double"))
     comparisons, _ = compare_families(tflite_bytes, x, families=("builtin",))
@@ -285,9 +217,9 @@ def test_the_reference_catches_a_wrong_rounding(monkeypatch):
 def test_float_inputs_on_exact_ties_quantize_as_each_family_rounds():
     # x / s exactly k + 1/2: the reference rounds ties away from zero, builtin and XNNPACK
     # multiply by 1/s and round to even (a random input hits such a tie about once in 10^5).
-    model = _common_layers("ds_cnn")
+    model = common_layers("ds_cnn")
     x = np.random.default_rng(1).normal(size=(64, 49, 10, 1)).astype(np.float32)
-    tflite_bytes = _post_training_int8(model, x, "float")
+    tflite_bytes = post_training_int8(model, x, "float")
     graph = Graph(tflite_bytes)
     scale = np.float32(graph.tensors[graph.ops[0].outputs[0]].scale[0])
     ties = ((np.arange(-100, 100).astype(np.float32) + np.float32(0.5)) * scale).astype(np.float32)
@@ -404,7 +336,7 @@ def test_xnnpack_mean_takes_the_grid_ratio_before_dividing_by_the_count():
 
     model = keras.Sequential([keras.Input((3, 3, 4)), L.GlobalAveragePooling2D()])
     x = np.random.default_rng(0).uniform(0, 6, size=(16, 3, 3, 4)).astype(np.float32)
-    tflite_bytes = _post_training_int8(model, x)
+    tflite_bytes = post_training_int8(model, x)
     graph = Graph(tflite_bytes)
     (mean,) = [op for op in graph.ops if op.name == "MEAN"]
     input_scale, output_scale = 0.0235294122248888, 0.023273101076483727
@@ -429,7 +361,7 @@ def test_hard_swish_equals_litert_in_every_family():
     x = 2.0 * np.random.default_rng(seeded(0)).normal(size=(256, 12)).astype(np.float32)
     graph, _ = _exact_post_training_int8(model, x)
     assert "HARD_SWISH" in [op.name for op in graph.ops]
-    alone = _post_training_int8(keras.Sequential([keras.Input((256,)), L.Activation("hard_swish")]),
+    alone = post_training_int8(keras.Sequential([keras.Input((256,)), L.Activation("hard_swish")]),
                                 np.random.default_rng(0).normal(size=(16, 256)).astype(np.float32))
     (op,) = Graph(alone).ops
     every_input = np.arange(-128, 128, dtype=np.int8)[None]
@@ -451,7 +383,7 @@ def test_builtin_keep_dims_mean_rounds_its_blocks_of_16_channels_apart(channels)
     from tests.helpers import with_tensor_grids
 
     model = keras.Sequential([keras.Input((2, 2, channels)), L.GlobalAveragePooling2D(keepdims=True)])
-    alone = _post_training_int8(model, np.random.default_rng(0).normal(size=(16, 2, 2, channels)).astype(np.float32))
+    alone = post_training_int8(model, np.random.default_rng(0).normal(size=(16, 2, 2, channels)).astype(np.float32))
     (op,) = Graph(alone).ops
     tflite_bytes = with_tensor_grids(alone, {op.inputs[0]: (0.010938328690826893, -128), op.outputs[0]: (0.010445035062730312, -128)})
     inputs = np.random.default_rng(seeded(channels)).integers(-128, 128, size=(500, 2, 2, channels)).astype(np.int8)
@@ -494,7 +426,7 @@ def test_the_reference_kernels_take_a_per_tensor_fully_connected_multiplier_from
     keras.utils.set_random_seed(seeded(5))
     model = keras.Sequential([keras.Input((1,)), L.Dense(1, bias_initializer="ones")])
     x = np.random.default_rng(5).normal(size=(64, 1)).astype(np.float32)
-    tflite_bytes = _post_training_int8(model, x)
+    tflite_bytes = post_training_int8(model, x)
     graph = Graph(tflite_bytes)
     op = next(op for op in graph.ops if op.name == "FULLY_CONNECTED")
     x_index, w_index, b_index = op.inputs[:3]
