@@ -121,7 +121,9 @@ def one_line(error: BaseException) -> str:
 def _after_interrupt(unraisable) -> None:
     """After an interrupt, Python's "Exception ignored in ..." reports of the code it cut short
     are not news (a TensorFlow graph interrupted while traced leaves context managers that raise
-    when finalized at exit): the command has said why it stopped, and its exit code is 130."""
+    when finalized at exit): the command has said why it stopped, and its exit code is 130.
+    Installed by the signal handlers while the interrupt unwinds a command (`handles_errors`
+    puts the caller's hook back), and by `entry` for the exit of the process."""
 
 
 def _raise_interrupted(signum, frame):
@@ -144,6 +146,7 @@ def handles_errors(command):
     def wrapper(*args, **kwargs):
         previous = signal.getsignal(signal.SIGTERM)
         previous_int = signal.getsignal(signal.SIGINT)
+        previous_hook = sys.unraisablehook
         with contextlib.suppress(ValueError):  # only the main thread may set handlers
             signal.signal(signal.SIGTERM, _raise_interrupted)
             if previous_int is signal.default_int_handler:
@@ -152,8 +155,6 @@ def handles_errors(command):
             return command(*args, **kwargs)
         except (Exception, KeyboardInterrupt, Interrupted) as error:
             code = _exit_code(error)
-            if code == EXIT_INTERRUPTED:
-                sys.unraisablehook = _after_interrupt
             if code == EXIT_INTERNAL and kwargs.get("verbose"):
                 import traceback
 
@@ -161,6 +162,7 @@ def handles_errors(command):
             echo(one_line(error), err=True)
             sys.exit(code)
         finally:
+            sys.unraisablehook = previous_hook   # a caller in this process (a test) keeps its own
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signal.SIGTERM, previous)
                 if signal.getsignal(signal.SIGINT) is _raise_keyboard_interrupt:
@@ -217,6 +219,10 @@ def entry() -> None:
     command into one killed by SIGINT while the interpreter shuts down."""
     try:
         main()
+    except SystemExit as done:
+        if done.code == EXIT_INTERRUPTED:   # the process ends here: what the interrupt cut short
+            sys.unraisablehook = _after_interrupt   # is finalized now, and raises (`_after_interrupt`)
+        raise
     finally:
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -300,12 +300,17 @@ def test_a_zoo_model_rebuilt_for_other_data_says_so(bad, tmp_path):
         in result.output
 
 
+def _python(program: str, *arguments: str) -> subprocess.CompletedProcess:
+    """`program` run by a fresh interpreter in the repository root (stdout and stderr captured)."""
+    return subprocess.run([sys.executable, "-c", program, *arguments], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=120)
+
+
 def test_argument_errors_answer_before_tensorflow_is_imported(tmp_path):
     program = ("import sys\nfrom click.testing import CliRunner\nfrom app import cli\n"
                "result = CliRunner().invoke(cli.main, ['train', '--run', sys.argv[1], '--seed', '-5'])\n"
                "print(result.exit_code, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", program, str(tmp_path / "run")], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[2], timeout=120)
+    done = _python(program, str(tmp_path / "run"))
     assert done.stdout.split() == [str(USAGE), "False", "False"], done.stderr[-2000:]
     assert not (tmp_path / "run").exists()
 
@@ -321,8 +326,7 @@ def test_an_interrupt_while_tensorflow_is_imported_is_one_line_and_exit_130(tmp_
                "builtins.__import__ = interrupted\n"
                "result = CliRunner().invoke(cli.main, ['gradcheck'])\n"
                "print(result.exit_code)\nprint(result.output)")
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[2], timeout=120)
+    done = _python(program)
     code, *output = done.stdout.splitlines()
     assert int(code) == cli.EXIT_INTERRUPTED, done.stdout + done.stderr[-2000:]
     assert [line for line in output if line.strip()] == [line for line in output if line.startswith("Interrupted")]
@@ -506,20 +510,33 @@ def test_the_data_set_check_raises_nothing_but_softedge_errors(data, task, input
         assert str(error) and "\n" not in str(error)
 
 
-
 def test_an_interrupt_is_one_line_even_when_the_code_it_cut_short_fails_to_clean_up():
     # A Ctrl-C while TensorFlow traces a function leaves its graph's context managers to be
     # finalized at exit, where they raise (seen in the SIGINT test: "Exception ignored in ...
-    # Traceback ... TypeError" after the "Interrupted" line).
-    program = ("from app import cli\n"
+    # Traceback ... TypeError" after the "Interrupted" line). A real SIGINT, through `entry`.
+    program = ("import os, signal, sys\nfrom app import cli\n"
                "def graph_scope():\n    try:\n        yield\n    finally:\n        raise TypeError('half-built graph')\n"
-               "@cli.handles_errors\ndef command():\n    global pending\n    pending = graph_scope()\n    next(pending)\n"
-               "    raise KeyboardInterrupt\n"
-               "command()\n")
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[2], timeout=120)
+               "@cli.main.command('cut-short')\n@cli.handles_errors\ndef cut_short():\n    global pending\n"
+               "    pending = graph_scope()\n    next(pending)\n    os.kill(os.getpid(), signal.SIGINT)\n"
+               "sys.argv = ['softedge', 'cut-short']\ncli.entry()\n")
+    done = _python(program)
     assert done.returncode == cli.EXIT_INTERRUPTED, done.stderr[-2000:]
     assert [line for line in done.stderr.splitlines() if line.strip()] == [cli.one_line(KeyboardInterrupt())], done.stderr
+
+
+def test_handling_an_interrupt_leaves_the_callers_unraisable_hook_and_signal_handlers_as_they_were():
+    import signal
+
+    hook, sigint = sys.unraisablehook, signal.getsignal(signal.SIGINT)
+
+    @cli.handles_errors
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exited:
+        interrupted()
+    assert exited.value.code == cli.EXIT_INTERRUPTED
+    assert sys.unraisablehook is hook and signal.getsignal(signal.SIGINT) is sigint
 
 
 def test_an_interrupt_that_pybind11_turned_into_a_runtime_error_is_an_interrupt():
