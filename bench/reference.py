@@ -25,10 +25,11 @@ import keras
 import numpy as np
 
 from bench.tables import replace_section
+from export.atomic import write_json
 from export.device.check import load_interpreter, quantize_input, run
 from export.device.reference import Graph
 from export.exact import ExactModel
-from export.exactness import compare_families
+from export.exactness import compare_families, compare_values
 from export.harden import harden
 from export.targets import Target
 from export.tflite import convert
@@ -65,7 +66,6 @@ def measure(model_name: str, data_name: str, bits: int, target: str, seed: int =
             "time_ratio": reference_seconds / litert_seconds}
 
 
-ZOO = ("digits_cnn", "mnist1d_cnn", "ds_cnn", "resnet8", "fc_autoencoder", "mobilenet_v1_025", "mobilenet_v2_035")
 EXACT_CONFIGS = ((8, "int8"), (4, "int8"), (3, "int8"), (2, "int8"), (4, "int4-weights"))
 
 
@@ -82,9 +82,9 @@ def measure_exact(model_name: str) -> dict:
         graph = Graph(tflite_bytes)
         expected = graph.run_families(inputs, FAMILIES)
         for family in FAMILIES:
-            got = ExactModel(graph, family).run(inputs)
-            mismatches[f"W{bits} {target} {family}"] = int(sum(np.sum(got[i] != v) if got[i].shape == v.shape else v.size
-                                                            for i, v in expected[family].items()))
+            values = expected[family]
+            comparison = compare_values(graph, values, ExactModel(graph, family).run(inputs), list(values))
+            mismatches[f"W{bits} {target} {family}"] = comparison["mismatched_elements"]
         if (bits, target) == (4, "int8"):
             speed = _speeds(tflite_bytes, graph, inputs)
     return {"model": model_name, "mismatches": mismatches, **speed}
@@ -136,8 +136,7 @@ def main(argv=None) -> None:
         results["rows"] = reference_table()
     if part in ("all", "exact"):
         results["exact"] = exact_table()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, default=float))
+    write_json(path, results)
 
 
 def reference_table() -> list[dict]:
@@ -162,7 +161,7 @@ def reference_table() -> list[dict]:
 
 
 def exact_table() -> list[dict]:
-    exact_rows = [measure_exact(name) for name in ZOO]
+    exact_rows = [measure_exact(name) for name in registry.names()]
     exact_lines = ["| model | exact simulation vs reference: mismatching elements (5 configs x 6 families) | "
                    "LiteRT builtin (s) | numpy reference / LiteRT | exact simulation / LiteRT (warm) | exact simulation first call (s) |",
                    "|---|---|---|---|---|---|"]

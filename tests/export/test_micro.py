@@ -88,11 +88,11 @@ def test_tflite_micro_computes_the_micro_family_of_reduce_max_and_a_keep_dims_me
 
 def test_tflite_micro_computes_the_micro_family_of_hard_swish():
     """HARD_SWISH on TFLite Micro, on random grids over all 256 int8 inputs."""
-    from tests.export.test_reference import _post_training_int8
+    from tests.export.conftest import post_training_int8
     from tests.helpers import with_tensor_grids
 
     model = keras.Sequential([keras.Input((256,), batch_size=1), keras.layers.Activation("hard_swish")])
-    alone = _post_training_int8(model, np.random.default_rng(0).normal(size=(16, 256)).astype(np.float32))
+    alone = post_training_int8(model, np.random.default_rng(0).normal(size=(16, 256)).astype(np.float32))
     (op,) = Graph(alone).ops
     rng = np.random.default_rng(seeded(2))
     for _ in range(10):

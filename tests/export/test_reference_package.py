@@ -12,7 +12,7 @@ import pytest
 
 from export.device.families import KernelFamily
 from export.device.reference import FAMILIES, RULES, Graph, rules_of
-from tests.export.test_reference import _common_layers, _post_training_int8
+from tests.export.conftest import common_layers, post_training_int8
 
 PACKAGE = Path(__file__).resolve().parents[2] / "export" / "device" / "reference"
 
@@ -38,9 +38,9 @@ np.savez(sys.argv[3], **{family.value: graph.run(x, family)[graph.outputs[0]] fo
 def test_the_reference_copied_out_of_softedge_computes_the_same_integers(tmp_path):
     import shutil
 
-    model = _common_layers("residual")
+    model = common_layers("residual")
     x = 1.5 * np.random.default_rng(1).normal(size=(64, *model.inputs[0].shape[1:])).astype(np.float32)
-    tflite = _post_training_int8(model, x, "float")
+    tflite = post_training_int8(model, x, "float")
     bundle = tmp_path / "bundle"
     shutil.copytree(PACKAGE, bundle / "reference", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copyfile(PACKAGE.parent / "families.py", bundle / "families.py")
