@@ -371,7 +371,8 @@ def train(model_name, data, weight_bits, activation_bits, rounding, step, float_
                             callbacks=[epoch_progress("fine-tuning (QAT)", qat_epochs, enabled=not as_json)],
                             float_callbacks=[epoch_progress("float training", float_epochs, enabled=not as_json)],
                             strategy=distribution, resume=resume, overwrite=overwrite, notify=lambda text: echo(text, err=True))
-        echo_run_summary(summary, f"smooth, alpha {summary['final_alpha']:g}", run_dir, as_json)
+        ending = ", then hard" if summary["ended_hard"] else ""
+        echo_run_summary(summary, f"annealed to alpha {summary['final_alpha']:g}{ending}", run_dir, as_json)
 
 
 def read_scheme(path):

@@ -50,6 +50,7 @@ from toolkit.errors import ArtifactError, ConfigError
 from toolkit.plan import choose_widths, layer_sensitivities, planned_scheme
 from toolkit.ptq import AdaRoundSettings, post_training_rounding, ptq_scheme
 from toolkit.rewrite import check_scheme_fits, quantize
+from toolkit.rounding import HARD_ALPHA
 from toolkit.schedules import set_alpha
 from toolkit.scheme import QuantScheme
 
@@ -206,6 +207,7 @@ def _train_run(config, data, task, run_dir, role, strategy, callbacks, float_cal
     write_json(run_dir / "history.json", json.loads(json.dumps(history, default=float)))
     summary = {"run": str(run_dir), "task": task, **{f"float_{k}": v for k, v in float_metrics.items()},
                **{f"smooth_{k}": v for k, v in smooth_metrics.items()}, "final_alpha": qat_history["alpha"][-1],
+               "ended_hard": config.recipe.end_hard,
                "workers": role.count, "replicas": strategy.num_replicas_in_sync,
                "seconds_per_epoch": {"float": float_times.median(), "qat": qat_times.median()},
                "resumed_from": resumed_from}
@@ -391,7 +393,7 @@ def _export_into(output: Path, run_dir: Path, config: RunConfig, smooth, dataset
     report.float = evaluate(float_model, dataset.x_test, dataset.y_test, report.task)
     if report.task == "classification":
         report.float_accuracy = report.float["accuracy"]
-        set_alpha(smooth, 1e9)  # the smooth model judged as hard rounding: a check of harden itself
+        set_alpha(smooth, HARD_ALPHA)  # the smooth model judged as hard rounding: a check of harden itself
         report.harden_agreement_with_alpha_inf = agreement(smooth.predict(dataset.x_test, verbose=0),
                                                            hard.predict(dataset.x_test, verbose=0))
     micro_part = None

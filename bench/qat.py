@@ -43,6 +43,7 @@ from export.validate import agreement  # noqa: E402
 from models import datasets, registry  # noqa: E402
 from models.training import Recipe, accuracy, learned_step_for, train_float, train_quantized  # noqa: E402
 from toolkit import AlphaSchedule, QuantScheme  # noqa: E402
+from toolkit.rounding import HARD_ALPHA  # noqa: E402
 from toolkit.schedules import set_alpha  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -259,7 +260,7 @@ def alpha_sweep(recipe: Recipe, alphas=(10.0, 100.0, 1e3, 1e4), bits_list=(3, 2)
             quantized, _ = train_quantized(model, data, QuantScheme(weight_bits=bits, rounding="soft",
                                                                     learned_step=learned_step_for(bits)), swept)
             smooth = np.argmax(quantized.predict(data.x_test, verbose=0), -1)
-            set_alpha(quantized, 1e9)
+            set_alpha(quantized, HARD_ALPHA)
             hard = np.argmax(quantized.predict(data.x_test, verbose=0), -1)
             rows.append({"model": "mnist1d_cnn", "weight_bits": bits, "final_alpha": alpha_end,
                          "smooth_acc": float(np.mean(smooth == data.y_test)), "hard_acc": float(np.mean(hard == data.y_test)),

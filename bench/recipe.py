@@ -47,6 +47,7 @@ from models.training import (  # noqa: E402
 from toolkit import QuantScheme  # noqa: E402
 from toolkit.quantizers import lsq_step  # noqa: E402
 from toolkit.rewrite import quantized_layers  # noqa: E402
+from toolkit.rounding import HARD_ALPHA  # noqa: E402
 from toolkit.schedules import set_alpha  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "recipe.json"
@@ -74,7 +75,7 @@ def _smooth_and_hard(model, data, scheme, recipe, seed, callbacks=(), start=None
     """`start(quantized)`, if given, runs on the built model before fine-tuning."""
     quantized, _ = train_quantized(model, data, scheme, recipe, seed=seed, callbacks=callbacks, restore=start)
     smooth = accuracy(quantized, data.x_test, data.y_test)
-    set_alpha(quantized, 1e9)
+    set_alpha(quantized, HARD_ALPHA)
     return quantized, smooth, accuracy(quantized, data.x_test, data.y_test)
 
 

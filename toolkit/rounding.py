@@ -37,6 +37,7 @@ from toolkit.errors import ConfigError
 from toolkit.roundings import Rounding
 
 __all__ = [
+    "HARD_ALPHA",
     "METHODS",
     "get",
     "round_hard",
@@ -53,6 +54,13 @@ __all__ = [
 # Below this alpha the tanh ratios are replaced by their Taylor expansion to O(alpha^2); the
 # first neglected term is O(alpha^4) = 1e-12, far below float32 resolution.
 _SMALL_ALPHA = 1e-3
+
+# The sharpness at which "soft" and "sigmoid" are round(x) in float32 and float64 for |x| < 2^22,
+# except at the exact half-integers (which every alpha fixes): tanh(alpha r) is +-1 once
+# |alpha r| > 9, and the smallest nonzero |r| = |x - floor(x) - 1/2| in float32 is 2^-25 (3e-8).
+# Finite (a model holding it passes the finite-weight checks), and its gradient alpha / 2 at a
+# half-integer is finite in float32. Training ends here (`models.training.Recipe.end_hard`).
+HARD_ALPHA = 1e30
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -109,7 +117,8 @@ def _tanh_ramp(r: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
     small = alpha < _SMALL_ALPHA
     safe_alpha = tf.where(small, tf.ones_like(alpha), alpha)
     exact = tf.tanh(safe_alpha * r) / (2.0 * tf.tanh(safe_alpha / 2.0))
-    taylor = r + tf.square(alpha) * r * (1.0 / 12.0 - tf.square(r) / 3.0)
+    small_alpha = tf.where(small, alpha, tf.zeros_like(alpha))   # alpha^2 would overflow at HARD_ALPHA
+    taylor = r + tf.square(small_alpha) * r * (1.0 / 12.0 - tf.square(r) / 3.0)
     return tf.where(small, taylor, exact)
 
 
@@ -125,7 +134,8 @@ def _tanh_ramp_inverse(r: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
     bound = 1.0 - tf.constant(1e-7 if r.dtype == tf.float32 else 1e-15, r.dtype)
     z = tf.clip_by_value(2.0 * tf.tanh(safe_alpha / 2.0) * r, -bound, bound)
     exact = tf.clip_by_value(tf.atanh(z) / safe_alpha, -0.5, 0.5)
-    taylor = r + tf.square(alpha) * r * (tf.square(r) / 3.0 - 1.0 / 12.0)
+    small_alpha = tf.where(small, alpha, tf.zeros_like(alpha))
+    taylor = r + tf.square(small_alpha) * r * (tf.square(r) / 3.0 - 1.0 / 12.0)
     return tf.where(small, taylor, exact)
 
 

@@ -9,6 +9,7 @@ from export.tflite import convert, weight_mismatches, weight_tensors
 from tests.export.conftest import calibrated
 from tests.seeds import seeded
 from toolkit.errors import ConfigError
+from toolkit.rounding import HARD_ALPHA
 from toolkit.schedules import set_alpha
 
 
@@ -17,7 +18,7 @@ from toolkit.schedules import set_alpha
 def test_hard_model_is_the_quantized_model_at_infinite_alpha(kind, bits):
     quantized, x = calibrated(kind, bits)
     _with_random_biases(quantized, bits)
-    set_alpha(quantized, 1e9)
+    set_alpha(quantized, HARD_ALPHA)
     expected = quantized.predict(x, verbose=0)
     hard = harden(quantized)   # biases baked on the int32 grid, where the quantized model trains them
     step = hard.layers[-1].grid()[0]

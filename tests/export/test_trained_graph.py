@@ -270,6 +270,7 @@ def _standalone_batch_norm_model():
 def test_a_batch_norm_with_nothing_to_fold_into_trains_as_tflite_runs_it(tmp_path):
     from export.hard_layers import HardConstantOp
     from toolkit.qat_layers import QuantChannelAffine
+    from toolkit.rounding import HARD_ALPHA
     from toolkit.schedules import set_alpha
 
     model, data = _standalone_batch_norm_model()
@@ -297,7 +298,7 @@ def test_a_batch_norm_with_nothing_to_fold_into_trains_as_tflite_runs_it(tmp_pat
     comparisons, values = compare_families(tflite_bytes, device_inputs, graph=graph)
     assert all(comparisons[family]["mismatched_elements"] == 0 for family in probed_families())
     # The trained layer at alpha -> inf computes the hard model's values (to float rounding).
-    set_alpha(quantized, 1e9)
+    set_alpha(quantized, HARD_ALPHA)
     step = graph.tensors[graph.outputs[0]].grid()[0]
     assert np.abs(quantized.predict(data, verbose=0) - hard.predict(data, verbose=0)).max() <= 1.001 * step
 

@@ -6,6 +6,7 @@ from models import datasets, registry
 from models.training import Recipe, accuracy, train_float, train_quantized
 from tests.seeds import seeded
 from toolkit import QuantScheme
+from toolkit.rounding import HARD_ALPHA
 from toolkit.schedules import set_alpha
 
 pytestmark = pytest.mark.slow   # 40 s of training; make test stays under 15 minutes
@@ -20,5 +21,5 @@ def test_w4a8_soft_rounding_trains_to_within_two_points_of_float():
     assert float_accuracy > 0.85  # the float model itself learned the task
     quantized, history = train_quantized(model, data, QuantScheme(weight_bits=4, rounding="soft"), recipe, seed=seeded(0))
     assert history["alpha"][-1] == recipe.alpha_end
-    set_alpha(quantized, 1e9)  # judge the hard-rounded model, the one that ships
+    set_alpha(quantized, HARD_ALPHA)  # judge the hard-rounded model, the one that ships
     assert accuracy(quantized, data.x_test, data.y_test) >= float_accuracy - 0.02

@@ -1,4 +1,7 @@
-"""The training recipe's pieces: precise BatchNorm statistics, the XLA choice, anomaly metrics."""
+"""The training recipe's pieces: precise BatchNorm statistics, the XLA choice, anomaly metrics,
+the hard end of the annealing."""
+
+import dataclasses
 
 import keras
 import numpy as np
@@ -6,10 +9,14 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from export.device.check import roc_auc
-from models import registry
+from models import datasets, registry
 from models.datasets import Dataset, training_pairs
-from models.training import recalibrate_batch_norm, task_metrics, use_xla
+from models.training import Recipe, recalibrate_batch_norm, task_metrics, train_quantized, use_xla
 from tests.seeds import seeded
+from toolkit import QuantScheme
+from toolkit.qat_layers import QUANT_KERNEL_LAYERS
+from toolkit.rounding import HARD_ALPHA
+from toolkit.schedules import alpha_variables
 
 L = keras.layers
 
@@ -58,3 +65,23 @@ def test_an_autoencoder_trains_on_its_normal_samples_as_targets():
     inputs, targets = training_pairs(data, "anomaly")
     assert np.array_equal(inputs, x[[0, 2, 3]]) and inputs is targets
     assert training_pairs(data, "classification")[1] is data.y_train
+
+
+@pytest.mark.parametrize("end_hard", [True, False])
+def test_training_ends_with_the_weights_harden_exports(end_hard):
+    """With `end_hard` the trained model's alpha is HARD_ALPHA and every kernel it computes with
+    is its hard integers times their step, q s with q = clip(round(w / s)), bit for bit: the
+    weights `harden` bakes. Without, the schedule's last alpha stays in the model."""
+    data = datasets.load("digits")
+    data = dataclasses.replace(data, x_train=data.x_train[:256], y_train=data.y_train[:256])
+    keras.utils.set_random_seed(seeded(0))
+    model = registry.build("digits_cnn", data.input_shape, data.num_classes)
+    recipe = Recipe(float_epochs=0, qat_epochs=1, end_hard=end_hard)
+    trained, history = train_quantized(model, data, QuantScheme(weight_bits=3, rounding="soft"), recipe, seed=seeded(0))
+    alphas = {float(variable.numpy()) for variable in alpha_variables(trained)}
+    assert alphas == {np.float32(HARD_ALPHA if end_hard else history["alpha"][-1])}
+    if end_hard:
+        for layer in (layer for layer in trained.layers if isinstance(layer, QUANT_KERNEL_LAYERS)):
+            quantizer, kernel = layer.weight_quantizer, layer.float_kernel
+            hard = quantizer.scale(kernel) * keras.ops.cast(quantizer.integers(kernel), "float32")
+            np.testing.assert_array_equal(layer.quantized_kernel().numpy(), hard.numpy(), err_msg=layer.name)

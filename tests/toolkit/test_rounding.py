@@ -73,6 +73,31 @@ def test_large_alpha_is_round(name):
 
 
 @pytest.mark.parametrize("name", SMOOTH)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_hard_alpha_is_round_except_at_half_integers(name, dtype):
+    """At HARD_ALPHA the curve is round(x) at every x but the half-integers it fixes: the grid of
+    halves, up to 4 ulps either side of each, and random points; the gradient is finite (0 off the
+    half-integers)."""
+    grid = np.arange(-130, 130.5, 0.5).astype(dtype)
+    near = [grid]
+    up, down = grid, grid
+    for _ in range(4):
+        up, down = np.nextafter(up, dtype(np.inf)), np.nextafter(down, dtype(-np.inf))
+        near += [up, down]
+    x = np.concatenate([*near, np.random.default_rng(0).uniform(-130, 130, 10_000).astype(dtype)])
+    half = (np.round(2 * x) == 2 * x) & (np.round(x) != x)   # 2x exact here: odd multiples of 1/2
+    x_tensor = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x_tensor)
+        y = SMOOTH[name](x_tensor, rounding.HARD_ALPHA)
+    gradient = tape.gradient(y, x_tensor).numpy()
+    y = y.numpy()
+    np.testing.assert_array_equal(y[~half], np.round(x[~half]))
+    np.testing.assert_array_equal(y[half], x[half])
+    assert np.all(np.isfinite(gradient)) and np.all(gradient[~half] == 0)
+
+
+@pytest.mark.parametrize("name", SMOOTH)
 @pytest.mark.parametrize("alpha", [0.5, 2.0, 5.0, 20.0])
 def test_steepest_at_half_integers(name, alpha):
     assert props.steepest_between_integers(SMOOTH[name], alpha)

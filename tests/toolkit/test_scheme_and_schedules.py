@@ -6,6 +6,7 @@ from tests.seeds import seeded
 from tests.toolkit.conftest import small_model
 from toolkit import AlphaSchedule, AnnealRounding, QuantScheme, quantize
 from toolkit.errors import ConfigError
+from toolkit.rounding import HARD_ALPHA
 from toolkit.schedules import alpha_variables, set_alpha
 
 
@@ -85,7 +86,7 @@ def test_large_final_alpha_makes_the_smooth_model_the_hard_one():
     q.fit(x, y, batch_size=32, epochs=3, verbose=0,
           callbacks=[AnnealRounding(AlphaSchedule("exponential", 1.0, 1e4, steps=24, hold_steps=8))])
     smooth = q.predict(x, verbose=0)
-    set_alpha(q, 1e9)  # hard rounding everywhere
+    set_alpha(q, HARD_ALPHA)  # hard rounding everywhere
     hard = q.predict(x, verbose=0)
     assert np.mean(np.argmax(smooth, -1) == np.argmax(hard, -1)) >= 0.99
     set_alpha(q, 1.0)  # ... whereas a smooth alpha is a different model
