@@ -30,6 +30,7 @@ import numpy as np
 
 from models.datasets import Dataset, training_pairs
 from models.epochs import EpochClock, array_epochs, epoch_steps
+from toolkit.device_arithmetic import check_family, set_device_arithmetic
 from toolkit.distribute import (
     global_batch_loss,
     is_multi_worker,
@@ -76,6 +77,9 @@ class Recipe:
     alpha_end: float = 1e4
     hold_fraction: float = 0.2
     end_hard: bool = True  # step 4: after the last step the trained model rounds hard (HARD_ALPHA)
+    # Fine-tune with the kernel layers' forward pass in this kernel family's arithmetic
+    # (`toolkit.device_arithmetic`, straight-through), or None: the float simulation.
+    device_arithmetic: str | None = None
     jit_compile: bool | None = None  # None: `use_xla` decides per model
     steps_per_execution: int | None = None  # None: `steps_per_call` decides from the epoch's steps
 
@@ -91,6 +95,7 @@ class Recipe:
                 raise ConfigError(f"Expected a finite {name} > 0. Received: {name}={value!r}")
         if not (isinstance(self.hold_fraction, (int, float)) and 0 <= self.hold_fraction < 1):
             raise ConfigError(f"Expected 0 <= hold_fraction < 1. Received: hold_fraction={self.hold_fraction!r}")
+        check_family(self.device_arithmetic)
         if not isinstance(self.end_hard, bool):
             raise ConfigError(f"Expected end_hard True or False. Received: end_hard={self.end_hard!r}")
         if self.steps_per_execution is not None and not (isinstance(self.steps_per_execution, int)
@@ -284,6 +289,7 @@ def train_quantized(float_model: keras.Model, data: Dataset, scheme: QuantScheme
     keras.utils.set_random_seed(seed)
     x, y = training_pairs(data, task)
     model = quantize(float_model, scheme, calibration_data=x[:1024])
+    set_device_arithmetic(model, recipe.device_arithmetic)
     settings = _compile_settings(float_model, recipe, len(x))
     compile_for_task(model, recipe.qat_learning_rate, task, settings["jit_compile"],
                      from_logits=not ends_in_softmax(float_model), steps_per_execution=settings["steps_per_execution"])

@@ -17,6 +17,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from toolkit.device_arithmetic import (
+    accumulator_dtype,
+    check_family,
+    output_quantizer,
+    requantize_xnnpack,
+)
 from toolkit.errors import ConfigError
 from toolkit.layer_types import LAYER_TYPES, grid_layer_classes, register_qat
 from toolkit.quantizers import ActivationQuantizer, WeightQuantizer, constant_fake_quant
@@ -57,10 +63,11 @@ class _QuantKernel:
 
     kernel_attr: str = "_kernel"
 
-    def _init_quantizer(self, weight_quantizer):
+    def _init_quantizer(self, weight_quantizer, device_arithmetic=None):
         if isinstance(weight_quantizer, WeightQuantizer):
             weight_quantizer = weight_quantizer.get_config()
         self.weight_quantizer = WeightQuantizer.from_config(weight_quantizer or {})
+        self.device_arithmetic = check_family(device_arithmetic)
 
     @property
     def float_kernel(self) -> keras.Variable:
@@ -117,8 +124,52 @@ class _QuantKernel:
             if not isinstance(operation, grid_layer_classes("input")) or isinstance(operation, keras.layers.InputLayer):
                 return None
 
+    def follows_device(self) -> bool:
+        """Whether `device_output` applies: the layer reads an int8 tensor of its model and its
+        output is quantized (through fused activations) by a `QuantizeActivation`."""
+        return self.input_activation() is not None and output_quantizer(self) is not None
+
+    def _linear(self, inputs, kernel):
+        """The layer's linear map without bias (its Keras base class's op)."""
+        raise NotImplementedError
+
+    def _add_bias(self, outputs, bias):
+        """outputs + bias broadcast over the output channels (the last axis: channels_last)."""
+        return ops.add(outputs, bias)
+
+    def _pre_activation(self, inputs):
+        """linear(x, Q(W)) + b, in the device's arithmetic where `device_arithmetic` is set and
+        the layer `follows_device` (`toolkit.device_arithmetic`), else the float simulation."""
+        outputs = self._linear(inputs, self.quantized_kernel())
+        if self.bias is not None:
+            outputs = self._add_bias(outputs, self.grid_bias())
+        if self.device_arithmetic is None or not self.follows_device():
+            return outputs
+        return outputs + ops.stop_gradient(self.device_output(inputs) - outputs)
+
+    def device_output(self, inputs):
+        """s_out rint(float32(acc) ((float32(s_in) s_w) / s_out)), acc the exact int32 accumulator
+        of the int8 input, the hard weight integers and the int32 bias (`device_arithmetic`)."""
+        input_step = ops.cast(self.input_activation().quantizer.grid().scale, "float32")
+        output_step = ops.cast(output_quantizer(self).grid().scale, "float32")
+        kernel_steps = ops.reshape(ops.cast(self.weight_quantizer.scale(self.float_kernel), "float32"), [-1])
+        integers = self.weight_quantizer.integers(self.float_kernel)
+        kernel_shape = tuple(self.float_kernel.shape)
+        depthwise = isinstance(self, keras.layers.DepthwiseConv2D)
+        dtype = accumulator_dtype(int(np.prod(kernel_shape[:2] if depthwise else kernel_shape[:-1])), self.weight_quantizer.qmax)
+        centered = ops.cast(ops.round(ops.cast(inputs, "float32") / input_step), dtype)     # q_in - z_in
+        # Rounded: a graph may compute the convolution with a transform (Winograd) whose float
+        # error leaves an integer sum a hair off (seen: 11511.99 for 11512 in a tf.function).
+        acc = ops.round(self._linear(centered, ops.cast(integers, dtype)))
+        if self.bias is not None:   # int32 sums: exact in float64
+            bias = ops.round(ops.cast(self.grid_bias(), "float32") / (input_step * kernel_steps))
+            acc = self._add_bias(ops.cast(acc, "float64"), ops.cast(bias, "float64"))
+        device = output_step * requantize_xnnpack(acc, input_step, kernel_steps, output_step)
+        return ops.cast(ops.stop_gradient(device), inputs.dtype)
+
     def _quant_config(self, config: dict) -> dict:
         config["weight_quantizer"] = self.weight_quantizer.get_config()
+        config["device_arithmetic"] = self.device_arithmetic
         return config
 
     # The Keras base classes save `self.kernel` and a fixed list of variables; the generic
@@ -132,14 +183,15 @@ class _QuantKernel:
 class QuantDense(_QuantKernel, keras.layers.Dense):
     """`keras.layers.Dense` with a fake-quantized kernel: y = act(x @ Q(W) + b)."""
 
-    def __init__(self, units, weight_quantizer=None, **kwargs):
+    def __init__(self, units, weight_quantizer=None, device_arithmetic=None, **kwargs):
         super().__init__(units, **kwargs)
-        self._init_quantizer(weight_quantizer)
+        self._init_quantizer(weight_quantizer, device_arithmetic)
+
+    def _linear(self, inputs, kernel):
+        return ops.matmul(inputs, kernel)
 
     def call(self, inputs, training=None):
-        x = ops.matmul(inputs, self.quantized_kernel())
-        if self.bias is not None:
-            x = ops.add(x, self.grid_bias())
+        x = self._pre_activation(inputs)
         return self.activation(x) if self.activation is not None else x
 
     def get_config(self):
@@ -149,14 +201,18 @@ class QuantDense(_QuantKernel, keras.layers.Dense):
 class _QuantConvCall:
     """`BaseConv.call` with the quantized kernel."""
 
+    def _linear(self, inputs, kernel):
+        return self.convolution_op(inputs, kernel)
+
+    def _add_bias(self, outputs, bias):
+        if self.data_format == "channels_last":
+            bias_shape = (1,) * (self.rank + 1) + (self.filters,)
+        else:
+            bias_shape = (1, self.filters) + (1,) * self.rank
+        return ops.add(outputs, ops.reshape(bias, bias_shape))
+
     def call(self, inputs):
-        outputs = self.convolution_op(inputs, self.quantized_kernel())
-        if self.use_bias:
-            if self.data_format == "channels_last":
-                bias_shape = (1,) * (self.rank + 1) + (self.filters,)
-            else:
-                bias_shape = (1, self.filters) + (1,) * self.rank
-            outputs = ops.add(outputs, ops.reshape(self.grid_bias(), bias_shape))
+        outputs = self._pre_activation(inputs)
         return self.activation(outputs) if self.activation is not None else outputs
 
     def get_config(self):
@@ -168,9 +224,9 @@ class _QuantConvCall:
 class QuantConv1D(_QuantConvCall, _QuantKernel, keras.layers.Conv1D):
     """`keras.layers.Conv1D` with a fake-quantized kernel (k, c_in, c_out), per output channel."""
 
-    def __init__(self, filters, kernel_size, weight_quantizer=None, **kwargs):
+    def __init__(self, filters, kernel_size, weight_quantizer=None, device_arithmetic=None, **kwargs):
         super().__init__(filters, kernel_size, **kwargs)
-        self._init_quantizer(weight_quantizer)
+        self._init_quantizer(weight_quantizer, device_arithmetic)
 
 
 @register_qat("conv2d")
@@ -178,9 +234,9 @@ class QuantConv1D(_QuantConvCall, _QuantKernel, keras.layers.Conv1D):
 class QuantConv2D(_QuantConvCall, _QuantKernel, keras.layers.Conv2D):
     """`keras.layers.Conv2D` with a fake-quantized kernel (kh, kw, c_in, c_out), per output channel."""
 
-    def __init__(self, filters, kernel_size, weight_quantizer=None, **kwargs):
+    def __init__(self, filters, kernel_size, weight_quantizer=None, device_arithmetic=None, **kwargs):
         super().__init__(filters, kernel_size, **kwargs)
-        self._init_quantizer(weight_quantizer)
+        self._init_quantizer(weight_quantizer, device_arithmetic)
 
 
 @register_qat("depthwise")
@@ -193,17 +249,21 @@ class QuantDepthwiseConv2D(_QuantKernel, keras.layers.DepthwiseConv2D):
 
     kernel_attr = "kernel"
 
-    def __init__(self, kernel_size, weight_quantizer=None, **kwargs):
+    def __init__(self, kernel_size, weight_quantizer=None, device_arithmetic=None, **kwargs):
         super().__init__(kernel_size, **kwargs)
-        self._init_quantizer(weight_quantizer)
+        self._init_quantizer(weight_quantizer, device_arithmetic)
+
+    def _linear(self, inputs, kernel):
+        return ops.depthwise_conv(inputs, kernel, strides=self.strides, padding=self.padding,
+                                  dilation_rate=self.dilation_rate, data_format=self.data_format)
+
+    def _add_bias(self, outputs, bias):
+        channels = outputs.shape[-1] if self.data_format == "channels_last" else outputs.shape[1]
+        shape = (1,) * (self.rank + 1) + (channels,) if self.data_format == "channels_last" else (1, channels) + (1,) * self.rank
+        return ops.add(outputs, ops.reshape(bias, shape))
 
     def call(self, inputs):
-        outputs = ops.depthwise_conv(inputs, self.quantized_kernel(), strides=self.strides, padding=self.padding,
-                                     dilation_rate=self.dilation_rate, data_format=self.data_format)
-        if self.use_bias:
-            channels = outputs.shape[-1] if self.data_format == "channels_last" else outputs.shape[1]
-            shape = (1,) * (self.rank + 1) + (channels,) if self.data_format == "channels_last" else (1, channels) + (1,) * self.rank
-            outputs = ops.add(outputs, ops.reshape(self.grid_bias(), shape))
+        outputs = self._pre_activation(inputs)
         return self.activation(outputs) if self.activation is not None else outputs
 
     def get_config(self):

@@ -50,6 +50,7 @@ __all__ = [
     "WeightQuantizer",
     "bias_on_accumulator_grid",
     "check_bits",
+    "divide",
     "fake_quant",
     "hard_integers",
     "lsq_step",
@@ -75,11 +76,22 @@ def symmetric_qmax(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
+def divide(x, divisor) -> tf.Tensor:
+    """x / divisor, correctly rounded in a `tf.function` as eagerly. Grappler's constant folding
+    rewrites a division by a constant into a multiplication by its reciprocal (ReduceDivToReciprocalMul),
+    which moves the last bit for divisors that are not powers of two (127, 255): a grid step
+    computed in a compiled training step then differed from the one `harden` bakes and the
+    converter stores, and an output at a rounding boundary rounded the other way. DivNoNan is
+    not rewritten (the divisors here are positive)."""
+    x = tf.convert_to_tensor(x)
+    return tf.math.divide_no_nan(x, tf.cast(divisor, x.dtype))
+
+
 def max_abs_step(kernel, reduce_axes, qmax: int) -> tf.Tensor:
     """s = max|w| / qmax over `reduce_axes` (keepdims), with no gradient: the extreme weight of
     each channel lands on +-qmax."""
     max_abs = tf.reduce_max(tf.abs(kernel), axis=reduce_axes, keepdims=True)
-    return tf.stop_gradient(tf.maximum(max_abs, _TINY) / qmax)
+    return tf.stop_gradient(divide(tf.maximum(max_abs, _TINY), qmax))
 
 
 def hard_integers(kernel, step, qmax: int) -> tf.Tensor:
@@ -329,7 +341,7 @@ def nudged_grid(lo, hi, bits: int = 8) -> Grid:
     grid: QAT quantizes on it, harden bakes it, and `FakeQuant.grid` reads it back (in float64)."""
     qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     levels = qmax - qmin
-    s = tf.maximum(hi - lo, _TINY) / levels
+    s = divide(tf.maximum(hi - lo, _TINY), levels)
     zero_unsigned = tf.clip_by_value(tf.floor(-lo / s + 0.5), 0.0, float(levels))
     return Grid(scale=s, zero_point=zero_unsigned + qmin, qmin=qmin, qmax=qmax)
 
@@ -436,7 +448,7 @@ class ActivationQuantizer:
         lo = tf.minimum(tf.convert_to_tensor(self.range_min), 0.0)
         hi = tf.maximum(tf.convert_to_tensor(self.range_max), 0.0)
         if self.symmetric:
-            s = tf.maximum(tf.maximum(-lo, hi), _TINY) / self.qmax
+            s = divide(tf.maximum(tf.maximum(-lo, hi), _TINY), self.qmax)
             return Grid(scale=s, zero_point=tf.zeros_like(s), qmin=self.qmin, qmax=self.qmax)
         return nudged_grid(lo, hi, self.bits)
 

@@ -5,7 +5,14 @@ import tensorflow as tf
 
 from tests.helpers import assert_config_round_trip
 from toolkit.errors import ConfigError
-from toolkit.quantizers import ActivationQuantizer, WeightQuantizer, fake_quant, mse_steps
+from toolkit.quantizers import (
+    ActivationQuantizer,
+    WeightQuantizer,
+    fake_quant,
+    max_abs_step,
+    mse_steps,
+    nudged_grid,
+)
 
 
 def built_weight_quantizer(kernel, channel_axes=(-1,), **kwargs):
@@ -232,3 +239,22 @@ def test_weight_and_activation_quantizers_follow_the_quantizer_protocol():
         assert isinstance(quantizer, Quantizer)
         rebuilt = type(quantizer).from_config(quantizer.get_config())
         assert rebuilt.get_config() == quantizer.get_config() and (rebuilt.qmin, rebuilt.qmax) == (quantizer.qmin, quantizer.qmax)
+
+
+def test_grid_steps_are_the_same_in_a_tf_function_as_eagerly():
+    """Grappler rewrites x / const into x * (1 / const) in a graph, which moves the last bit of a
+    step for divisors such as 127 and 255; `quantizers.divide` keeps the eager result, so the
+    steps a compiled training step uses are the ones harden bakes and the converter stores."""
+    rng = np.random.default_rng(0)
+    lo = tf.constant(-rng.uniform(0, 10, 2000).astype(np.float32))
+    hi = tf.constant(rng.uniform(0, 10, 2000).astype(np.float32))
+    kernel = tf.constant(rng.normal(size=(3, 3, 8, 2000)).astype(np.float32))
+
+    def steps(lo, hi, kernel):
+        return nudged_grid(lo, hi, 8).scale, max_abs_step(kernel, (0, 1, 2), 127), max_abs_step(kernel, (0, 1, 2), 3)
+
+    for eager, graph in zip(steps(lo, hi, kernel), tf.function(steps)(lo, hi, kernel), strict=True):
+        np.testing.assert_array_equal(graph.numpy(), eager.numpy())
+    # The rewrite this guards against does move steps: x * (1 / 255) differs from x / 255.
+    width = (hi - lo).numpy()
+    assert np.any(width * (np.float32(1) / np.float32(255)) != width / np.float32(255))

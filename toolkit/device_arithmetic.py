@@ -1,0 +1,105 @@
+"""Training on the device's arithmetic: a kernel layer's forward pass computed as the runtime
+computes it, with a straight-through gradient.
+
+The float simulation (fake quants in float32) and the device differ in two places: the device
+sums int8 x int8 products in an int32 accumulator (the simulation sums float32 products of real
+values, in another order), and it requantizes that accumulator with its own multiplier and
+rounding. For a kernel layer (Dense, Conv1D/2D, DepthwiseConv2D) that reads an int8 tensor of
+its model and whose output, through ReLU/ReLU6/linear activations, is quantized by a
+`QuantizeActivation`, `device_output` computes the layer's pre-activation output as XNNPACK
+does (`export/device/reference/rules.py`, family "xnnpack", int8 weight containers):
+
+    acc = sum (q_in - z_in) q_w + round(b / (s_in s_w))        exact (float32 below 2^24, else float64;
+                                                                the bias added in float64)
+    k   = rint(float32(acc) * ((float32(s_in) s_w) / s_out))   float32 product, ties to even
+    y   = s_out k                                              then the activation; the output
+                                                                quantizer adds z_out and clips
+
+and the layer returns y_float + stop_gradient(y - y_float): the forward value is the device's,
+the gradient the float path's. The output quantizer's clip and the fused ReLU bounds are those
+of the device (ReLU's lower bound is the zero point, the quantizer's range starting at 0).
+While activation ranges move (training), `s_out` is the range before this batch's update, and
+the quantizer rounds on the updated one: exact once ranges are fixed (inference).
+
+Not covered (the float simulation stays): weights stored as packed int4 (XNNPACK hands those
+convolutions to the builtin kernels), layers whose input or output is not an int8 tensor of the
+model, and the other ops (ADD, MUL, MEAN, SOFTMAX, ...).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from toolkit.errors import ConfigError
+
+__all__ = ["DEVICE_FAMILIES", "accumulator_dtype", "check_family", "output_quantizer", "requantize_xnnpack", "set_device_arithmetic"]
+
+# Kernel families whose arithmetic a QAT forward pass can follow.
+DEVICE_FAMILIES = ("xnnpack",)
+
+# Activations between a kernel layer and its output quantizer that the device fuses as bounds.
+_FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
+
+
+def check_family(family) -> str | None:
+    """`family` if it is one of DEVICE_FAMILIES (or None: the float simulation); ConfigError otherwise."""
+    if family is not None and family not in DEVICE_FAMILIES:
+        raise ConfigError(f"Unknown device arithmetic {family!r}; expected one of {', '.join(DEVICE_FAMILIES)} (or None).")
+    return family
+
+
+def accumulator_dtype(terms: int, qmax_weight: int) -> tf.DType:
+    """float32 where every partial sum of `terms` products |q_in - z_in| <= 255 by |q_w| <= qmax
+    is an integer below 2^24 (exact in float32), else float64."""
+    return tf.float32 if terms * 255 * qmax_weight < 2 ** 24 else tf.float64
+
+
+def requantize_xnnpack(acc, input_scale, kernel_scales, output_scale):
+    """XNNPACK's requantization of int8 accumulators (channels last): rint(float32(acc) *
+    ((float32(s_in) s_w[c]) / s_out)) in float32, ties to even, without the zero point or clip."""
+    multiplier = (tf.cast(input_scale, tf.float32) * tf.cast(kernel_scales, tf.float32)) / tf.cast(output_scale, tf.float32)
+    return tf.round(tf.cast(acc, tf.float32) * multiplier)
+
+
+def _fused(layer) -> bool:
+    if isinstance(layer, keras.layers.Activation):
+        return getattr(layer.activation, "__name__", "") in _FUSED_ACTIVATIONS
+    if isinstance(layer, keras.layers.ReLU):
+        return layer.negative_slope == 0 and layer.threshold == 0 and layer.max_value in (None, 6.0)
+    return False
+
+
+def output_quantizer(layer):
+    """The activation quantizer of the int8 tensor `layer`'s output becomes on the device (through
+    fused ReLU/ReLU6/linear activations), or None where there is none."""
+    from toolkit.qat_layers import QuantizeActivation  # qat_layers imports this module
+
+    current = layer
+    while True:
+        nodes = getattr(current, "_outbound_nodes", [])
+        if len(nodes) != 1:
+            return None
+        current = nodes[0].operation
+        if isinstance(current, QuantizeActivation):
+            return current.quantizer
+        if not _fused(current):
+            return None
+
+
+def set_device_arithmetic(model: keras.Model, family: str | None) -> int:
+    """Sets every quantized kernel layer of `model` to compute its forward pass in `family`'s
+    arithmetic (None: the float simulation); returns how many layers can (the others keep the
+    float simulation). Compiled functions are rebuilt on their next use."""
+    from toolkit.qat_layers import QUANT_KERNEL_LAYERS
+
+    check_family(family)
+    covered = 0
+    for layer in model.layers:
+        if isinstance(layer, QUANT_KERNEL_LAYERS):
+            layer.device_arithmetic = family
+            covered += layer.follows_device() if family else 0
+    for name in ("train_function", "test_function", "predict_function"):
+        if hasattr(model, name):
+            setattr(model, name, None)
+    return covered
