@@ -21,7 +21,7 @@ OVERWRITE ?=
 FLOAT_EPOCHS ?=
 QAT_EPOCHS ?=
 
-.PHONY: help install arm64 docs train export test test-slow lint bench bench-architectures bench-reference bench-families bench-recipe bench-zoo bench-micro bench-speed bench-streaming bench-ptq bench-mixed gradcheck clean test-seeded
+.PHONY: help install arm64 docs train export test test-slow lint bench bench-architectures bench-reference bench-families bench-recipe bench-zoo bench-micro bench-speed bench-streaming bench-qat bench-ptq bench-mixed gradcheck clean test-seeded
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -84,6 +84,11 @@ bench-speed: $(STAMP) ## Training speed: steps per compiled call, XLA on/off, vs
 
 bench-streaming: $(STAMP) ## Training on .npz shards streamed from disk vs in memory, 1x and 10x the data: peak memory, time per sample (~10 min)
 	$(PY) -m bench.streaming
+
+bench-qat: $(STAMP) ## QAT: every rounding, tfmot's QAT and the bridge, MNIST-1D and digits, W8-W2, 3 seeds; then the report (~40 min)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench.qat
+	$(PY) -m bench.report
 
 bench-ptq: $(STAMP) ## Post-training quantization (nearest, AdaRound) vs QAT vs ai-edge-quantizer, MNIST-1D and digits, 3 seeds (~20 min)
 	$(PY) -m pip install --quiet -e '.[bench]'

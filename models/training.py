@@ -30,7 +30,8 @@ import numpy as np
 
 from models.datasets import Dataset, training_pairs
 from models.epochs import EpochClock, array_epochs, epoch_steps
-from toolkit.device_arithmetic import check_family, set_device_arithmetic
+from toolkit.device_arithmetic import set_device_arithmetic
+from toolkit.device_families import check_family
 from toolkit.distribute import (
     global_batch_loss,
     is_multi_worker,

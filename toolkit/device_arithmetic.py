@@ -31,22 +31,12 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from toolkit.errors import ConfigError
+from toolkit.device_families import check_family
 
-__all__ = ["DEVICE_FAMILIES", "accumulator_dtype", "check_family", "output_quantizer", "requantize_xnnpack", "set_device_arithmetic"]
-
-# Kernel families whose arithmetic a QAT forward pass can follow.
-DEVICE_FAMILIES = ("xnnpack",)
+__all__ = ["accumulator_dtype", "output_quantizer", "requantize_xnnpack", "set_device_arithmetic"]
 
 # Activations between a kernel layer and its output quantizer that the device fuses as bounds.
 _FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
-
-
-def check_family(family) -> str | None:
-    """`family` if it is one of DEVICE_FAMILIES (or None: the float simulation); ConfigError otherwise."""
-    if family is not None and family not in DEVICE_FAMILIES:
-        raise ConfigError(f"Unknown device arithmetic {family!r}; expected one of {', '.join(DEVICE_FAMILIES)} (or None).")
-    return family
 
 
 def accumulator_dtype(terms: int, qmax_weight: int) -> tf.DType:

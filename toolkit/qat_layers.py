@@ -17,12 +17,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from toolkit.device_arithmetic import (
-    accumulator_dtype,
-    check_family,
-    output_quantizer,
-    requantize_xnnpack,
-)
+from toolkit.device_arithmetic import accumulator_dtype, output_quantizer, requantize_xnnpack
+from toolkit.device_families import check_family
 from toolkit.errors import ConfigError
 from toolkit.layer_types import LAYER_TYPES, grid_layer_classes, register_qat
 from toolkit.quantizers import ActivationQuantizer, WeightQuantizer, constant_fake_quant

@@ -179,6 +179,8 @@ CASES = [
     ("negative-alpha-end", [*TRAIN, "--alpha-end", "-1"], USAGE, r"'--alpha-end': -1 is not > 0", "fresh"),
     ("nan-alpha-end", [*TRAIN, "--alpha-end", "nan"], USAGE, r"'--alpha-end': 'nan' is not a finite number", "fresh"),
     ("weight-bits-9", [*TRAIN, "--weight-bits", "9"], USAGE, r"'--weight-bits': 9 is not in the range 2<=x<=8", "fresh"),
+    ("unknown-device-arithmetic", [*TRAIN, "--device-arithmetic", "ruy"], USAGE,
+     r"'--device-arithmetic': 'ruy' is not 'xnnpack'", "fresh"),
     # schemes, parsed against a typed schema
     ("scheme-overrides-a-list", [*TRAIN, "--scheme", "{scheme_overrides_list}"], USAGE, r"`overrides` to be an object", "fresh"),
     ("scheme-per-channel-yes", [*TRAIN, "--scheme", "{scheme_per_channel_yes}"], USAGE, r"`per_channel` to be true or false", "fresh"),

@@ -14,6 +14,7 @@ from models.datasets import Dataset, training_pairs
 from models.training import Recipe, recalibrate_batch_norm, task_metrics, train_quantized, use_xla
 from tests.seeds import seeded
 from toolkit import QuantScheme
+from toolkit.errors import ConfigError
 from toolkit.qat_layers import QUANT_KERNEL_LAYERS
 from toolkit.rounding import HARD_ALPHA
 from toolkit.schedules import alpha_variables
@@ -85,3 +86,17 @@ def test_training_ends_with_the_weights_harden_exports(end_hard):
             quantizer, kernel = layer.weight_quantizer, layer.float_kernel
             hard = quantizer.scale(kernel) * keras.ops.cast(quantizer.integers(kernel), "float32")
             np.testing.assert_array_equal(layer.quantized_kernel().numpy(), hard.numpy(), err_msg=layer.name)
+
+
+def test_fine_tuning_on_the_device_arithmetic_trains_layers_that_compute_it():
+    data = datasets.load("digits")
+    data = dataclasses.replace(data, x_train=data.x_train[:256], y_train=data.y_train[:256])
+    keras.utils.set_random_seed(seeded(0))
+    model = registry.build("digits_cnn", data.input_shape, data.num_classes)
+    trained, history = train_quantized(model, data, QuantScheme(weight_bits=4), Recipe(float_epochs=0, qat_epochs=1,
+                                       device_arithmetic="xnnpack"), seed=seeded(0))
+    kernels = [layer for layer in trained.layers if isinstance(layer, QUANT_KERNEL_LAYERS)]
+    assert {layer.device_arithmetic for layer in kernels} == {"xnnpack"} and any(layer.follows_device() for layer in kernels)
+    assert np.isfinite(history["loss"]).all()
+    with pytest.raises(ConfigError, match="Unknown device arithmetic 'ruy'"):
+        Recipe(device_arithmetic="ruy")
