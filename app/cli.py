@@ -320,10 +320,13 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
               help="Final rounding sharpness (> 0).")
 @click.option("--steps-per-execution", type=click.IntRange(min=1), default=None,
               help="Training steps per compiled call (default: up to 16, one epoch at most).")
-@click.option("--device-arithmetic", type=click.Choice(DEVICE_FAMILIES), default=None,
-              help="Fine-tune with the kernel layers computing as this kernel family does (exact int32 "
-                   "accumulators, its multiplier and rounding; straight-through gradients). Default: the float "
-                   "simulation.")
+@click.option("--device-arithmetic", type=click.Choice([*DEVICE_FAMILIES, "none"]), default=DEVICE_FAMILIES[0],
+              show_default=True,
+              help="The last --device-epochs QAT epochs train with the kernel layers computing as this kernel family "
+                   "does (exact int32 accumulators, its multiplier and rounding; straight-through gradients); "
+                   "none: the float simulation throughout.")
+@click.option("--device-epochs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many of the last QAT epochs train on --device-arithmetic.")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @task_option
 @click.option("--scheme", "scheme_path", default=None, type=click.Path(dir_okay=False),
@@ -342,7 +345,7 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @verbose_option
 @handles_errors
 def train(model_name, data, weight_bits, activation_bits, rounding, step, float_epochs, qat_epochs,
-          alpha_end, steps_per_execution, device_arithmetic, run_dir, task, scheme_path, strategy, overwrite, resume, seed, as_json,
+          alpha_end, steps_per_execution, device_arithmetic, device_epochs, run_dir, task, scheme_path, strategy, overwrite, resume, seed, as_json,
           verbose):
     """Train a zoo model in float (or take your trained .keras model), quantize it, and fine-tune
     with the rounding annealed to hard.
@@ -371,7 +374,9 @@ def train(model_name, data, weight_bits, activation_bits, rounding, step, float_
         scheme = read_scheme(scheme_path) or QuantScheme(weight_bits=weight_bits, activation_bits=activation_bits,
                                                          rounding=rounding, learned_step=learned_step_for(weight_bits, step))
         recipe = Recipe(float_epochs=float_epochs, qat_epochs=qat_epochs, alpha_end=alpha_end,
-                        steps_per_execution=steps_per_execution, device_arithmetic=device_arithmetic)
+                        steps_per_execution=steps_per_execution,
+                        device_arithmetic=None if device_arithmetic == "none" else device_arithmetic,
+                        device_epochs=device_epochs)
         summary = train_run(RunConfig(model_name, data, scheme, recipe, seed, task), run_dir,
                             callbacks=[epoch_progress("fine-tuning (QAT)", qat_epochs, enabled=not as_json)],
                             float_callbacks=[epoch_progress("float training", float_epochs, enabled=not as_json)],

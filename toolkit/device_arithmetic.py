@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from toolkit.device_families import check_family
 
-__all__ = ["accumulator_dtype", "output_quantizer", "requantize_xnnpack", "set_device_arithmetic"]
+__all__ = ["DeviceArithmeticFrom", "accumulator_dtype", "output_quantizer", "requantize_xnnpack", "set_device_arithmetic"]
 
 # Activations between a kernel layer and its output quantizer that the device fuses as bounds.
 _FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
@@ -93,3 +93,21 @@ def set_device_arithmetic(model: keras.Model, family: str | None) -> int:
         if hasattr(model, name):
             setattr(model, name, None)
     return covered
+
+
+class DeviceArithmeticFrom(keras.callbacks.Callback):
+    """From epoch `first_epoch` on (counted as `fit` counts, so a resumed run agrees), the model
+    trains on `family`'s arithmetic (`set_device_arithmetic`): its compiled training step is
+    rebuilt once, at that epoch's start, around whatever `train_step` is in force (the annealing's)."""
+
+    def __init__(self, family: str, first_epoch: int):
+        super().__init__()
+        self.family = check_family(family)
+        self.first_epoch = int(first_epoch)
+        self.switched = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch >= self.first_epoch and not self.switched:
+            set_device_arithmetic(self.model, self.family)
+            self.model.make_train_function(force=True)
+            self.switched = True

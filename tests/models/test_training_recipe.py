@@ -88,15 +88,29 @@ def test_training_ends_with_the_weights_harden_exports(end_hard):
             np.testing.assert_array_equal(layer.quantized_kernel().numpy(), hard.numpy(), err_msg=layer.name)
 
 
-def test_fine_tuning_on_the_device_arithmetic_trains_layers_that_compute_it():
+def test_the_last_epochs_train_on_the_device_arithmetic():
+    """Recipe(device_arithmetic, device_epochs=1) of 2 QAT epochs: the first epoch trains on the
+    float simulation, the second (and the returned model) on the device's arithmetic."""
     data = datasets.load("digits")
     data = dataclasses.replace(data, x_train=data.x_train[:256], y_train=data.y_train[:256])
     keras.utils.set_random_seed(seeded(0))
     model = registry.build("digits_cnn", data.input_shape, data.num_classes)
-    trained, history = train_quantized(model, data, QuantScheme(weight_bits=4), Recipe(float_epochs=0, qat_epochs=1,
-                                       device_arithmetic="xnnpack"), seed=seeded(0))
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append({layer.device_arithmetic for layer in self.model.layers if isinstance(layer, QUANT_KERNEL_LAYERS)})
+
+    recipe = Recipe(float_epochs=0, qat_epochs=2, device_arithmetic="xnnpack", device_epochs=1)
+    trained, history = train_quantized(model, data, QuantScheme(weight_bits=4), recipe, seed=seeded(0), callbacks=[Record()])
+    assert seen == [{None}, {"xnnpack"}]
     kernels = [layer for layer in trained.layers if isinstance(layer, QUANT_KERNEL_LAYERS)]
     assert {layer.device_arithmetic for layer in kernels} == {"xnnpack"} and any(layer.follows_device() for layer in kernels)
     assert np.isfinite(history["loss"]).all()
-    with pytest.raises(ConfigError, match="Unknown device arithmetic 'ruy'"):
-        Recipe(device_arithmetic="ruy")
+
+
+@pytest.mark.parametrize("fields, message", [({"device_arithmetic": "ruy"}, "Unknown device arithmetic 'ruy'"),
+                                             ({"qat_epochs": 2, "device_epochs": 3}, "device_epochs None or 1..qat_epochs")])
+def test_device_arithmetic_settings_are_checked(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        Recipe(**fields)
