@@ -320,13 +320,11 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
               help="Final rounding sharpness (> 0).")
 @click.option("--steps-per-execution", type=click.IntRange(min=1), default=None,
               help="Training steps per compiled call (default: up to 16, one epoch at most).")
-@click.option("--device-arithmetic", type=click.Choice([*DEVICE_FAMILIES, "none"]), default=DEVICE_FAMILIES[0],
-              show_default=True,
-              help="The last --device-epochs QAT epochs train with the kernel layers computing as this kernel family "
-                   "does (exact int32 accumulators, its multiplier and rounding; straight-through gradients); "
-                   "none: the float simulation throughout.")
-@click.option("--device-epochs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="How many of the last QAT epochs train on --device-arithmetic.")
+@click.option("--device-arithmetic", type=click.Choice([*DEVICE_FAMILIES, "none"]), default="none", show_default=True,
+              help="Fine-tune with the kernel layers computing as this kernel family does (exact int32 accumulators, "
+                   "its multiplier and rounding; straight-through gradients); none: the float simulation.")
+@click.option("--device-epochs", type=click.IntRange(min=1), default=None,
+              help="With --device-arithmetic: only the last N QAT epochs (default: all of them).")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @task_option
 @click.option("--scheme", "scheme_path", default=None, type=click.Path(dir_okay=False),

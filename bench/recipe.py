@@ -5,7 +5,11 @@ default was chosen on:
 - BN momentum 0.99 vs 0.9 (float accuracy, digits_cnn);
 - kernel step: max-abs vs learned (LSQ) started at LSQ's 2 mean|w| / sqrt(qmax) or at the MSE
   steps PTQ uses (the default start), at W3 and W2 (hard accuracy, MNIST-1D, soft rounding);
-- alpha_end 1e3 / 1e4 / 1e5 at W2 with learned steps (smooth vs hard accuracy);
+- alpha_end 1e3 / 1e4 / 1e5 at W2 with learned steps (smooth vs hard accuracy; the annealing
+  not ended hard, the float simulation throughout, so that alpha_end alone moves);
+- ending the annealing hard (`Recipe.end_hard`) or at alpha_end, at W2 (smooth vs hard);
+- the last QAT epoch on XNNPACK's arithmetic (`Recipe.device_arithmetic`) or the float
+  simulation throughout, at W3 and W2 (hard accuracy);
 - a final straight-through phase (3 epochs) after annealing, at W2;
 - XLA on/off: training seconds per epoch at W3 (median after the first epoch);
 - biases on TFLite's int32 grid or not: hard-Keras vs TFLite agreement at W3, on XNNPACK and
@@ -98,8 +102,19 @@ def run(seed: int = 0) -> list[dict]:
             rows.append({"ablation": "kernel_step", "setting": setting, "weight_bits": bits,
                          "smooth_acc": smooth, "hard_acc": hard})
     w2 = QuantScheme(weight_bits=2, learned_step=True)
+    for end_hard in (False, True):
+        _, smooth, hard = _smooth_and_hard(model, data, w2, dataclasses.replace(recipe, end_hard=end_hard), seed)
+        rows.append({"ablation": "end_hard", "setting": end_hard, "weight_bits": 2, "smooth_acc": smooth, "hard_acc": hard})
+    for bits in (3, 2):
+        for device in (None, "xnnpack"):
+            scheme = QuantScheme(weight_bits=bits, learned_step=bits == 2)
+            last_epoch = dataclasses.replace(recipe, device_arithmetic=device, device_epochs=1 if device else None)
+            _, _, hard = _smooth_and_hard(model, data, scheme, last_epoch, seed)
+            rows.append({"ablation": "device_arithmetic_last_epoch", "setting": str(device), "weight_bits": bits,
+                         "hard_acc": hard})
+    annealing_only = dataclasses.replace(recipe, end_hard=False, device_arithmetic=None)
     for alpha_end in (1e3, 1e4, 1e5):
-        quantized, smooth, hard = _smooth_and_hard(model, data, w2, dataclasses.replace(recipe, alpha_end=alpha_end), seed)
+        quantized, smooth, hard = _smooth_and_hard(model, data, w2, dataclasses.replace(annealing_only, alpha_end=alpha_end), seed)
         rows.append({"ablation": "alpha_end", "setting": alpha_end, "weight_bits": 2, "smooth_acc": smooth, "hard_acc": hard})
         if alpha_end == recipe.alpha_end:  # the default run, then 3 straight-through epochs on it
             for layer in quantized.layers:
