@@ -130,8 +130,11 @@ class _QuantKernel:
         raise NotImplementedError
 
     def _add_bias(self, outputs, bias):
-        """outputs + bias broadcast over the output channels (the last axis: channels_last)."""
-        return ops.add(outputs, bias)
+        """outputs + bias (one per output channel) on the channel axis: the last one, or axis 1
+        where a convolution is channels_first."""
+        if getattr(self, "data_format", "channels_last") == "channels_last":
+            return ops.add(outputs, bias)
+        return ops.add(outputs, ops.reshape(bias, (1, -1) + (1,) * (len(outputs.shape) - 2)))
 
     def _pre_activation(self, inputs):
         """linear(x, Q(W)) + b, in the device's arithmetic where `device_arithmetic` is set and
@@ -150,9 +153,10 @@ class _QuantKernel:
         output_step = ops.cast(output_quantizer(self).grid().scale, "float32")
         kernel_steps = ops.reshape(ops.cast(self.weight_quantizer.scale(self.float_kernel), "float32"), [-1])
         integers = self.weight_quantizer.integers(self.float_kernel)
-        kernel_shape = tuple(self.float_kernel.shape)
-        depthwise = isinstance(self, keras.layers.DepthwiseConv2D)
-        dtype = accumulator_dtype(int(np.prod(kernel_shape[:2] if depthwise else kernel_shape[:-1])), self.weight_quantizer.qmax)
+        shape = tuple(self.float_kernel.shape)   # products summed per output: the kernel's non-channel axes
+        channel_axes = {axis % len(shape) for axis in self.layer_type.channel_axes}
+        terms = int(np.prod([n for axis, n in enumerate(shape) if axis not in channel_axes]))
+        dtype = accumulator_dtype(terms, self.weight_quantizer.qmax)
         centered = ops.cast(ops.round(ops.cast(inputs, "float32") / input_step), dtype)     # q_in - z_in
         # Rounded: a graph may compute the convolution with a transform (Winograd) whose float
         # error leaves an integer sum a hair off (seen: 11511.99 for 11512 in a tf.function).
@@ -200,13 +204,6 @@ class _QuantConvCall:
     def _linear(self, inputs, kernel):
         return self.convolution_op(inputs, kernel)
 
-    def _add_bias(self, outputs, bias):
-        if self.data_format == "channels_last":
-            bias_shape = (1,) * (self.rank + 1) + (self.filters,)
-        else:
-            bias_shape = (1, self.filters) + (1,) * self.rank
-        return ops.add(outputs, ops.reshape(bias, bias_shape))
-
     def call(self, inputs):
         outputs = self._pre_activation(inputs)
         return self.activation(outputs) if self.activation is not None else outputs
@@ -252,11 +249,6 @@ class QuantDepthwiseConv2D(_QuantKernel, keras.layers.DepthwiseConv2D):
     def _linear(self, inputs, kernel):
         return ops.depthwise_conv(inputs, kernel, strides=self.strides, padding=self.padding,
                                   dilation_rate=self.dilation_rate, data_format=self.data_format)
-
-    def _add_bias(self, outputs, bias):
-        channels = outputs.shape[-1] if self.data_format == "channels_last" else outputs.shape[1]
-        shape = (1,) * (self.rank + 1) + (channels,) if self.data_format == "channels_last" else (1, channels) + (1,) * self.rank
-        return ops.add(outputs, ops.reshape(bias, shape))
 
     def call(self, inputs):
         outputs = self._pre_activation(inputs)

@@ -12,6 +12,7 @@ from tests.seeds import seeded
 from toolkit import QuantScheme, quantize
 from toolkit.device_arithmetic import set_device_arithmetic
 from toolkit.errors import ConfigError
+from toolkit.qat_layers import QUANT_KERNEL_LAYERS
 from toolkit.rounding import HARD_ALPHA
 from toolkit.schedules import set_alpha
 
@@ -60,6 +61,7 @@ def test_device_arithmetic_is_kept_in_the_config_and_checked(tmp_path):
     set_device_arithmetic(quantized, "xnnpack")
     quantized.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
-    assert {getattr(layer, "device_arithmetic", "xnnpack") for layer in loaded.layers} == {"xnnpack"}
+    kernels = [layer for layer in loaded.layers if isinstance(layer, QUANT_KERNEL_LAYERS)]
+    assert len(kernels) == 4 and {layer.device_arithmetic for layer in kernels} == {"xnnpack"}
     with pytest.raises(ConfigError, match="'ruy'.*xnnpack"):
         set_device_arithmetic(quantized, "ruy")
