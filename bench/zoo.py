@@ -16,6 +16,8 @@ after the first, same process); and the time of each stage. Writes bench/results
     python -m bench.zoo --models ds_cnn --bits 4 --float-epochs 4 --qat-epochs 2
     QUICK=1 python -m bench.zoo             # W4 only, 3 + 1 epochs
     python -m bench.zoo --models resnet8    # re-measure one model, keep the other rows
+    python -m bench.zoo --models mobilenet_v2_035 --bits 4 --device-arithmetic xnnpack \
+        --device-epochs 1 --output /tmp/zoo-device.json   # a variant of the recipe, beside the table
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from export.validate import validate  # noqa: E402
 from models import datasets, registry  # noqa: E402
 from models.training import Recipe, evaluate, learned_step_for, train_float, train_quantized  # noqa: E402
 from toolkit import QuantScheme  # noqa: E402
+from toolkit.device_families import DEVICE_FAMILIES  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("ds_cnn", "resnet8", "mobilenet_v1_025", "fc_autoencoder", "mobilenet_v2_035")
@@ -136,17 +139,24 @@ def main(argv=None) -> None:
     parser.add_argument("--float-epochs", type=int, default=10)
     parser.add_argument("--qat-epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device-arithmetic", choices=DEVICE_FAMILIES, default=None,
+                        help="train the last --device-epochs QAT epochs on this family's arithmetic")
+    parser.add_argument("--device-epochs", type=int, default=None)
+    parser.add_argument("--output", type=Path, default=None,
+                        help="write the rows here only (not bench/results/zoo.json nor docs/benchmarks.md)")
     args = parser.parse_args(argv)
     if os.environ.get("QUICK", "") not in ("", "0"):  # make bench QUICK=1: a smoke run
         args.bits, args.float_epochs, args.qat_epochs = [4], 3, 1
-    recipe = dataclasses.replace(Recipe(), float_epochs=args.float_epochs, qat_epochs=args.qat_epochs)
-    kept = _kept_rows(args.models, recipe, args.seed)
+    recipe = dataclasses.replace(Recipe(), float_epochs=args.float_epochs, qat_epochs=args.qat_epochs,
+                                 device_arithmetic=args.device_arithmetic, device_epochs=args.device_epochs)
+    kept = [] if args.output else _kept_rows(args.models, recipe, args.seed)
     rows = []
     for name in args.models:  # written after each model, so a long run keeps what it measured
         rows += measure_model(name, args.bits, recipe, args.seed)
-        write_json(RESULTS / "zoo.json", {"recipe": recipe.to_dict(), "seed": args.seed, "rows": kept + rows})
+        write_json(args.output or RESULTS / "zoo.json", {"recipe": recipe.to_dict(), "seed": args.seed, "rows": kept + rows})
     print(table(kept + rows))
-    write_readme_section(kept + rows, recipe)
+    if args.output is None:
+        write_readme_section(kept + rows, recipe)
 
 
 def write_readme_section(rows, recipe: Recipe) -> None:
