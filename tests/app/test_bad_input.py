@@ -181,6 +181,8 @@ CASES = [
     ("weight-bits-9", [*TRAIN, "--weight-bits", "9"], USAGE, r"'--weight-bits': 9 is not in the range 2<=x<=8", "fresh"),
     ("unknown-device-arithmetic", [*TRAIN, "--device-arithmetic", "ruy"], USAGE,
      r"'--device-arithmetic': 'ruy' is not one of 'xnnpack', 'none'", "fresh"),
+    ("device-epochs-zero", [*TRAIN, "--device-arithmetic", "xnnpack", "--device-epochs", "0"], USAGE,
+     r"'--device-epochs': 0 is not in the range x>=1", "fresh"),
     ("device-epochs-beyond-the-qat-epochs", [*TRAIN, "--device-arithmetic", "xnnpack", "--device-epochs", "2"], USAGE,
      r"device_epochs None or 1..qat_epochs \(1\)", "fresh"),
     # schemes, parsed against a typed schema
