@@ -35,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.isolated import rows_in_own_process  # noqa: E402
 from export.atomic import write_json  # noqa: E402
 from export.device.check import latency_us, load_interpreter, predict, quantize_input  # noqa: E402
 from export.harden import harden  # noqa: E402
@@ -317,16 +318,25 @@ def main(argv=None) -> None:
     parser.add_argument("--bits", default="8,4,3,2")
     parser.add_argument("--roundings", default=",".join(SOFTEDGE_ROUNDINGS))
     parser.add_argument("--seeds", type=int, default=1 if quick else 3)
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=RESULTS,
+                        help="the results folder; with --only-seed, the JSON file of its rows")
+    parser.add_argument("--only-seed", type=int, default=None,
+                        help="run --models at this seed here and write their rows (the parent runs each so)")
     args = parser.parse_args(argv)
     # QUICK: a smoke run under 5 minutes. Without XLA (its ~3 s compile per model outweighs
     # 4 epochs), so its epoch-time ratios are not the recipe's; the sweep has two alphas.
     recipe = Recipe(float_epochs=10, qat_epochs=4, jit_compile=False) if quick else Recipe()
+    if args.only_seed is not None:
+        rows = [r for model_name in args.models.split(",")
+                for r in bench_model(model_name, args.only_seed, [int(b) for b in args.bits.split(",")],
+                                     args.roundings.split(","), recipe)]
+        write_json(args.output, {"rows": rows})
+        return
     rows = []
     for model_name in args.models.split(","):
-        for seed in range(args.seeds):
-            rows += bench_model(model_name, seed, [int(b) for b in args.bits.split(",")],
-                                args.roundings.split(","), recipe)
+        for seed in range(args.seeds):   # ~22 trainings each: a process of its own (bench.isolated)
+            rows += rows_in_own_process("bench.qat", "--models", model_name, "--bits", args.bits,
+                                        "--roundings", args.roundings, "--only-seed", str(seed))
             print(f"{model_name} seed {seed}: {len(rows)} rows", flush=True)
     sweep = alpha_sweep(recipe, alphas=(10.0, 1e4) if quick else (10.0, 100.0, 1e3, 1e4))
     summary = summarize(rows)

@@ -24,11 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.isolated import rows_in_own_process  # noqa: E402
 from bench.qat import EpochTimer  # noqa: E402
 from export.atomic import write_json  # noqa: E402
 from export.device.check import load_interpreter, predict  # noqa: E402
@@ -160,18 +157,6 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _run_in_a_process_of_its_own(seed: int) -> list[dict]:
-    """`run(seed)` in a fresh interpreter: every QAT run compiles its training step with XLA, and
-    the process keeps each compiled executable mapped (its memory maps grew by about 3,000 a
-    minute here); three seeds in one process reached Linux's limit of 65,530 and LLVM failed to
-    allocate (a segmentation fault)."""
-    with tempfile.TemporaryDirectory() as folder:
-        output = Path(folder) / "rows.json"
-        subprocess.run([sys.executable, "-m", "bench.recipe", "--only-seed", str(seed), "--output", str(output)],
-                       check=True, cwd=Path(__file__).parent.parent)
-        return json.loads(output.read_text())["rows"]
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -181,7 +166,7 @@ def main(argv=None) -> None:
     if args.only_seed is not None:
         write_json(args.output, {"seeds": 1, "rows": [{**row, "seed": args.only_seed} for row in run(args.only_seed)]})
         return
-    rows = [row for seed in range(args.seeds) for row in _run_in_a_process_of_its_own(seed)]
+    rows = [row for seed in range(args.seeds) for row in rows_in_own_process("bench.recipe", "--only-seed", str(seed))]
     print(format_table(rows))
     write_json(args.output, {"seeds": args.seeds, "rows": rows})
     print(f"\nwrote {args.output}")

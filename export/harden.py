@@ -26,6 +26,7 @@ from toolkit.errors import ConfigError
 from toolkit.layer_types import layer_type_of
 from toolkit.qat_layers import (
     QUANT_KERNEL_LAYERS,
+    QuantAdd,
     QuantAveragePooling,
     QuantChannelAffine,
     QuantizeActivation,
@@ -33,6 +34,7 @@ from toolkit.qat_layers import (
 from toolkit.quantizers import (
     constant_fake_quant,
     constant_range,
+    exported_range,
     nudged_grid,
 )
 from toolkit.rewrite import is_quantized_model
@@ -71,7 +73,7 @@ def _hard_layer(layer, bake_bias: bool = True):
 def _hard_constant(op: str, variable, name: str) -> HardConstantOp:
     """The constant of a `QuantChannelAffine` on its int8 grid, with that grid's nudged range."""
     values = constant_fake_quant(variable).numpy()
-    lo, hi = (bound.numpy() for bound in nudged_grid(*constant_range(variable), 8).min_max())
+    lo, hi = exported_range(nudged_grid(*constant_range(variable), 8))
     return HardConstantOp(op, values, float(lo), float(hi), name=name)
 
 
@@ -106,14 +108,16 @@ def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
             return hard
         if isinstance(layer, QuantAveragePooling):  # expanded by call_layer, below
             pools[layer.input_quant_name] = layer
-            lo, hi = (float(v) for v in layer.quantizer.min_max())
+            lo, hi = exported_range(layer.quantizer.grid())
             return FakeQuant(lo, hi, num_bits=layer.quantizer.bits, name=layer.input_quant_name)
         if isinstance(layer, QuantizeActivation):
-            lo, hi = (float(v) for v in layer.quantizer.min_max())
+            lo, hi = exported_range(layer.quantizer.grid())
             return FakeQuant(lo, hi, num_bits=layer.quantizer.bits, name=layer.name)
         if isinstance(layer, QuantChannelAffine):  # MUL -> FakeQuant -> ADD, expanded by call_layer
             affines[layer.name] = layer
             return _hard_constant("add", layer.offset, layer.name)
+        if isinstance(layer, QuantAdd):   # the device mode is training's: the converter takes an Add
+            return keras.layers.Add.from_config({k: v for k, v in layer.get_config().items() if k != "device_arithmetic"})
         clone = layer.__class__.from_config(layer.get_config())
         if layer.weights:
             weights_by_name[layer.name] = layer.get_weights()
@@ -125,7 +129,7 @@ def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
         affine = affines.get(layer.name)
         if affine is not None:
             product = _hard_constant("mul", affine.scale, f"{layer.name}_mul")(args[0])
-            lo, hi = (float(v) for v in affine.product_quantizer.min_max())
+            lo, hi = exported_range(affine.product_quantizer.grid())
             product = FakeQuant(lo, hi, num_bits=affine.product_quantizer.bits, name=f"{layer.name}_product_quant")(product)
             return layer(product)
         outputs = layer(*args, **kwargs)

@@ -291,7 +291,7 @@ def exact_link(graph: Graph, device_inputs: np.ndarray, family, output_detail: d
         return {"family": str(family) if family else None,
                 "skipped": reference_error or f"no kernel family is probed on {platform.machine()} for these kernels"}
     exact = ExactModel(graph, family)
-    outputs = dequantize(exact.run(device_inputs)[graph.outputs[0]], output_detail)
+    outputs = dequantize(exact.outputs(device_inputs)[0], output_detail)
     mismatched = int(np.sum(outputs != runtime_outputs)) if outputs.shape == runtime_outputs.shape else int(outputs.size)
     link = {"family": str(family), "outputs_equal_runtime": mismatched == 0, "mismatched_output_elements": mismatched,
             "metrics": task_metrics(outputs, x, y, task), "numpy_ops": sorted(set(exact.in_numpy))}

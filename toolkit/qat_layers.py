@@ -3,7 +3,8 @@
 `QuantDense`, `QuantConv1D`, `QuantConv2D` and `QuantDepthwiseConv2D` subclass the Keras layer
 of the same name and change one thing: `call` uses `weight_quantizer(kernel)` instead of the
 float kernel (which stays the trained, latent weight). `QuantizeActivation` fake-quantizes a
-tensor where the converted TFLite model will hold an int8 tensor. `QuantAveragePooling` and
+tensor where the converted TFLite model will hold an int8 tensor. `QuantAdd` is Keras's Add,
+which can follow the device's ADD (`toolkit.device_arithmetic`). `QuantAveragePooling` and
 `QuantChannelAffine` (a BatchNormalization with nothing to fold into) train as TFLite's int8
 AVERAGE_POOL_2D and MUL/ADD run.
 
@@ -17,7 +18,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from toolkit.device_arithmetic import accumulator_dtype, output_quantizer, requantize_xnnpack
+from toolkit.device_arithmetic import (
+    accumulator_dtype,
+    add_xnnpack,
+    output_quantizer,
+    quantize_host,
+    requantize_xnnpack,
+)
 from toolkit.device_families import check_family
 from toolkit.errors import ConfigError
 from toolkit.layer_types import LAYER_TYPES, grid_layer_classes, register_qat
@@ -26,6 +33,7 @@ from toolkit.quantizers import ActivationQuantizer, WeightQuantizer, constant_fa
 __all__ = [
     "QUANT_KERNEL_LAYERS",
     "QUANT_LAYERS",
+    "QuantAdd",
     "QuantAveragePooling",
     "QuantChannelAffine",
     "QuantConv1D",
@@ -33,6 +41,7 @@ __all__ = [
     "QuantDense",
     "QuantDepthwiseConv2D",
     "QuantizeActivation",
+    "activation_behind",
     "int8_average_pool",
 ]
 
@@ -47,6 +56,28 @@ def int8_average_pool(pool, on_grid, grid):
     raw_mean = pool(ops.round(on_grid / scale) + zero_point)
     rounded = ops.clip(ops.sign(raw_mean) * ops.floor(ops.abs(raw_mean) + 0.5), grid.qmin, grid.qmax)
     return ops.stop_gradient(scale * (rounded - zero_point))
+
+
+def _parent_nodes(layer):
+    """The nodes that produce `layer`'s inputs (in its call's argument order), where the layer is
+    called once in its model; else None."""
+    nodes = getattr(layer, "_inbound_nodes", [])
+    return nodes[0].parent_nodes if len(nodes) == 1 else None
+
+
+def activation_behind(node):
+    """The `QuantizeActivation` whose int8 tensor the functional-graph `node` outputs, through
+    layers that keep their input's grid (pooling, reshapes, ...); None where there is none."""
+    while True:
+        operation = node.operation
+        if isinstance(operation, QuantizeActivation):
+            return operation
+        if not isinstance(operation, grid_layer_classes("input")) or isinstance(operation, keras.layers.InputLayer):
+            return None
+        parents = node.parent_nodes
+        if len(parents) != 1:
+            return None
+        node = parents[0]
 
 
 class _QuantKernel:
@@ -103,22 +134,11 @@ class _QuantKernel:
         found = self.__dict__.get("_input_activation_layer")
         if found is not None:
             return found
-        nodes = getattr(self, "_inbound_nodes", [])
-        if len(nodes) != 1:
-            return None
-        node = nodes[0]
-        while True:
-            parents = node.parent_nodes
-            if len(parents) != 1:
-                return None
-            node = parents[0]
-            operation = node.operation
-            if isinstance(operation, QuantizeActivation):
-                self.__dict__["_input_activation_layer"] = operation   # not tracked: not the layer's state
-                return operation
-            # Layers that keep their input's grid (output grid "input": pooling, reshapes, ...).
-            if not isinstance(operation, grid_layer_classes("input")) or isinstance(operation, keras.layers.InputLayer):
-                return None
+        parents = _parent_nodes(self)
+        found = activation_behind(parents[0]) if parents is not None and len(parents) == 1 else None
+        if found is not None:
+            self.__dict__["_input_activation_layer"] = found   # not tracked: not the layer's state
+        return found
 
     def follows_device(self) -> bool:
         """Whether `device_output` applies: the layer reads an int8 tensor of its model and its
@@ -260,25 +280,74 @@ class QuantDepthwiseConv2D(_QuantKernel, keras.layers.DepthwiseConv2D):
 
 @keras.saving.register_keras_serializable(package="softedge")
 class QuantizeActivation(keras.layers.Layer):
-    """Fake-quantizes its input on a moving-average (or fixed) range; identity in shape."""
+    """Fake-quantizes its input on a moving-average (or fixed) range; identity in shape.
 
-    def __init__(self, quantizer=None, **kwargs):
+    With `device_arithmetic` set, the quantizer of a model input rounds as the host hands an
+    int8-input export its integers (`toolkit.device_arithmetic.quantize_host`: floor(x / s + 1/2)
+    in float64), with a straight-through gradient; any other quantizer is unchanged by it."""
+
+    def __init__(self, quantizer=None, device_arithmetic=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(quantizer, ActivationQuantizer):
             quantizer = quantizer.get_config()
         self.quantizer = ActivationQuantizer.from_config(quantizer or {})
+        self.device_arithmetic = check_family(device_arithmetic)
 
     def build(self, input_shape):
         self.quantizer.build(self)
 
+    def follows_device(self) -> bool:
+        """Whether the device mode applies: this quantizer reads a model input."""
+        parents = _parent_nodes(self)
+        return parents is not None and len(parents) == 1 and isinstance(parents[0].operation, keras.layers.InputLayer)
+
     def call(self, inputs, training=False):
-        return self.quantizer(inputs, training=bool(training))
+        outputs = self.quantizer(inputs, training=bool(training))
+        if self.device_arithmetic is None or not self.follows_device():
+            return outputs
+        device = ops.cast(quantize_host(inputs, self.quantizer.grid()), outputs.dtype)
+        return outputs + ops.stop_gradient(device - outputs)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "quantizer": self.quantizer.get_config()}
+        return {**super().get_config(), "quantizer": self.quantizer.get_config(),
+                "device_arithmetic": self.device_arithmetic}
+
+
+@keras.saving.register_keras_serializable(package="softedge")
+class QuantAdd(keras.layers.Add):
+    """Keras's Add (the rewrite's form of it), and with `device_arithmetic` set, where both
+    operands are int8 tensors of the model and a `QuantizeActivation` quantizes the sum (through
+    fused activations), the device's ADD with a straight-through gradient
+    (`toolkit.device_arithmetic.add_xnnpack`). `export.harden` makes it a plain Add."""
+
+    def __init__(self, device_arithmetic=None, **kwargs):
+        super().__init__(**kwargs)
+        self.device_arithmetic = check_family(device_arithmetic)
+
+    def operand_activations(self):
+        """The two `QuantizeActivation`s whose int8 tensors are the operands, or None."""
+        parents = _parent_nodes(self)
+        if parents is None or len(parents) != 2:
+            return None
+        found = [activation_behind(node) for node in parents]
+        return None if None in found else found
+
+    def follows_device(self) -> bool:
+        return self.operand_activations() is not None and output_quantizer(self) is not None
+
+    def call(self, inputs):
+        outputs = super().call(inputs)
+        if self.device_arithmetic is None or not self.follows_device():
+            return outputs
+        (a, b), (quant_a, quant_b) = inputs, self.operand_activations()
+        device = add_xnnpack(a, quant_a.quantizer.grid(), b, quant_b.quantizer.grid(), output_quantizer(self).grid())
+        return outputs + ops.stop_gradient(ops.cast(device, outputs.dtype) - outputs)
+
+    def get_config(self):
+        return {**super().get_config(), "device_arithmetic": self.device_arithmetic}
 
 
 @keras.saving.register_keras_serializable(package="softedge")
@@ -317,6 +386,10 @@ class QuantAveragePooling(QuantizeActivation):
 
     def compute_output_shape(self, input_shape):
         return self.pool.compute_output_shape(input_shape)
+
+    def follows_device(self) -> bool:
+        """False: the pooling computes TFLite's integers already (`int8_average_pool`)."""
+        return False
 
     def get_config(self):
         return {**super().get_config(), "pool": self.pool_config, "input_quant_name": self.input_quant_name,

@@ -51,6 +51,7 @@ __all__ = [
     "bias_on_accumulator_grid",
     "check_bits",
     "divide",
+    "exported_range",
     "fake_quant",
     "hard_integers",
     "lsq_step",
@@ -344,6 +345,55 @@ def nudged_grid(lo, hi, bits: int = 8) -> Grid:
     s = divide(tf.maximum(hi - lo, _TINY), levels)
     zero_unsigned = tf.clip_by_value(tf.floor(-lo / s + 0.5), 0.0, float(levels))
     return Grid(scale=s, zero_point=zero_unsigned + qmin, qmin=qmin, qmax=qmax)
+
+
+def exported_range(grid: Grid) -> tuple[float, float]:
+    """A float32 range [lo, hi] that TF's fake_quant op and the TFLite converter both turn back
+    into exactly `grid`'s scale s and zero point z: harden bakes it, so the exported model
+    computes on the steps it trained on.
+
+    `grid.min_max()`, ((qmin - z) s, (qmax - z) s) rounded to float32, is not always that range:
+    the converter computes the scale as float32((double(hi) - double(lo)) / levels) and the op as
+    float32 (hi - lo) / levels, and the roundings of the products and of the difference can leave
+    either an ulp off s (seen: an input grid of step 0.031114843 stored as 0.031114845; its
+    integers then differ from the trained model's on inputs near a rounding boundary, and every
+    layer after it inherits them; about 7% of random grids). This keeps `min_max()` where both
+    formulas give s and z, else takes the nearest pair of float32 neighbours (up to 8 ulps each
+    way) for which both do, else one for which the converter does (the device computes on the
+    trained steps; the hard Keras model's op then steps an ulp off: about 4% of random 8-bit
+    grids with lo < 0 have no range for the op's float32 formula, 255 s falling between two
+    float32 differences); where none does, `min_max()`."""
+    scale = np.float32(grid.scale)
+    zero_point = int(np.asarray(grid.zero_point))
+    levels = grid.qmax - grid.qmin
+    lo0, hi0 = (np.float32(np.asarray(bound)) for bound in grid.min_max())
+    lo0, hi0 = np.float32(min(lo0, 0.0)), np.float32(max(hi0, 0.0))
+
+    def recovers(lo: np.float32, hi: np.float32, op_too: bool) -> bool:
+        steps = [np.float32((np.float64(hi) - np.float64(lo)) / levels)]      # the converter's
+        if op_too:
+            steps.append(np.float32(hi - lo) / np.float32(levels))            # fake_quant's
+        for step in steps:   # and the nudged zero point, round(-lo / s) + qmin
+            if step != scale or int(np.clip(np.floor(-np.float64(lo) / np.float64(step) + 0.5), 0, levels)) + grid.qmin \
+                    != zero_point:
+                return False
+        return True
+
+    offsets = sorted(((a, b) for a in range(-8, 9) for b in range(-8, 9)), key=lambda ab: (abs(ab[0]) + abs(ab[1]), ab))
+    candidates = [(_ulps(lo0, a), _ulps(hi0, b)) for a, b in offsets]
+    for op_too in (True, False):
+        for lo, hi in candidates:
+            if lo <= 0 <= hi and recovers(lo, hi, op_too):
+                return float(lo), float(hi)
+    return float(lo0), float(hi0)
+
+
+def _ulps(value: np.float32, steps: int) -> np.float32:
+    """`value` moved `steps` float32 ulps (toward +inf for steps > 0)."""
+    direction = np.float32(np.inf if steps > 0 else -np.inf)
+    for _ in range(abs(steps)):
+        value = np.nextafter(value, direction, dtype=np.float32)
+    return value
 
 
 def constant_range(values) -> tuple[tf.Tensor, tf.Tensor]:

@@ -43,6 +43,7 @@ from toolkit.layer_types import grid_layer_classes
 from toolkit.qat_layers import (
     QUANT_KERNEL_LAYERS,
     QUANT_LAYERS,
+    QuantAdd,
     QuantAveragePooling,
     QuantChannelAffine,
     QuantizeActivation,
@@ -204,6 +205,8 @@ class ModelRewrite:
                 layer.moving_mean.shape[0], name=layer.name,
                 product_quantizer=ActivationQuantizer(bits=bits, symmetric=scheme.symmetric_activations,
                                                       rounding=scheme.activation_rounding, ema_decay=scheme.ema_decay))
+        if type(layer) is L.Add and layer.name not in self.float_names:
+            return QuantAdd.from_config(config)   # can follow the device's ADD (device_arithmetic)
         replacement = QUANT_LAYERS.get(type(layer))
         if replacement is None or layer.name in self.float_names:
             return layer.__class__.from_config(config)

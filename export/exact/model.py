@@ -32,14 +32,24 @@ class ExactModel:
         self.compiled = compiled
         self.in_tensorflow: list[str] = []
         self.in_numpy: list[str] = []
-        signature = [tf.TensorSpec([None, *self.graph.tensors[i].shape[1:]], tf.as_dtype(self.graph.tensors[i].type))
-                     for i in self.graph.inputs]
-        self._function = tf.function(self._compute, input_signature=signature, autograph=False)
-        self._concrete = None
+        self._signature = [tf.TensorSpec([None, *self.graph.tensors[i].shape[1:]], tf.as_dtype(self.graph.tensors[i].type))
+                           for i in self.graph.inputs]
+        self._concrete = {}   # "tensors" (every tensor) or "outputs" (the graph's outputs) -> concrete function
 
     def run(self, device_inputs) -> dict[int, np.ndarray]:
         """Every tensor the graph computes (inputs and op outputs), by tensor index, for
         `device_inputs` (one array or one per graph input, as the device receives them)."""
+        computed = self._call("tensors", self._checked(device_inputs))
+        return {int(key): value.numpy() for key, value in computed.items()}
+
+    def outputs(self, device_inputs) -> list[np.ndarray]:
+        """The graph's outputs only (in `graph.outputs` order), as the runtime returns them: the
+        same values as `run`'s at those indices, without handing every intermediate tensor back
+        (the host's fast path: validation, benchmarks)."""
+        computed = self._call("outputs", self._checked(device_inputs))
+        return [computed[str(index)].numpy() for index in self.graph.outputs]
+
+    def _checked(self, device_inputs) -> list[np.ndarray]:
         arrays = [device_inputs] if isinstance(device_inputs, np.ndarray) else list(device_inputs)
         if len(arrays) != len(self.graph.inputs):
             raise ValueError(f"The model has {len(self.graph.inputs)} input(s); got {len(arrays)} array(s).")
@@ -50,10 +60,19 @@ class ExactModel:
                     or array.ndim != len(tensor.shape):
                 raise ValueError(f"Input {tensor.name!r} takes {tensor.type} batches of {tuple(tensor.shape[1:])}; "
                                  f"got {array.dtype} of shape {array.shape}.")
-        if self._concrete is None:
-            self._concrete = self._function.get_concrete_function()
-        outputs = self._concrete(*[tf.convert_to_tensor(a) for a in arrays])
-        return {int(key): value.numpy() for key, value in outputs.items()}
+        return arrays
+
+    def _call(self, which: str, arrays: list[np.ndarray]) -> dict:
+        if which not in self._concrete:
+            keep = None if which == "tensors" else {str(index) for index in self.graph.outputs}
+
+            def compute(*inputs):
+                values = self._compute(*inputs)
+                return values if keep is None else {key: values[key] for key in keep}
+
+            function = tf.function(compute, input_signature=self._signature, autograph=False)
+            self._concrete[which] = function.get_concrete_function()
+        return self._concrete[which](*[tf.convert_to_tensor(a) for a in arrays])
 
     def _compute(self, *inputs) -> dict[str, tf.Tensor]:
         values = dict(zip(self.graph.inputs, inputs, strict=True))

@@ -4,11 +4,16 @@ import pytest
 import tensorflow as tf
 
 from export import hard_layers
+from export.device.reference import Graph
 from export.harden import harden
 from export.tflite import convert, weight_mismatches, weight_tensors
+from export.validate import pair_layers
 from tests.export.conftest import calibrated
 from tests.seeds import seeded
+from toolkit import QuantScheme, quantize
 from toolkit.errors import ConfigError
+from toolkit.qat_layers import QuantizeActivation
+from toolkit.quantizers import nudged_grid
 from toolkit.rounding import HARD_ALPHA
 from toolkit.schedules import set_alpha
 
@@ -135,6 +140,39 @@ def test_int8_export_stores_exactly_the_trained_integers(kind, bits):
         assert tensor["dtype"] == "int8"
         assert tensor["ints"].min() >= -qmax and tensor["ints"].max() <= qmax
         assert tensor["ints"].min() == -qmax or tensor["ints"].max() == qmax
+
+
+def test_int8_export_stores_exactly_the_trained_activation_steps():
+    """Every activation grid the model trained on is the one the .tflite stores (scale bit for
+    bit, zero point): 40 random ranges, half of them drawn among those whose plain `min_max()`
+    range the converter turns into a step an ulp off (`exported_range` is what makes them exact)."""
+    rng = np.random.default_rng(seeded(0))
+
+    def draw(off_by_min_max: bool) -> tuple[float, float]:
+        while True:
+            low = -float(np.exp(rng.uniform(-6, 3))) if rng.random() < 0.8 else 0.0
+            high = float(np.exp(rng.uniform(-6, 3)))
+            grid = nudged_grid(tf.constant(low), tf.constant(high), 8)
+            bounds = [np.float64(np.float32(bound)) for bound in grid.min_max()]
+            if (np.float32((bounds[1] - bounds[0]) / 255) != np.float32(grid.scale)) == off_by_min_max:
+                return low, high
+
+    inputs = keras.Input((6,))
+    outputs = [keras.layers.Dense(3, name=f"branch_{i}")(inputs) for i in range(40)]
+    quantized = quantize(keras.Model(inputs, outputs), QuantScheme(weight_bits=8),
+                         calibration_data=rng.normal(size=(16, 6)).astype(np.float32))
+    quantizers = [layer for layer in quantized.layers if isinstance(layer, QuantizeActivation)]
+    for i, layer in enumerate(quantizers):
+        low, high = draw(off_by_min_max=i % 2 == 0)
+        layer.quantizer.range_min.assign(low)
+        layer.quantizer.range_max.assign(high)
+    hard = harden(quantized)
+    graph = Graph(convert(hard, "int8"))
+    pairs = pair_layers(hard, graph)
+    for layer in quantizers:
+        grid = layer.quantizer.grid()
+        scale, zero_point = graph.tensors[pairs[layer.name]].grid()
+        assert (np.float32(scale), zero_point) == (np.float32(grid.scale), int(grid.zero_point)), layer.name
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4])
