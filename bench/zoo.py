@@ -16,8 +16,8 @@ after the first, same process); and the time of each stage. Writes bench/results
     python -m bench.zoo --models ds_cnn --bits 4 --float-epochs 4 --qat-epochs 2
     QUICK=1 python -m bench.zoo             # W4 only, 3 + 1 epochs
     python -m bench.zoo --models resnet8    # re-measure one model, keep the other rows
-    python -m bench.zoo --models mobilenet_v2_035 --bits 4 --device-arithmetic xnnpack \
-        --device-epochs 1 --output /tmp/zoo-device.json   # a variant of the recipe, beside the table
+    python -m bench.zoo --device-arithmetic xnnpack --device-epochs 1 \
+        --output bench/results/zoo_device_last_epoch.json   # a variant of the recipe, beside the table
 """
 
 from __future__ import annotations
