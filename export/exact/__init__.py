@@ -2,6 +2,7 @@
 
     exact = ExactModel(tflite_bytes, "xnnpack")
     values = exact.run(device_inputs)        # == Graph(tflite_bytes).run(device_inputs, "xnnpack")
+    outputs = exact.outputs(device_inputs)   # the graph's outputs only, as LiteRT returns them
 
 The numpy integer reference (`export.device.reference`) states what each family computes and
 runs on a device with numpy alone; it is slow on a host (Python per op, int64 numpy). This is the

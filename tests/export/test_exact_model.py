@@ -81,7 +81,7 @@ def test_the_exact_model_equals_the_reference_on_every_tensor_of_the_common_laye
         assert_exact(graph, inputs, family)
 
 
-@pytest.mark.parametrize("name", ["residual", "ds_cnn", "reductions"])
+@pytest.mark.parametrize("name", ["residual", "ds_cnn", "reductions", "activations"])
 def test_the_compiled_exact_model_equals_the_reference(name):
     model = common_layers(name)
     x = 1.5 * np.random.default_rng(seeded(2)).normal(size=(64, *model.inputs[0].shape[1:])).astype(np.float32)
@@ -89,6 +89,8 @@ def test_the_compiled_exact_model_equals_the_reference(name):
     for family in FAMILIES:
         exact = assert_exact(graph, _device_inputs(graph, x, "int8"), family, compiled=True)
         assert exact.run(_device_inputs(graph, x[:5], "int8"))[graph.outputs[0]].shape[0] == 5   # another batch size
+        # The fully connected model compiles whole (XLA), the others each requantization.
+        assert exact.whole_graph_compiles() == (name == "activations")
 
 
 def test_heavy_ops_run_in_tensorflow_and_softmax_in_the_reference_kernel():
