@@ -73,7 +73,7 @@ bench: $(STAMP) ## Run the benchmarks (QUICK=1: one seed, fewer epochs); tables,
 bench-architectures: $(STAMP) ## DS-CNN / ResNet block / MobileNet(0.25) shapes: exact weights, reference == runtime, hard vs XNNPACK
 	$(PY) -m bench.architectures
 
-bench-zoo: $(STAMP) ## MLPerf Tiny zoo + MobileNetV2-0.35 on synthetic data, W8/W4/W3: accuracy, agreement, exactness, bytes, times (~1 h)
+bench-zoo: $(STAMP) ## MLPerf Tiny zoo + MobileNetV2-0.35 on synthetic data, W8/W4/W3: accuracy, agreement, exactness, bytes, times (~10 min)
 	$(PY) -m bench.zoo
 
 bench-micro: $(STAMP) ## Every zoo model on TFLite Micro, int8 and int4 weights: runs, integers, arena, flash, time (~20 min)
@@ -85,7 +85,7 @@ bench-speed: $(STAMP) ## Training speed: steps per compiled call, XLA on/off, vs
 bench-streaming: $(STAMP) ## Training on .npz shards streamed from disk vs in memory, 1x and 10x the data: peak memory, time per sample (~10 min)
 	$(PY) -m bench.streaming
 
-bench-qat: $(STAMP) ## QAT: every rounding, tfmot's QAT and the bridge, MNIST-1D and digits, W8-W2, 3 seeds; then the report (~40 min)
+bench-qat: $(STAMP) ## QAT: every rounding, tfmot's QAT and the bridge, MNIST-1D and digits, W8-W2, 3 seeds; then the report (~20 min)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.qat
 	$(PY) -m bench.report

@@ -41,6 +41,7 @@ class ExactModel:
         self._signature = [tf.TensorSpec([None, *self.graph.tensors[i].shape[1:]], tf.as_dtype(self.graph.tensors[i].type))
                            for i in self.graph.inputs]
         self._concrete = {}   # "tensors" (every tensor) or "outputs" (the graph's outputs) -> concrete function
+        self._each_op_compiled = True   # False while the whole graph is traced for XLA
 
     def run(self, device_inputs) -> dict[int, np.ndarray]:
         """Every tensor the graph computes (inputs and op outputs), by tensor index, for
@@ -77,9 +78,13 @@ class ExactModel:
                 return values if keep is None else {key: values[key] for key in keep}
 
             concrete = tf.function(compute, input_signature=self._signature, autograph=False).get_concrete_function()
-            if self.compiled and self.whole_graph_compiles():
-                concrete = tf.function(compute, input_signature=self._signature, autograph=False,
-                                       jit_compile=True).get_concrete_function()
+            if self.compiled and self.whole_graph_compiles():   # traced again, each requantization plain inside
+                self._each_op_compiled = False
+                try:
+                    concrete = tf.function(compute, input_signature=self._signature, autograph=False,
+                                           jit_compile=True).get_concrete_function()
+                finally:
+                    self._each_op_compiled = True
             self._concrete[which] = concrete
         return self._concrete[which](*[tf.convert_to_tensor(a) for a in arrays])
 
@@ -96,7 +101,7 @@ class ExactModel:
         values = dict(zip(self.graph.inputs, inputs, strict=True))
         self.in_tensorflow, self.in_numpy = [], []
         for op in self.graph.ops:
-            context = ExactContext(self.graph, op, {}, self.rules, self.compiled)
+            context = ExactContext(self.graph, op, {}, self.rules, self.compiled and self._each_op_compiled)
             op_inputs = [values.get(index) if index >= 0 else None for index in op.inputs]
             if op.name not in OPS:
                 raise UnsupportedOpError(f"op {op.index} {op.name} (output tensor {self._out_name(op)!r}) is not "
