@@ -321,8 +321,9 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
 @click.option("--steps-per-execution", type=click.IntRange(min=1), default=None,
               help="Training steps per compiled call (default: up to 16, one epoch at most).")
 @click.option("--device-arithmetic", type=click.Choice([*DEVICE_FAMILIES, "none"]), default="none", show_default=True,
-              help="Fine-tune with the kernel layers computing as this kernel family does (exact int32 accumulators, "
-                   "its multiplier and rounding; straight-through gradients); none: the float simulation.")
+              help="Fine-tune with the kernel layers, two-input Adds and the input quantizer computing as this kernel "
+                   "family and an int8-input host do (exact int32 accumulators, its multipliers and rounding; "
+                   "straight-through gradients); none: the float simulation.")
 @click.option("--device-epochs", type=click.IntRange(min=1), default=None,
               help="With --device-arithmetic: only the last N QAT epochs (default: all of them).")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to write.")

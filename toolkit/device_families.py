@@ -8,7 +8,8 @@ from toolkit.errors import ConfigError
 __all__ = ["DEVICE_FAMILIES", "check_family"]
 
 # XNNPACK (LiteRT's default CPU delegate, the family export validates on): int8 convolutions and
-# fully connected layers requantized by float32(acc) * float32 multiplier, ties to even.
+# fully connected layers requantized by float32(acc) * float32 multiplier, ties to even; ADD with
+# 20-bit integer multipliers and one shift.
 DEVICE_FAMILIES = ("xnnpack",)
 
 

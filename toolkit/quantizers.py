@@ -136,8 +136,10 @@ class Grid:
     qmax: int
 
     def min_max(self) -> tuple[tf.Tensor, tf.Tensor]:
-        """The range ((qmin - z) s, (qmax - z) s) that TF's fake_quant_with_min_max_vars (and so
-        the converter) turns back into exactly this grid (`nudged_grid` of it is itself)."""
+        """The range ((qmin - z) s, (qmax - z) s). TF's fake_quant_with_min_max_vars and the
+        converter turn it back into this grid up to an ulp of the step (the roundings of the
+        products and of (max - min) / levels); `exported_range` is the range that gives the
+        grid back bit for bit, which `export.harden` bakes."""
         return (self.qmin - self.zero_point) * self.scale, (self.qmax - self.zero_point) * self.scale
 
 
@@ -503,7 +505,8 @@ class ActivationQuantizer:
         return nudged_grid(lo, hi, self.bits)
 
     def min_max(self) -> tuple[tf.Tensor, tf.Tensor]:
-        """The nudged range ((qmin - z) s, (qmax - z) s) that reproduces the grid exactly."""
+        """The nudged range ((qmin - z) s, (qmax - z) s) of the grid (`Grid.min_max`; export bakes
+        `exported_range(self.grid())`)."""
         return self.grid().min_max()
 
     def __call__(self, x, training: bool = False) -> tf.Tensor:
