@@ -84,3 +84,22 @@ def test_a_checkpoint_naming_a_missing_file_is_an_artifact_error(tmp_path):
     (tmp_path / "checkpoint" / "state.json").write_text(json.dumps(state))
     with pytest.raises(ArtifactError, match="qat-0001.npz"):
         RunCheckpoints(tmp_path / "checkpoint", CONFIG.to_dict()).load()
+
+
+def test_a_run_resumed_after_its_switch_to_the_devices_arithmetic_ends_as_the_uninterrupted_one(tmp_path):
+    """The last two of three QAT epochs on the device's arithmetic (`DeviceArithmeticFrom`): a run
+    whose checkpoint holds QAT epoch 0 (the float simulation) resumes into the switch and ends
+    with the uninterrupted run's weights and accuracy."""
+    config = RunConfig("digits_cnn", "digits", QuantScheme(weight_bits=3),
+                       Recipe(float_epochs=1, qat_epochs=3, device_arithmetic="xnnpack", device_epochs=2), seed=seeded(4))
+    whole = train_run(config, tmp_path / "whole")
+    run = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):   # the checkpoint after QAT epoch 0 (see the test above)
+        train_run(config, run, callbacks=[Interrupt(1)])
+    assert (_state(run)["phase"], _state(run)["epochs_done"]) == ("qat", 1)
+    resumed = train_run(config, run, resume=True)
+    assert resumed["smooth_accuracy"] == whole["smooth_accuracy"]
+    expected, actual = load_keras_model(tmp_path / "whole" / "smooth.keras"), load_keras_model(run / "smooth.keras")
+    assert {getattr(layer, "device_arithmetic", None) for layer in actual.layers} >= {"xnnpack"}
+    for a, b in zip(expected.weights, actual.weights, strict=True):
+        np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=a.path)
