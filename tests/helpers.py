@@ -39,3 +39,13 @@ def with_constant(tflite_bytes: bytes, tensor_index: int, values) -> bytes:
     data = np.asarray(values, dtype).reshape([int(d) for d in tensor.shape])
     model.buffers[tensor.buffer].data = np.frombuffer(data.tobytes(), np.uint8)
     return write_model(model)
+
+
+def default_sigint() -> None:
+    """A `preexec_fn` for a child the tests interrupt: SIGINT at its default action, as in a
+    process started from a terminal. A non-interactive shell starts a background job (a CI run
+    launched with `&`) with SIGINT ignored; every child inherits that, Python then installs no
+    KeyboardInterrupt handler, and a test's SIGINT does nothing (such a run saw exit 0, not 130)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

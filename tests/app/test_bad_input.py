@@ -31,6 +31,7 @@ from export.device import check as device_check
 from export.device import micro_check
 from models.data_checks import check_dataset
 from models.datasets import Dataset
+from tests.helpers import default_sigint
 from toolkit.errors import SoftedgeError
 
 USAGE, ARTIFACT = cli.EXIT_USAGE, cli.EXIT_ARTIFACT
@@ -309,7 +310,7 @@ def test_a_zoo_model_rebuilt_for_other_data_says_so(bad, tmp_path):
 def _python(program: str, *arguments: str) -> subprocess.CompletedProcess:
     """`program` run by a fresh interpreter in the repository root (stdout and stderr captured)."""
     return subprocess.run([sys.executable, "-c", program, *arguments], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[2], timeout=120)
+                          cwd=Path(__file__).resolve().parents[2], timeout=120, preexec_fn=default_sigint)
 
 
 def test_argument_errors_answer_before_tensorflow_is_imported(tmp_path):
@@ -519,16 +520,11 @@ def test_the_data_set_check_raises_nothing_but_softedge_errors(data, task, input
 def test_an_interrupt_is_one_line_even_when_the_code_it_cut_short_fails_to_clean_up():
     # A Ctrl-C while TensorFlow traces a function leaves its graph's context managers to be
     # finalized at exit, where they raise (seen in the SIGINT test: "Exception ignored in ...
-    # Traceback ... TypeError" after the "Interrupted" line). A real SIGINT, through `entry`,
-    # sent to the main thread (os.kill may hand it to one of TensorFlow's threads) and taken
-    # inside the command: the loop's backward jumps check for it (CI once saw the command
-    # return before Python raised it, exit 0).
-    program = ("import signal, sys, threading, time\nfrom app import cli\n"
+    # Traceback ... TypeError" after the "Interrupted" line). A real SIGINT, through `entry`.
+    program = ("import os, signal, sys\nfrom app import cli\n"
                "def graph_scope():\n    try:\n        yield\n    finally:\n        raise TypeError('half-built graph')\n"
                "@cli.main.command('cut-short')\n@cli.handles_errors\ndef cut_short():\n    global pending\n"
-               "    pending = graph_scope()\n    next(pending)\n"
-               "    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)\n"
-               "    for _ in range(1000):\n        time.sleep(0.01)\n"
+               "    pending = graph_scope()\n    next(pending)\n    os.kill(os.getpid(), signal.SIGINT)\n"
                "sys.argv = ['softedge', 'cut-short']\ncli.entry()\n")
     done = _python(program)
     assert done.returncode == cli.EXIT_INTERRUPTED, done.stderr[-2000:]

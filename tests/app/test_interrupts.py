@@ -19,6 +19,7 @@ import pytest
 from app import cli
 from export.device import check as device_check
 from tests.app.test_bad_input import snapshot
+from tests.helpers import default_sigint
 
 pytestmark = pytest.mark.slow   # 20 interrupted exports, ~5 minutes
 
@@ -28,7 +29,7 @@ POINTS = 20
 
 def _export(run: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "app", "export", "--run", str(run)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
 def _assert_whole(run: Path) -> None:
