@@ -89,7 +89,7 @@ def test_an_interrupted_overwrite_brings_the_old_run_back_whole(exported_run, tm
     before = snapshot(run)
     process = subprocess.Popen([sys.executable, "-m", "app", "train", "--run", str(run), "--model", "mnist1d_cnn",
                                 "--data", "mnist1d", "--float-epochs", "30", "--qat-epochs", "1", "--overwrite"],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 300
     while not _started(run, before):
         assert process.poll() is None and time.monotonic() < deadline
