@@ -351,43 +351,38 @@ def nudged_grid(lo, hi, bits: int = 8) -> Grid:
 
 def exported_range(grid: Grid) -> tuple[float, float]:
     """A float32 range [lo, hi] that TF's fake_quant op and the TFLite converter both turn back
-    into exactly `grid`'s scale s and zero point z: harden bakes it, so the exported model
-    computes on the steps it trained on.
+    into exactly `grid`'s scale s and zero point z (an activation grid, 2^b - 1 levels): harden
+    bakes it, so the exported model computes on the steps it trained on.
 
-    `grid.min_max()`, ((qmin - z) s, (qmax - z) s) rounded to float32, is not always that range:
-    the converter computes the scale as float32((double(hi) - double(lo)) / levels) and the op as
-    float32 (hi - lo) / levels, and the roundings of the products and of the difference can leave
-    either an ulp off s (seen: an input grid of step 0.031114843 stored as 0.031114845; its
-    integers then differ from the trained model's on inputs near a rounding boundary, and every
-    layer after it inherits them; about 7% of random grids). This keeps `min_max()` where both
-    formulas give s and z, else takes the nearest pair of float32 neighbours (up to 8 ulps each
-    way) for which both do, else one for which the converter does (the device computes on the
-    trained steps; the hard Keras model's op then steps an ulp off: about 4% of random 8-bit
-    grids with lo < 0 have no range for the op's float32 formula, 255 s falling between two
-    float32 differences); where none does, `min_max()`."""
-    scale = np.float32(grid.scale)
-    zero_point = int(np.asarray(grid.zero_point))
-    levels = grid.qmax - grid.qmin
+    Both read a range as `nudged_grid` does, the op in float32 and the converter in float64 (then
+    storing the scale as float32). `grid.min_max()`, ((qmin - z) s, (qmax - z) s) rounded to
+    float32, does not always give s back: the roundings of the products and of (hi - lo) / levels
+    can leave either an ulp off (seen: an input grid of step 0.031114843 stored as 0.031114845;
+    its integers then differ from the trained model's on inputs near a rounding boundary, and
+    every layer after it inherits them; about 7% of random grids). This keeps `min_max()` where
+    both give s and z, else takes the nearest pair of float32 neighbours (up to 8 ulps each way)
+    for which both do, else one for which the converter does (the device computes on the trained
+    steps; the hard Keras model's op then steps an ulp off: about 4% of random 8-bit grids with
+    lo < 0 have no range for the op, 255 s falling between two float32 differences); where none
+    does, `min_max()`. ConfigError for a grid that is not finite."""
+    scale, zero_point = np.float32(grid.scale), np.float32(grid.zero_point)
     lo0, hi0 = (np.float32(np.asarray(bound)) for bound in grid.min_max())
-    lo0, hi0 = np.float32(min(lo0, 0.0)), np.float32(max(hi0, 0.0))
-
-    def recovers(lo: np.float32, hi: np.float32, op_too: bool) -> bool:
-        steps = [np.float32((np.float64(hi) - np.float64(lo)) / levels)]      # the converter's
-        if op_too:
-            steps.append(np.float32(hi - lo) / np.float32(levels))            # fake_quant's
-        for step in steps:   # and the nudged zero point, round(-lo / s) + qmin
-            if step != scale or int(np.clip(np.floor(-np.float64(lo) / np.float64(step) + 0.5), 0, levels)) + grid.qmin \
-                    != zero_point:
-                return False
-        return True
-
+    if not np.all(np.isfinite([scale, zero_point, lo0, hi0])):
+        raise ConfigError(f"Cannot export a non-finite activation grid (scale {scale}, zero point {zero_point}).")
+    bits = (grid.qmax - grid.qmin + 1).bit_length() - 1
     offsets = sorted(((a, b) for a in range(-8, 9) for b in range(-8, 9)), key=lambda ab: (abs(ab[0]) + abs(ab[1]), ab))
-    candidates = [(_ulps(lo0, a), _ulps(hi0, b)) for a, b in offsets]
-    for op_too in (True, False):
-        for lo, hi in candidates:
-            if lo <= 0 <= hi and recovers(lo, hi, op_too):
-                return float(lo), float(hi)
-    return float(lo0), float(hi0)
+    lo = np.array([_ulps(np.minimum(lo0, np.float32(0)), a) for a, _ in offsets], np.float32)
+    hi = np.array([_ulps(np.maximum(hi0, np.float32(0)), b) for _, b in offsets], np.float32)
+    recovered = {}
+    for dtype in (tf.float64, tf.float32):   # the converter's reading, fake_quant's
+        read = nudged_grid(tf.constant(lo, dtype), tf.constant(hi, dtype), bits)
+        recovered[dtype] = ((np.asarray(read.scale).astype(np.float32) == scale)
+                            & (np.asarray(read.zero_point).astype(np.float32) == zero_point) & (lo <= 0) & (hi >= 0))
+    for found in (recovered[tf.float64] & recovered[tf.float32], recovered[tf.float64]):
+        if found.any():
+            first = int(np.argmax(found))
+            return float(lo[first]), float(hi[first])
+    return float(lo[0]), float(hi[0])
 
 
 def _ulps(value: np.float32, steps: int) -> np.float32:
