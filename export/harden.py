@@ -22,6 +22,7 @@ import numpy as np
 
 from export.hard_layers import FakeQuant, HardConstantOp
 from export.hard_pooling import HardAveragePooling
+from export.preflight import check_model_finite
 from toolkit.errors import ConfigError
 from toolkit.layer_types import layer_type_of
 from toolkit.qat_layers import (
@@ -97,6 +98,7 @@ def harden(model: keras.Model, bake_bias: bool = True) -> keras.Model:
     if not is_quantized_model(model):
         raise ConfigError(f"Model {model.name!r} has no softedge quantized layer to harden; quantize it first, "
                           "or convert it as a float model with post-training quantization.")
+    check_model_finite(model)   # a NaN weight, step or range: one line naming it, before any work
     weights_by_name = {}
     pools = {}  # hard FakeQuant name -> the QuantAveragePooling it opens
     affines = {}  # name -> the QuantChannelAffine whose final ADD keeps its name

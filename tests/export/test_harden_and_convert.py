@@ -13,7 +13,7 @@ from tests.seeds import seeded
 from toolkit import QuantScheme, quantize
 from toolkit.errors import ConfigError
 from toolkit.qat_layers import QuantizeActivation
-from toolkit.quantizers import nudged_grid
+from toolkit.quantizers import exported_range, nudged_grid
 from toolkit.rounding import HARD_ALPHA
 from toolkit.schedules import set_alpha
 
@@ -254,3 +254,16 @@ def test_saved_model_converts_to_every_float_target_and_int8_with_ptq(tmp_path):
         convert_saved_model(tmp_path / "saved", "int8")
     int8_bytes = convert_saved_model(tmp_path / "saved", "int8", representative_data=x)
     assert {t["dtype"] for t in weight_tensors(int8_bytes)} == {"int8"}
+
+
+def test_harden_refuses_a_non_finite_activation_range_naming_the_layer():
+    """A diverged run's NaN range: one line naming the layer and weight, before any layer is built
+    (not numpy's "cannot convert float NaN to integer" from deep inside the export)."""
+    quantized, _ = calibrated("conv2d", 4)
+    layer = next(layer for layer in quantized.layers if isinstance(layer, QuantizeActivation))
+    layer.quantizer.range_max.assign(np.nan)
+    with pytest.raises(ConfigError, match=f"layer '{layer.name}' weight .*range_max.*non-finite") as raised:
+        harden(quantized)
+    assert "\n" not in str(raised.value)
+    with pytest.raises(ConfigError, match="non-finite activation grid"):
+        exported_range(layer.quantizer.grid())
