@@ -43,7 +43,15 @@ __all__ = [
     "QuantizeActivation",
     "activation_behind",
     "int8_average_pool",
+    "straight_through",
 ]
+
+
+def straight_through(value, forward):
+    """`forward` in the forward pass with the gradient of `value`: value + stop_gradient(forward
+    - value), `forward` cast to value's dtype. How every layer here puts the device's (or the
+    grid's) numbers into a trainable path."""
+    return value + ops.stop_gradient(ops.cast(forward, value.dtype) - value)
 
 
 def int8_average_pool(pool, on_grid, grid):
@@ -125,7 +133,7 @@ class _QuantKernel:
             return self.bias
         kernel_steps = ops.reshape(self.weight_quantizer.scale(self.float_kernel), [-1])
         grid = ops.cast(source.quantizer.grid().scale, self.bias.dtype) * ops.cast(kernel_steps, self.bias.dtype)
-        return self.bias + ops.stop_gradient(ops.round(self.bias / grid) * grid - self.bias)
+        return straight_through(self.bias, ops.round(self.bias / grid) * grid)
 
     def input_activation(self):
         """The `QuantizeActivation` whose int8 tensor this layer reads (through pass-through
@@ -164,7 +172,7 @@ class _QuantKernel:
             outputs = self._add_bias(outputs, self.grid_bias())
         if self.device_arithmetic is None or not self.follows_device():
             return outputs
-        return outputs + ops.stop_gradient(self.device_output(inputs) - outputs)
+        return straight_through(outputs, self.device_output(inputs))
 
     def device_output(self, inputs):
         """s_out rint(float32(acc) ((float32(s_in) s_w) / s_out)), acc the exact int32 accumulator
@@ -184,8 +192,7 @@ class _QuantKernel:
         if self.bias is not None:   # int32 sums: exact in float64
             bias = ops.round(ops.cast(self.grid_bias(), "float32") / (input_step * kernel_steps))
             acc = self._add_bias(ops.cast(acc, "float64"), ops.cast(bias, "float64"))
-        device = output_step * requantize_xnnpack(acc, input_step, kernel_steps, output_step)
-        return ops.cast(ops.stop_gradient(device), inputs.dtype)
+        return output_step * requantize_xnnpack(acc, input_step, kernel_steps, output_step)   # (no gradient: `straight_through`)
 
     def _quant_config(self, config: dict) -> dict:
         config["weight_quantizer"] = self.weight_quantizer.get_config()
@@ -305,8 +312,7 @@ class QuantizeActivation(keras.layers.Layer):
         outputs = self.quantizer(inputs, training=bool(training))
         if self.device_arithmetic is None or not self.follows_device():
             return outputs
-        device = ops.cast(quantize_host(inputs, self.quantizer.grid()), outputs.dtype)
-        return outputs + ops.stop_gradient(device - outputs)
+        return straight_through(outputs, quantize_host(inputs, self.quantizer.grid()))
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -344,7 +350,7 @@ class QuantAdd(keras.layers.Add):
             return outputs
         (a, b), (quant_a, quant_b) = inputs, self.operand_activations()
         device = add_xnnpack(a, quant_a.quantizer.grid(), b, quant_b.quantizer.grid(), output_quantizer(self).grid())
-        return outputs + ops.stop_gradient(ops.cast(device, outputs.dtype) - outputs)
+        return straight_through(outputs, device)
 
     def get_config(self):
         return {**super().get_config(), "device_arithmetic": self.device_arithmetic}
@@ -382,7 +388,7 @@ class QuantAveragePooling(QuantizeActivation):
         for layer in self.between:
             quantized = layer(quantized, training=bool(training))
         average = self.pool(quantized)
-        return average + ops.stop_gradient(int8_average_pool(self.pool, quantized, self.quantizer.grid()) - average)
+        return straight_through(average, int8_average_pool(self.pool, quantized, self.quantizer.grid()))
 
     def compute_output_shape(self, input_shape):
         return self.pool.compute_output_shape(input_shape)
