@@ -41,7 +41,6 @@ class ExactModel:
         self._signature = [tf.TensorSpec([None, *self.graph.tensors[i].shape[1:]], tf.as_dtype(self.graph.tensors[i].type))
                            for i in self.graph.inputs]
         self._concrete = {}   # "tensors" (every tensor) or "outputs" (the graph's outputs) -> concrete function
-        self._each_op_compiled = True   # False while the whole graph is traced for XLA
 
     def run(self, device_inputs) -> dict[int, np.ndarray]:
         """Every tensor the graph computes (inputs and op outputs), by tensor index, for
@@ -71,37 +70,39 @@ class ExactModel:
 
     def _call(self, which: str, arrays: list[np.ndarray]) -> dict:
         if which not in self._concrete:
-            keep = None if which == "tensors" else {str(index) for index in self.graph.outputs}
-
-            def compute(*inputs):
-                values = self._compute(*inputs)
-                return values if keep is None else {key: values[key] for key in keep}
-
-            concrete = tf.function(compute, input_signature=self._signature, autograph=False).get_concrete_function()
-            if self.compiled and self.whole_graph_compiles():   # traced again, each requantization plain inside
-                self._each_op_compiled = False
-                try:
-                    concrete = tf.function(compute, input_signature=self._signature, autograph=False,
-                                           jit_compile=True).get_concrete_function()
-                finally:
-                    self._each_op_compiled = True
+            concrete = self._trace(which, whole_graph_xla=False)
+            if self.compiled and self.whole_graph_compiles():
+                concrete = self._trace(which, whole_graph_xla=True)
             self._concrete[which] = concrete
         return self._concrete[which](*[tf.convert_to_tensor(a) for a in arrays])
+
+    def _trace(self, which: str, whole_graph_xla: bool):
+        """The concrete function of `which` ("tensors": every tensor; "outputs": the graph's),
+        compiled whole with XLA, or (with `compiled`) each requantization alone."""
+        keep = None if which == "tensors" else {str(index) for index in self.graph.outputs}
+        each_op_compiled = self.compiled and not whole_graph_xla
+
+        def compute(*inputs):
+            values = self._compute(inputs, each_op_compiled)
+            return values if keep is None else {key: values[key] for key in keep}
+
+        return tf.function(compute, input_signature=self._signature, autograph=False,
+                           jit_compile=whole_graph_xla).get_concrete_function()
 
     def whole_graph_compiles(self) -> bool:
         """Whether `compiled` compiles the whole graph with XLA, not each requantization alone:
         where every op runs in TensorFlow (XLA takes no tf.numpy_function) and none is a
-        convolution (XLA's CPU convolutions are slower than TensorFlow's oneDNN ones). Read
-        after the first trace. Measured at 1000 inputs, W4, as a ratio of LiteRT's builtin time
-        (`make bench-reference`'s setting): the FC autoencoder 0.71 whole against 1.10 per
-        requantization; the digits CNN 1.86 whole against 0.36."""
+        convolution (XLA's CPU convolutions are slower than TensorFlow's oneDNN ones: the digits
+        CNN ran several times slower compiled whole, in a one-off probe). Read after the first
+        trace. `make bench-reference` (W4, 1000 inputs): the FC autoencoder
+        1.48x LiteRT per requantization, 1.32-1.35x whole (two runs; noisy at 2 ms)."""
         return not self.in_numpy and not any(op.name in _CONVOLUTIONS for op in self.graph.ops)
 
-    def _compute(self, *inputs) -> dict[str, tf.Tensor]:
+    def _compute(self, inputs, each_op_compiled: bool) -> dict[str, tf.Tensor]:
         values = dict(zip(self.graph.inputs, inputs, strict=True))
         self.in_tensorflow, self.in_numpy = [], []
         for op in self.graph.ops:
-            context = ExactContext(self.graph, op, {}, self.rules, self.compiled and self._each_op_compiled)
+            context = ExactContext(self.graph, op, {}, self.rules, each_op_compiled)
             op_inputs = [values.get(index) if index >= 0 else None for index in op.inputs]
             if op.name not in OPS:
                 raise UnsupportedOpError(f"op {op.index} {op.name} (output tensor {self._out_name(op)!r}) is not "
