@@ -57,8 +57,8 @@ from models.training import task_metrics
 from toolkit.errors import ConfigError
 from toolkit.graph import producers
 
-__all__ = ["TASKS", "DriftReport", "agreement", "check", "check_pair", "exact_link", "infer_task", "non_finite_failures", "pair_layers",
-           "per_layer_drift", "validate", "validate_files", "write_report"]
+__all__ = ["TASKS", "DriftReport", "agreement", "check", "check_pair", "exact_link", "infer_task", "local_values", "non_finite_failures",
+           "pair_layers", "per_layer_drift", "validate", "validate_files", "write_report"]
 
 
 # An error "exceeds one step" above this: Keras and TFLite hold the same step in slightly
@@ -162,7 +162,7 @@ def per_layer_drift(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray,
         return ((raw - tensor.zero_point[0]) * float(tensor.scale[0])).reshape(shape)
 
     with device_rounding(hard_model):
-        local_values = _local_values(hard_model, x, {layer.name for layer in quant_layers if pairs[layer.name] is not None},
+        own_values = local_values(hard_model, x, {layer.name for layer in quant_layers if pairs[layer.name] is not None},
                                      device_value)
     rows = []
     for layer, expected in zip(quant_layers, keras_values, strict=True):
@@ -176,19 +176,19 @@ def per_layer_drift(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray,
             error = np.abs(actual - expected.astype(np.float64)) / scale
             row.update(tflite_tensor=graph.tensors[index].name[:200], max_error_steps=float(error.max()),
                        mean_error_steps=float(error.mean()), over_one_step=float(np.mean(error > ONE_STEP)))
-            if layer.name in local_values:
-                local = np.abs(actual - local_values[layer.name]) / scale
+            if layer.name in own_values:
+                local = np.abs(actual - own_values[layer.name]) / scale
                 row.update(local_max_error_steps=float(local.max()), local_over_one_step=float(np.mean(local > ONE_STEP)))
         rows.append(row)
     return rows
 
 
-def _local_values(hard_model: keras.Model, x: np.ndarray, paired: set[str], device_value,
+def local_values(model: keras.Model, x: np.ndarray, paired: set[str], device_value,
                   batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Each paired FakeQuant's hard-Keras output when every paired tensor before it holds the
-    device's values: the error a layer adds by itself, not the error it inherits from the layers
-    before it (which grows with depth; MobileNetV2-0.35 accumulates tens of steps out of
-    one-step roundings). `device_value(layer, first_row, shape)` gives the device's values."""
+    """Each paired layer's output (a FakeQuant of the hard model, or any layer of `model` named in
+    `paired`) when every paired tensor before it holds the device's values: the error a layer
+    adds by itself, not the error it inherits from the layers before it (which grows with depth;
+    MobileNetV2-0.35 accumulates tens of steps out of one-step roundings). `device_value(layer, first_row, shape)` gives the device's values."""
     parts: dict[str, list[np.ndarray]] = {name: [] for name in paired}
     for start in range(0, len(x), batch_size):
 
@@ -203,7 +203,7 @@ def _local_values(hard_model: keras.Model, x: np.ndarray, paired: set[str], devi
 
             return substitute
 
-        hard_model._run_through_graph(keras.ops.convert_to_tensor(x[start:start + batch_size]), operation_fn=operation_fn)
+        model._run_through_graph(keras.ops.convert_to_tensor(x[start:start + batch_size]), operation_fn=operation_fn)
     return {name: np.concatenate(chunks) for name, chunks in parts.items() if chunks}
 
 
