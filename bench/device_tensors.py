@@ -84,7 +84,7 @@ def main(argv=None) -> None:
     train_float(model, data, recipe, seed=args.seed, task=data.task)
     scheme = QuantScheme(weight_bits=args.bits, learned_step=learned_step_for(args.bits))
     results = {"model": args.model, "bits": args.bits, "seed": args.seed, "inputs": len(data.x_test)}
-    for name, variant in (("float_simulation", recipe),
+    for name, variant in (("float_simulation", dataclasses.replace(recipe, device_arithmetic=None, device_epochs=None)),
                           ("device_last_epoch", dataclasses.replace(recipe, device_arithmetic="xnnpack", device_epochs=1))):
         smooth, _ = train_quantized(model, data, scheme, variant, seed=args.seed, task=data.task)
         rows = compare(smooth, np.asarray(data.x_test, np.float32))

@@ -16,8 +16,8 @@ after the first, same process); and the time of each stage. Writes bench/results
     python -m bench.zoo --models ds_cnn --bits 4 --float-epochs 4 --qat-epochs 2
     QUICK=1 python -m bench.zoo             # W4 only, 3 + 1 epochs
     python -m bench.zoo --models resnet8    # re-measure one model, keep the other rows
-    python -m bench.zoo --device-arithmetic xnnpack --device-epochs 1 \
-        --output bench/results/zoo_device_last_epoch.json   # a variant of the recipe, beside the table
+    python -m bench.zoo --device-arithmetic none \
+        --output bench/results/zoo_float_simulation.json    # QAT on the float simulation throughout
 """
 
 from __future__ import annotations
@@ -139,16 +139,18 @@ def main(argv=None) -> None:
     parser.add_argument("--float-epochs", type=int, default=10)
     parser.add_argument("--qat-epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device-arithmetic", choices=DEVICE_FAMILIES, default=None,
-                        help="train the last --device-epochs QAT epochs on this family's arithmetic")
-    parser.add_argument("--device-epochs", type=int, default=None)
+    parser.add_argument("--device-arithmetic", choices=[*DEVICE_FAMILIES, "none"], default=Recipe.device_arithmetic,
+                        help="train the last --device-epochs QAT epochs on this family's arithmetic (none: the float "
+                             "simulation throughout)")
+    parser.add_argument("--device-epochs", type=int, default=Recipe.device_epochs)
     parser.add_argument("--output", type=Path, default=None,
                         help="write the rows here only (not bench/results/zoo.json nor docs/benchmarks.md)")
     args = parser.parse_args(argv)
     if os.environ.get("QUICK", "") not in ("", "0"):  # make bench QUICK=1: a smoke run
         args.bits, args.float_epochs, args.qat_epochs = [4], 3, 1
     recipe = dataclasses.replace(Recipe(), float_epochs=args.float_epochs, qat_epochs=args.qat_epochs,
-                                 device_arithmetic=args.device_arithmetic, device_epochs=args.device_epochs)
+                                 device_arithmetic=None if args.device_arithmetic == "none" else args.device_arithmetic,
+                                 device_epochs=None if args.device_arithmetic == "none" else args.device_epochs)
     kept = [] if args.output else _kept_rows(args.models, recipe, args.seed)
     rows = []
     for name in args.models:  # written after each model, so a long run keeps what it measured

@@ -6,21 +6,26 @@
        alpha_end (exponential), holding alpha_end for the last `hold_fraction` of the steps, so
        that the smooth model ends up behaving as the hard one it will be exported as;
     4. after the last step, alpha = `HARD_ALPHA` (`Recipe.end_hard`): the trained model rounds
-       its weights as round(x), so it computes with the integers `harden` exports.
+       its weights as round(x), so it computes with the integers `harden` exports;
+    5. the last QAT epoch computes its forward pass in the device's arithmetic (below).
 
 Step 4: at alpha_end = 1e4 a weight within about 1e-3 of a rounding boundary still sits between
 two levels (tanh(1e4 r) < 1 in float32 for |r| < 1e-3) and acts as an extra one. On the MLPerf
 DS-CNN at W4 (`bench/zoo.py` settings, seed 0) the model at alpha_end agreed with the hard model
 on 99.5% of top-1 decisions; the same weights at HARD_ALPHA on 100%.
 
-Training on the device's arithmetic (`Recipe.device_arithmetic`, an option): with the last QAT
-epoch on XNNPACK's arithmetic (kernel layers, two-input Adds, the input quantizer), every zoo
-model agreed with the device on every top-1 decision at W8/W4/W3 and its task metric equalled
-the TFLite model's (`python -m bench.zoo --device-arithmetic xnnpack --device-epochs 1 --output
-F`), against 99.6% on MobileNetV2-0.35 W4 and W3 with the float simulation; accuracy moved within
-one seed's noise (up to 2.4 points either way), MNIST-1D within its seeds' spread (kernel layers only, `make
-bench-recipe`: W3 95.1% -> 95.0%, W2 90.3% -> 90.5%), at 3-13 s more QAT per zoo model (one more
-XLA compile). It stays an option until every benchmark table is re-run with it as the default.
+Step 5, the last QAT epoch on the device's arithmetic (`Recipe.device_arithmetic` = "xnnpack",
+`device_epochs` = 1, the defaults): the kernel layers, two-input Adds and the input quantizer
+compute their forward pass as XNNPACK and an int8-input host do (`toolkit.device_arithmetic`,
+straight-through gradients), so the trained model computes the integers the device will. With it
+every zoo model agreed with the device on every top-1 decision at W8/W4/W3 and its task metric
+equalled the TFLite model's, against 99.6% on MobileNetV2-0.35 W4 and W3 with the float
+simulation throughout (`make bench-zoo`, docs/benchmarks.md); accuracy moved within one seed's
+noise (up to 2.4 points either way on 250-600 inputs), MNIST-1D within its seeds' spread (`make
+bench-recipe`), at 3-13 s more QAT per zoo model (one more XLA compile). `device_arithmetic=None`
+keeps the float simulation throughout. In a run of few QAT epochs the last one still anneals
+(the hold phase is `hold_fraction` of the steps): its forward pass is the device's, its gradient
+the soft rounding's at the current alpha.
 """
 
 from __future__ import annotations
@@ -81,11 +86,11 @@ class Recipe:
     alpha_end: float = 1e4
     hold_fraction: float = 0.2
     end_hard: bool = True  # step 4: after the last step the trained model rounds hard (HARD_ALPHA)
-    # The last `device_epochs` QAT epochs (None: all of them) train with the kernel layers' forward
-    # pass in this kernel family's arithmetic (`toolkit.device_arithmetic`, straight-through);
-    # None (the default): the float simulation throughout.
-    device_arithmetic: str | None = None
-    device_epochs: int | None = None
+    # Step 5: the last `device_epochs` QAT epochs (None: all of them) train with the forward pass
+    # in this kernel family's arithmetic (`toolkit.device_arithmetic`, straight-through);
+    # device_arithmetic=None: the float simulation throughout.
+    device_arithmetic: str | None = "xnnpack"
+    device_epochs: int | None = 1
     jit_compile: bool | None = None  # None: `use_xla` decides per model
     steps_per_execution: int | None = None  # None: `steps_per_call` decides from the epoch's steps
 

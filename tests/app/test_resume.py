@@ -103,3 +103,15 @@ def test_a_run_resumed_after_its_switch_to_the_devices_arithmetic_ends_as_the_un
     assert {getattr(layer, "device_arithmetic", None) for layer in actual.layers} >= {"xnnpack"}
     for a, b in zip(expected.weights, actual.weights, strict=True):
         np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=a.path)
+
+
+def test_a_config_written_before_the_device_arithmetic_default_resumes_on_the_float_simulation():
+    """A run's config.json from before `Recipe.device_arithmetic` existed trained on the float
+    simulation throughout: read back, its recipe says so (not today's default, the device's
+    arithmetic for the last epoch), so a resume continues the run it was."""
+    written = CONFIG.to_dict()
+    assert written["recipe"]["device_arithmetic"] == "xnnpack"   # today's default
+    legacy = {**written, "recipe": {k: v for k, v in written["recipe"].items() if k not in ("device_arithmetic", "device_epochs")}}
+    recipe = RunConfig.from_dict(legacy).recipe
+    assert (recipe.device_arithmetic, recipe.device_epochs) == (None, None)
+    assert RunConfig.from_dict(written) == CONFIG
