@@ -53,24 +53,37 @@ SOFTEDGE_ROUNDINGS = ("ste", "soft", "sigmoid")
 
 
 class _EpochTimes:
-    """Wall time of each epoch; `seconds` is the median of all but the first (tracing) epoch."""
+    """Wall time of each epoch; `seconds` is the median of the epochs that compile nothing: all
+    but the first (tracing) one and `compiling` (a QAT run's switch to the device's arithmetic,
+    `Recipe.device_from`, rebuilds the training step)."""
+
+    def __init__(self, compiling=()):
+        super().__init__()
+        self.compiling = {0, *compiling}
 
     def on_train_begin(self, logs=None):
-        self.times = []
+        self.times, self.epochs = [], []
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         self.times.append(time.perf_counter() - self.start)
+        self.epochs.append(epoch)
 
     @property
     def seconds(self) -> float:
-        return float(np.median(self.times[1:] if len(self.times) > 1 else self.times))
+        steady = [t for epoch, t in zip(self.epochs, self.times, strict=True) if epoch not in self.compiling]
+        return float(np.median(steady or self.times))
 
 
 class EpochTimer(_EpochTimes, keras.callbacks.Callback):
     pass
+
+
+def qat_timer(recipe: Recipe) -> EpochTimer:
+    """An `EpochTimer` for a QAT run of `recipe`, leaving out its switch to the device's arithmetic."""
+    return EpochTimer(compiling=[recipe.device_from] if recipe.device_arithmetic else [])
 
 
 def EpochTimerTfKeras():  # noqa: N802 (tf_keras is imported only when tfmot rows run)
@@ -123,7 +136,7 @@ def bench_model(model_name: str, seed: int, bits_list, roundings, recipe: Recipe
     for bits in bits_list:
         for rounding in roundings:
             scheme = QuantScheme(weight_bits=bits, rounding=rounding, learned_step=learned_step_for(bits))
-            timer = EpochTimer()
+            timer = qat_timer(recipe)
             quantized, history = train_quantized(model, data, scheme, recipe, seed=seed, callbacks=[timer])
             smooth_outputs = quantized.predict(data.x_test, verbose=0)
             values = {"smooth_acc": float(np.mean(np.argmax(smooth_outputs, -1) == data.y_test)),

@@ -33,7 +33,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.isolated import rows_in_own_process  # noqa: E402
-from bench.qat import EpochTimer  # noqa: E402
+from bench.qat import qat_timer  # noqa: E402
 from export.atomic import write_json  # noqa: E402
 from export.device.check import load_interpreter, predict  # noqa: E402
 from export.device.families import KernelFamily  # noqa: E402
@@ -127,7 +127,7 @@ def run(seed: int = 0) -> list[dict]:
                          "hard_acc_before": hard, "hard_acc": accuracy(quantized, data.x_test, data.y_test)})
     w3 = QuantScheme(weight_bits=3)
     for jit in (False, True):
-        timer = EpochTimer()
+        timer = qat_timer(recipe)
         quantized, _, hard = _smooth_and_hard(model, data, w3, dataclasses.replace(recipe, jit_compile=jit), seed, [timer])
         rows.append({"ablation": "xla", "setting": jit, "weight_bits": 3, "epoch_seconds": timer.seconds,
                      "first_epoch_seconds": timer.times[0], "hard_acc": hard})

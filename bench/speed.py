@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.qat import EpochTimer, bench_tfmot  # noqa: E402
+from bench.qat import EpochTimer, bench_tfmot, qat_timer  # noqa: E402
 from bench.tables import replace_section  # noqa: E402
 from export.atomic import write_json  # noqa: E402
 from models import datasets, registry  # noqa: E402
@@ -36,7 +36,7 @@ BITS = 3
 
 
 def _epoch_seconds(phase: str, model, data, recipe: Recipe, seed: int) -> float:
-    timer = EpochTimer()
+    timer = EpochTimer() if phase == "float" else qat_timer(recipe)
     if phase == "float":
         keras.utils.set_random_seed(seed)
         fresh = registry.build(model.name, data.input_shape, data.num_classes)

@@ -117,6 +117,13 @@ class Recipe:
                                                          and self.steps_per_execution >= 1):
             raise ConfigError(f"Expected steps_per_execution >= 1. Received: {self.steps_per_execution!r}")
 
+    @property
+    def device_from(self) -> int:
+        """The first QAT epoch on the device's arithmetic (counted from 0; `qat_epochs` where none)."""
+        if self.device_arithmetic is None:
+            return self.qat_epochs
+        return self.qat_epochs - (self.device_epochs or self.qat_epochs)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -304,11 +311,10 @@ def train_quantized(float_model: keras.Model, data: Dataset, scheme: QuantScheme
     keras.utils.set_random_seed(seed)
     x, y = training_pairs(data, task)
     model = quantize(float_model, scheme, calibration_data=x[:1024])
-    device_from = recipe.qat_epochs - (recipe.device_epochs or recipe.qat_epochs)   # the first such epoch
-    if recipe.device_arithmetic is not None and device_from <= initial_epoch:
+    if recipe.device_arithmetic is not None and recipe.device_from <= initial_epoch:
         set_device_arithmetic(model, recipe.device_arithmetic)
     elif recipe.device_arithmetic is not None:
-        callbacks = [DeviceArithmeticFrom(recipe.device_arithmetic, device_from), *callbacks]
+        callbacks = [DeviceArithmeticFrom(recipe.device_arithmetic, recipe.device_from), *callbacks]
     settings = _compile_settings(float_model, recipe, len(x))
     compile_for_task(model, recipe.qat_learning_rate, task, settings["jit_compile"],
                      from_logits=not ends_in_softmax(float_model), steps_per_execution=settings["steps_per_execution"])

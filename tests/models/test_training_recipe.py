@@ -103,7 +103,8 @@ def test_the_last_epochs_train_on_the_device_arithmetic():
 
     recipe = Recipe(float_epochs=0, qat_epochs=2, device_arithmetic="xnnpack", device_epochs=1)
     trained, history = train_quantized(model, data, QuantScheme(weight_bits=4), recipe, seed=seeded(0), callbacks=[Record()])
-    assert seen == [{None}, {"xnnpack"}]
+    assert seen == [{None}, {"xnnpack"}] and seen.index({"xnnpack"}) == recipe.device_from
+    assert (Recipe(qat_epochs=3, device_epochs=None).device_from, Recipe(qat_epochs=3, device_arithmetic=None).device_from) == (0, 3)
     kernels = [layer for layer in trained.layers if isinstance(layer, QUANT_KERNEL_LAYERS)]
     assert {layer.device_arithmetic for layer in kernels} == {"xnnpack"} and any(layer.follows_device() for layer in kernels)
     assert np.isfinite(history["loss"]).all()
