@@ -191,9 +191,10 @@ def _fit_tf_keras(model, data, recipe, seed, callbacks=()):
     return timer.seconds
 
 
-def bench_tfmot(float_model, data, bits: int, seed: int, recipe: Recipe) -> dict:
-    """tfmot's own QAT at W{bits}A8 (n-bit scheme), exported as tfmot users export."""
-    import tensorflow as tf
+def tfmot_qat_model(float_model, data, bits: int):
+    """tfmot's QAT model of `float_model` at W{bits}A8 (n-bit scheme, tf_keras), from its BN-folded
+    float weights like the bridge: tfmot cannot quantize a BatchNormalization that follows a Conv1D
+    ("not supported")."""
     import tensorflow_model_optimization as tfmot
     import tf_keras
     from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (
@@ -202,27 +203,32 @@ def bench_tfmot(float_model, data, bits: int, seed: int, recipe: Recipe) -> dict
 
     from toolkit import fold_batch_norm
 
+    source = _tf_keras_copy(float_model.name, data, fold_batch_norm(float_model), batch_norm=False)
+    n_bit = tfmot.quantization.keras.experimental.default_n_bit
+
+    def annotate(layer):
+        clone = layer.__class__.from_config(layer.get_config())
+        if isinstance(layer, tf_keras.layers.Conv1D):  # tfmot: "pass a QuantizeConfig"
+            config = n_bit_registry.DefaultNBitQuantizeConfig(["kernel"], ["activation"], False, num_bits_weight=bits,
+                                                              num_bits_activation=8)
+            return tfmot.quantization.keras.quantize_annotate_layer(clone, config)
+        return tfmot.quantization.keras.quantize_annotate_layer(clone) if not isinstance(layer, tf_keras.layers.InputLayer) else clone
+
+    annotated = tf_keras.models.clone_model(source, clone_function=annotate)
+    annotated.set_weights(source.get_weights())
+    with tfmot.quantization.keras.quantize_scope({"DefaultNBitQuantizeConfig": n_bit_registry.DefaultNBitQuantizeConfig}):
+        return tfmot.quantization.keras.quantize_apply(
+            annotated, scheme=n_bit.DefaultNBitQuantizeScheme(num_bits_weight=bits, num_bits_activation=8))
+
+
+def bench_tfmot(float_model, data, bits: int, seed: int, recipe: Recipe) -> dict:
+    """tfmot's own QAT at W{bits}A8 (n-bit scheme), exported as tfmot users export."""
+    import tensorflow as tf
+
     model_name = float_model.name
     values = {}
     try:
-        # From the BN-folded float weights, like the bridge: tfmot cannot quantize a
-        # BatchNormalization that follows a Conv1D ("not supported").
-        source = _tf_keras_copy(model_name, data, fold_batch_norm(float_model), batch_norm=False)
-        n_bit = tfmot.quantization.keras.experimental.default_n_bit
-
-        def annotate(layer):
-            clone = layer.__class__.from_config(layer.get_config())
-            if isinstance(layer, tf_keras.layers.Conv1D):  # tfmot: "pass a QuantizeConfig"
-                config = n_bit_registry.DefaultNBitQuantizeConfig(["kernel"], ["activation"], False, num_bits_weight=bits,
-                                                                  num_bits_activation=8)
-                return tfmot.quantization.keras.quantize_annotate_layer(clone, config)
-            return tfmot.quantization.keras.quantize_annotate_layer(clone) if not isinstance(layer, tf_keras.layers.InputLayer) else clone
-
-        annotated = tf_keras.models.clone_model(source, clone_function=annotate)
-        annotated.set_weights(source.get_weights())
-        with tfmot.quantization.keras.quantize_scope({"DefaultNBitQuantizeConfig": n_bit_registry.DefaultNBitQuantizeConfig}):
-            quantized = tfmot.quantization.keras.quantize_apply(
-                annotated, scheme=n_bit.DefaultNBitQuantizeScheme(num_bits_weight=bits, num_bits_activation=8))
+        quantized = tfmot_qat_model(float_model, data, bits)
         values["epoch_seconds"] = _fit_tf_keras(quantized, data, recipe, seed)
         keras_outputs = quantized.predict(data.x_test, verbose=0)
         values["keras_acc"] = float(np.mean(np.argmax(keras_outputs, -1) == data.y_test))
