@@ -62,9 +62,9 @@ def learned_step_for(weight_bits: int, step: str = "auto") -> bool:
 
     `make bench-recipe` (MNIST-1D CNN, hard accuracy after the default recipe, mean of 3 seeds):
     a learned step, started at the MSE step (`toolkit.quantizers.mse_steps`, the default start),
-    reaches 90.3% at 2 bits, against 82.9% from LSQ's own start and 77.2% with max-abs steps
-    (ternary weights need a step well below max|w|); at 3 bits max-abs is as good (95.1% vs
-    94.8%, LSQ's start 92.8%), so "auto" keeps max-abs from 3 bits up.
+    reaches 90.5% at 2 bits, against 83.2% from LSQ's own start and 77.2% with max-abs steps
+    (ternary weights need a step well below max|w|); at 3 bits max-abs is as good (95.0% vs
+    94.5%, LSQ's start 92.9%), so "auto" keeps max-abs from 3 bits up.
     """
     if step not in ("auto", "learned", "max-abs"):
         from toolkit.errors import ConfigError
@@ -191,7 +191,7 @@ def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bo
     # jit_compile=True, not Keras' "auto" (which resolves to False for these models): XLA fuses
     # soft rounding to ~1.6-1.9x the cost of a plain round (graph mode: ~6-7.6x,
     # bench/rounding.py) and removes most per-step overhead (`make bench-recipe`, MNIST-1D W3
-    # soft: 0.25 -> 0.14 s/epoch; the first epoch pays ~2 s more for compilation).
+    # soft: 0.23 -> 0.14 s/epoch; the first epoch pays ~3 s more for compilation).
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=global_batch_loss(keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)),

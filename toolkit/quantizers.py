@@ -245,7 +245,7 @@ class WeightQuantizer:
         learned_step: LSQ: the step is a trainable weight, started at the kernel's MSE step
             (`mse_steps`), instead of being max|w| / qmax of the current kernel. LSQ's own
             start, 2 mean|w| / sqrt(qmax), trains worse: `make bench-recipe` (MNIST-1D CNN,
-            hard accuracy, mean of 3 seeds) 82.9% vs 90.3% at 2 bits, 92.8% vs 94.8% at 3.
+            hard accuracy, mean of 3 seeds) 83.2% vs 90.5% at 2 bits, 92.9% vs 94.5% at 3.
         alpha: the initial rounding sharpness (annealed by `AnnealRounding`).
     """
 
