@@ -22,7 +22,7 @@ every zoo model agreed with the device on every top-1 decision at W8/W4/W3 and i
 equalled the TFLite model's, against 99.6% on MobileNetV2-0.35 W4 and W3 with the float
 simulation throughout (`make bench-zoo`, docs/benchmarks.md); accuracy moved within one seed's
 noise (up to 2.4 points either way on 250-600 inputs), MNIST-1D within its seeds' spread (`make
-bench-recipe`), at 3-13 s more QAT per zoo model (one more XLA compile). `device_arithmetic=None`
+bench-recipe`), at 2-15 s more QAT per zoo model (one more XLA compile). `device_arithmetic=None`
 keeps the float simulation throughout. In a run of few QAT epochs the last one still anneals
 (the hold phase is `hold_fraction` of the steps): its forward pass is the device's, its gradient
 the soft rounding's at the current alpha.
