@@ -32,7 +32,7 @@ from app.options import Choices, Finite, Numbers, Widths
 from export.device.families import KernelFamily
 from export.targets import Target
 from models.tasks import Task
-from toolkit.device_families import DEVICE_FAMILIES
+from toolkit.device_families import DEVICE_ARITHMETIC_NAMES, device_arithmetic_named
 from toolkit.roundings import PtqRounding, Rounding
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -320,13 +320,13 @@ def epoch_progress(label: str, epochs: int, enabled: bool = True):
               help="Final rounding sharpness (> 0).")
 @click.option("--steps-per-execution", type=click.IntRange(min=1), default=None,
               help="Training steps per compiled call (default: up to 16, one epoch at most).")
-@click.option("--device-arithmetic", type=click.Choice([*DEVICE_FAMILIES, "none"]), default="xnnpack", show_default=True,
+@click.option("--device-arithmetic", type=click.Choice(DEVICE_ARITHMETIC_NAMES), default="xnnpack", show_default=True,
               help="The last --device-epochs QAT epochs compute the kernel layers, two-input Adds and the input quantizer "
                    "as this kernel family and an int8-input host do (exact int32 accumulators, its multipliers and "
                    "rounding; straight-through gradients), so the trained model computes the device's integers; "
                    "none: the float simulation throughout.")
 @click.option("--device-epochs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="How many of the last QAT epochs run on --device-arithmetic.")
+              help="How many of the last QAT epochs run on --device-arithmetic (unused with none).")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @task_option
 @click.option("--scheme", "scheme_path", default=None, type=click.Path(dir_okay=False),
@@ -375,8 +375,7 @@ def train(model_name, data, weight_bits, activation_bits, rounding, step, float_
                                                          rounding=rounding, learned_step=learned_step_for(weight_bits, step))
         recipe = Recipe(float_epochs=float_epochs, qat_epochs=qat_epochs, alpha_end=alpha_end,
                         steps_per_execution=steps_per_execution,
-                        device_arithmetic=None if device_arithmetic == "none" else device_arithmetic,
-                        device_epochs=None if device_arithmetic == "none" else device_epochs)
+                        **device_arithmetic_named(device_arithmetic, device_epochs))
         summary = train_run(RunConfig(model_name, data, scheme, recipe, seed, task), run_dir,
                             callbacks=[epoch_progress("fine-tuning (QAT)", qat_epochs, enabled=not as_json)],
                             float_callbacks=[epoch_progress("float training", float_epochs, enabled=not as_json)],

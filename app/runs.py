@@ -78,7 +78,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
         """A config as `to_dict` wrote it; a recipe written before the device-arithmetic fields
-        existed trained on the float simulation throughout, and resumes so."""
+        existed trained on the float simulation throughout, and reads back so (a resume compares
+        the checkpoint's config with the command's: `app.checkpoints.config_differences`)."""
         recipe = {"device_arithmetic": None, "device_epochs": None, **data["recipe"]}
         return cls(model=data["model"], data=data["data"], scheme=QuantScheme.from_dict(data["scheme"]),
                    recipe=Recipe(**recipe), seed=int(data["seed"]), task=data.get("task"))

@@ -83,7 +83,7 @@ class EpochTimer(_EpochTimes, keras.callbacks.Callback):
 
 def qat_timer(recipe: Recipe) -> EpochTimer:
     """An `EpochTimer` for a QAT run of `recipe`, leaving out its switch to the device's arithmetic."""
-    return EpochTimer(compiling=[recipe.device_from] if recipe.device_arithmetic else [])
+    return EpochTimer(compiling=[recipe.device_from])   # qat_epochs, no epoch, where there is no switch
 
 
 def EpochTimerTfKeras():  # noqa: N802 (tf_keras is imported only when tfmot rows run)

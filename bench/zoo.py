@@ -42,7 +42,7 @@ from export.validate import validate  # noqa: E402
 from models import datasets, registry  # noqa: E402
 from models.training import Recipe, evaluate, learned_step_for, train_float, train_quantized  # noqa: E402
 from toolkit import QuantScheme  # noqa: E402
-from toolkit.device_families import DEVICE_FAMILIES  # noqa: E402
+from toolkit.device_families import DEVICE_ARITHMETIC_NAMES, device_arithmetic_named  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("ds_cnn", "resnet8", "mobilenet_v1_025", "fc_autoencoder", "mobilenet_v2_035")
@@ -139,7 +139,7 @@ def main(argv=None) -> None:
     parser.add_argument("--float-epochs", type=int, default=10)
     parser.add_argument("--qat-epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device-arithmetic", choices=[*DEVICE_FAMILIES, "none"], default=Recipe.device_arithmetic,
+    parser.add_argument("--device-arithmetic", choices=DEVICE_ARITHMETIC_NAMES, default=Recipe.device_arithmetic,
                         help="train the last --device-epochs QAT epochs on this family's arithmetic (none: the float "
                              "simulation throughout)")
     parser.add_argument("--device-epochs", type=int, default=Recipe.device_epochs)
@@ -149,8 +149,7 @@ def main(argv=None) -> None:
     if os.environ.get("QUICK", "") not in ("", "0"):  # make bench QUICK=1: a smoke run
         args.bits, args.float_epochs, args.qat_epochs = [4], 3, 1
     recipe = dataclasses.replace(Recipe(), float_epochs=args.float_epochs, qat_epochs=args.qat_epochs,
-                                 device_arithmetic=None if args.device_arithmetic == "none" else args.device_arithmetic,
-                                 device_epochs=None if args.device_arithmetic == "none" else args.device_epochs)
+                                 **device_arithmetic_named(args.device_arithmetic, args.device_epochs))
     kept = [] if args.output else _kept_rows(args.models, recipe, args.seed)
     rows = []
     for name in args.models:  # written after each model, so a long run keeps what it measured

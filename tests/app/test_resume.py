@@ -1,5 +1,6 @@
 """Checkpoints: a run interrupted in either phase resumes to the uninterrupted run's result."""
 
+import dataclasses
 import json
 
 import keras
@@ -105,13 +106,20 @@ def test_a_run_resumed_after_its_switch_to_the_devices_arithmetic_ends_as_the_un
         np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=a.path)
 
 
-def test_a_config_written_before_the_device_arithmetic_default_resumes_on_the_float_simulation():
-    """A run's config.json from before `Recipe.device_arithmetic` existed trained on the float
-    simulation throughout: read back, its recipe says so (not today's default, the device's
-    arithmetic for the last epoch), so a resume continues the run it was."""
+def test_a_run_saved_before_the_device_arithmetic_default_resumes_only_as_it_was(tmp_path):
+    """A run whose config.json and checkpoint predate `Recipe.device_arithmetic` trained on the
+    float simulation throughout: read back, its recipe says so; resumed with today's defaults (the
+    device's arithmetic for the last epoch) it is refused naming the two fields, and with
+    `--device-arithmetic none` (`device_arithmetic_named`) it resumes."""
+    from toolkit.device_families import device_arithmetic_named
+
     written = CONFIG.to_dict()
     assert written["recipe"]["device_arithmetic"] == "xnnpack"   # today's default
     legacy = {**written, "recipe": {k: v for k, v in written["recipe"].items() if k not in ("device_arithmetic", "device_epochs")}}
-    recipe = RunConfig.from_dict(legacy).recipe
-    assert (recipe.device_arithmetic, recipe.device_epochs) == (None, None)
+    assert (RunConfig.from_dict(legacy).recipe.device_arithmetic, RunConfig.from_dict(legacy).recipe.device_epochs) == (None, None)
     assert RunConfig.from_dict(written) == CONFIG
+    RunCheckpoints(tmp_path / "checkpoint", legacy).save("qat", 0, {"float": {}, "qat": {}})
+    with pytest.raises(ConfigError, match=r"recipe\.device_arithmetic: None -> 'xnnpack'.*recipe\.device_epochs: None -> 1"):
+        RunCheckpoints(tmp_path / "checkpoint", written).load()
+    as_it_was = dataclasses.replace(CONFIG, recipe=dataclasses.replace(CONFIG.recipe, **device_arithmetic_named("none", 1)))
+    assert RunCheckpoints(tmp_path / "checkpoint", as_it_was.to_dict()).load()["phase"] == "qat"

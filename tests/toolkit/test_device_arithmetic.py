@@ -3,6 +3,7 @@ elsewhere: XNNPACK's ADD against the integer reference's, the host's input quant
 `export.device.check.quantize_input`, powers of two against numpy's ldexp."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from export.device.check import quantize_input
@@ -59,3 +60,15 @@ def test_the_input_is_quantized_as_the_host_quantizes_it():
     np.testing.assert_array_equal(np.round(ours / scale).astype(np.int64) + zero_point, expected)
     in_float32 = np.clip(np.round(x / scale + np.float32(zero_point)), -128, 127).astype(np.int64)   # fake_quant
     assert np.sum(in_float32 != expected) > 100   # the ulp neighbours of the half steps: 337 of them
+
+
+def test_the_command_line_names_map_to_the_recipe_fields():
+    """`--device-arithmetic none` is the float simulation throughout (its epochs unused); a
+    family keeps its epochs; an unknown name is a ConfigError naming it."""
+    from toolkit.device_families import device_arithmetic_named
+    from toolkit.errors import ConfigError
+
+    assert device_arithmetic_named("none", 5) == {"device_arithmetic": None, "device_epochs": None}
+    assert device_arithmetic_named("xnnpack", 2) == {"device_arithmetic": "xnnpack", "device_epochs": 2}
+    with pytest.raises(ConfigError, match="Unknown device arithmetic 'ruy'"):
+        device_arithmetic_named("ruy", 1)
