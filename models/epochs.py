@@ -9,7 +9,8 @@ run that was never interrupted. Here epoch e's sample order is the stateless per
 and the batches are order_e[0:b], order_e[b:2b], ..., the last one short when b does not
 divide n. The dataset is one epoch long and Keras draws it anew each epoch; `EpochClock`, a
 callback given to the same `fit`, holds the epoch fit is in (set at the epoch's start, before
-its first batch is drawn), and the dataset reads it when an epoch's batches begin. (Keras'
+its first batch is drawn), and the dataset reads it (or, for arrays, the order drawn when it was
+set) when an epoch's batches begin. (Keras'
 alternative, one endless stream with `steps_per_epoch`, lets a call of `steps_per_execution`
 steps run across the end of an epoch.) `models.shards.Shards.stream` keys its epochs the same
 way.
@@ -37,10 +38,28 @@ def epoch_key(seed: int, epoch):
 
 
 class EpochClock:
-    """The epoch a `fit` is in, for its dataset to read; `callback()` keeps it (give it to fit)."""
+    """The epoch a `fit` is in, for its dataset to read; `callback()` keeps it (give it to fit).
+    `on_change(listener)`: `listener(epoch)` runs on each setting of `epoch`, in the setter's
+    thread (before the epoch's iterator exists: Keras sets it at the epoch's start)."""
 
     def __init__(self, epoch: int = 0):
+        self._listeners = []
         self.epoch = epoch
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch = value
+        for listener in self._listeners:
+            listener(value)
+
+    def on_change(self, listener) -> None:
+        """Calls `listener(epoch)` now and on each later setting of the epoch."""
+        self._listeners.append(listener)
+        listener(self._epoch)
 
     def callback(self):
         import keras
@@ -69,15 +88,35 @@ def keyed_epoch(one_epoch, steps: int, clock: EpochClock):
 
 
 def array_epochs(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, clock: EpochClock):
-    """The batches of (x, y) for the clock's epoch, each epoch in its (seed, epoch) order."""
+    """The batches of (x, y) for the clock's epoch, each epoch in its (seed, epoch) order.
+
+    The order is drawn when the clock is set (`EpochClock.on_change`), as a (steps, batch_size)
+    matrix of rows (the last row padded with -1); the dataset reads the matrix once when an
+    epoch's iteration begins, unbatches it into rows and gathers each batch from the arrays.
+    (`keyed_epoch`'s flat_map builds a dataset per epoch, whose functions TensorFlow instantiates
+    with each epoch's iterator: 23-27 ms an epoch on digits against 13-15 ms, a tenth of a
+    digits QAT epoch; as fast at 100,000 samples.)"""
     import tensorflow as tf
 
-    samples = len(x)
+    samples, steps = len(x), epoch_steps(len(x), batch_size)
     x_all, y_all = tf.constant(x), tf.constant(y)
+    drawn = {}
 
-    def one_epoch(epoch):
+    def draw(epoch):
         order = tf.random.experimental.stateless_shuffle(tf.range(samples, dtype=tf.int64), seed=epoch_key(seed, epoch))
-        return (tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-                .map(lambda rows: (tf.gather(x_all, rows), tf.gather(y_all, rows))))
+        padding = np.full(steps * batch_size - samples, -1, np.int64)
+        drawn["rows"] = np.concatenate([order.numpy(), padding]).reshape(steps, batch_size)
 
-    return keyed_epoch(one_epoch, epoch_steps(samples, batch_size), clock)
+    clock.on_change(draw)
+
+    def epoch_rows(_):
+        rows = tf.numpy_function(lambda: drawn["rows"], [], tf.int64, stateful=True)
+        rows.set_shape([steps, batch_size])
+        return rows
+
+    def batch(rows):
+        rows = rows[:tf.reduce_sum(tf.cast(rows >= 0, tf.int32))]
+        return tf.gather(x_all, rows), tf.gather(y_all, rows)
+
+    return (tf.data.Dataset.from_tensors(np.int64(0)).map(epoch_rows).unbatch().map(batch)
+            .apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2))

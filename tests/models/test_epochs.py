@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from models.epochs import EpochClock, array_epochs, epoch_steps
+from models.epochs import EpochClock, array_epochs, epoch_key, epoch_steps
 from tests.seeds import seeded
 
 
@@ -32,6 +32,31 @@ def test_an_epoch_is_every_sample_once_in_an_order_keyed_by_seed_and_epoch():
     np.testing.assert_array_equal(np.concatenate([b[:, 0] for b, _ in _epoch(fresh, fresh_clock, 2)]), third)
     other_seed = array_epochs(x, y, batch_size=32, seed=6, clock=clock)
     assert list(np.concatenate([b[:, 0] for b, _ in _epoch(other_seed, clock, 0)])) != list(order)
+
+
+def test_the_batches_are_the_documented_order_cut_in_batch_size_rows():
+    """order_e = stateless_shuffle(range(n), key(seed, e)); batches order_e[0:b], order_e[b:2b], ..."""
+    import tensorflow as tf
+
+    x = np.arange(70, dtype=np.float32)[:, None] * 10.0
+    y = np.arange(70)
+    clock = EpochClock(3)
+    dataset = array_epochs(x, y, batch_size=16, seed=seeded(4), clock=clock)
+    for epoch in (3, 0, 7):
+        order = tf.random.experimental.stateless_shuffle(tf.range(70, dtype=tf.int64), seed=epoch_key(seeded(4), epoch)).numpy()
+        batches = _epoch(dataset, clock, epoch)
+        assert [len(batch_y) for _, batch_y in batches] == [16, 16, 16, 16, 6]
+        for number, (batch_x, batch_y) in enumerate(batches):
+            np.testing.assert_array_equal(batch_y, order[number * 16:(number + 1) * 16])
+            np.testing.assert_array_equal(batch_x[:, 0], x[batch_y, 0])
+
+
+def test_a_clock_tells_its_listeners_now_and_on_each_setting():
+    clock, heard = EpochClock(2), []
+    clock.on_change(heard.append)
+    clock.epoch = 5
+    clock.callback().on_epoch_begin(6)
+    assert heard == [2, 5, 6] and clock.epoch == 6
 
 
 def test_fit_runs_whole_epochs_when_a_call_runs_more_steps_than_are_left():
