@@ -1,11 +1,14 @@
-"""Ops in one QAT training step's graph, softedge against tfmot (python -m bench.graph_ops).
+"""Ops in one QAT training step's graph, softedge against tfmot, and the step's time
+(python -m bench.graph_ops).
 
 Where a model cannot use XLA (a depthwise convolution: `models.training.use_xla`), TensorFlow
-runs a training step op by op, and on small tensors each op costs about the same fixed time: the
-number of ops is the step's time. For a zoo model after one float epoch, quantized at W{bits}A8
+runs a training step op by op. For a zoo model after one float epoch, quantized at W{bits}A8
 (softedge: `quantize` with soft rounding; tfmot: its n-bit scheme, as `make bench-qat` trains
 it), this traces the forward pass and the gradients of one batch (no optimizer) and counts the
-graph's ops: in all, without constants, and per op type and per layer (softedge).
+graph's ops: in all, without constants, and per op type and per layer (softedge). It then times
+that step alone, 16 steps in one tf.function call (the fastest of 7 calls, per step), for both
+and for the float Keras 3 model: what a step costs outside `fit` (data, callbacks, Keras'
+loop), which `make bench-speed` times whole.
 
     python -m bench.graph_ops                      # digits_cnn, W3
     python -m bench.graph_ops --model mnist1d_cnn --bits 4
@@ -41,6 +44,33 @@ def step_graph(model, loss, batch_shape, batch: int = 64) -> tf.Graph:
     return step.get_concrete_function(tf.TensorSpec([batch, *batch_shape]), tf.TensorSpec([batch], tf.int32)).graph
 
 
+def step_seconds(model, loss, x, y, apply=None, steps: int = 16, repeats: int = 7) -> float:
+    """Seconds per step of forward + gradients on (x, y), and `apply(gradients, variables)` (an
+    optimizer's update) where given: the fastest of `repeats` calls of one tf.function running
+    `steps` of them (each step's gradients summed, so none is pruned)."""
+    import time
+
+    @tf.function
+    def run(x, y):
+        total = tf.constant(0.0)
+        for _ in tf.range(steps):
+            with tf.GradientTape() as tape:
+                value = loss(y, model(x, training=True))
+            gradients = tape.gradient(value, model.trainable_variables)
+            if apply is not None:
+                apply(gradients, model.trainable_variables)
+            total += tf.add_n([tf.reduce_sum(gradient) for gradient in gradients])
+        return total
+
+    run(x, y)   # traced
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(x, y).numpy()
+        best = min(best, time.perf_counter() - start)
+    return best / steps
+
+
 def count(graph: tf.Graph, by_layer: bool = False) -> dict:
     """Ops in all, without constants, the commonest types and (by_layer) per top-level scope."""
     operations = graph.get_operations()
@@ -73,6 +103,20 @@ def main(argv=None) -> None:
     for name, row in rows.items():
         print(f"  {name}: {row['ops']} ops, {row['not_constants']} not constants; {row['types']}")
     print(f"  softedge per layer: {rows['softedge']['layers']}")
+    x, y = tf.constant(data.x_train[:64]), tf.constant(data.y_train[:64].astype("int32"))
+    ours, theirs = keras.losses.SparseCategoricalCrossentropy(from_logits=True), tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    keras_adam, tf_keras_adam = keras.optimizers.Adam(1e-4), tf_keras.optimizers.Adam(1e-4)
+    keras_adam.build(softedge.trainable_variables)
+    seconds = {"softedge": step_seconds(softedge, ours, x, y),
+               "tfmot": step_seconds(tfmot, theirs, x, y),
+               "float (Keras 3)": step_seconds(model, ours, x, y),
+               "softedge + Adam (Keras 3)": step_seconds(softedge, ours, x, y, keras_adam.apply),
+               "tfmot + Adam (tf_keras)": step_seconds(tfmot, theirs, x, y,
+                                                       lambda g, v: tf_keras_adam.apply_gradients(zip(g, v, strict=True)))}
+    print("  one step alone (forward + gradients [+ the optimizer's update], 16 a call, fastest of 7): " +
+          ", ".join(f"{name} {value * 1e3:.2f} ms" for name, value in seconds.items()) +
+          f"; softedge / tfmot {seconds['softedge'] / seconds['tfmot']:.2f}x, with Adam "
+          f"{seconds['softedge + Adam (Keras 3)'] / seconds['tfmot + Adam (tf_keras)']:.2f}x")
 
 
 if __name__ == "__main__":
