@@ -161,9 +161,19 @@ def per_layer_drift(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray,
         raw = values[pairs[layer.name]][start:start + shape[0]].astype(np.float64)
         return ((raw - tensor.zero_point[0]) * float(tensor.scale[0])).reshape(shape)
 
+    scales = {layer.name: layer.grid()[0] for layer in quant_layers}
+    local = {}   # name -> [max error (steps), elements over one step, elements]: each layer's own error
+
+    def tally(name, own, device):
+        steps = np.abs(device - own) / scales[name]
+        counts = local.setdefault(name, [0.0, 0, 0])
+        counts[0] = max(counts[0], float(steps.max()))
+        counts[1] += int(np.sum(steps > ONE_STEP))
+        counts[2] += steps.size
+
     with device_rounding(hard_model):
-        own_values = local_values(hard_model, x, {layer.name for layer in quant_layers if pairs[layer.name] is not None},
-                                     device_value)
+        local_values(hard_model, x, {layer.name for layer in quant_layers if pairs[layer.name] is not None},
+                     device_value, each=tally)
     rows = []
     for layer, expected in zip(quant_layers, keras_values, strict=True):
         scale, zero_point = layer.grid()
@@ -176,19 +186,23 @@ def per_layer_drift(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray,
             error = np.abs(actual - expected.astype(np.float64)) / scale
             row.update(tflite_tensor=graph.tensors[index].name[:200], max_error_steps=float(error.max()),
                        mean_error_steps=float(error.mean()), over_one_step=float(np.mean(error > ONE_STEP)))
-            if layer.name in own_values:
-                local = np.abs(actual - own_values[layer.name]) / scale
-                row.update(local_max_error_steps=float(local.max()), local_over_one_step=float(np.mean(local > ONE_STEP)))
+            if layer.name in local:
+                largest, over, elements = local[layer.name]
+                row.update(local_max_error_steps=largest, local_over_one_step=over / elements)
         rows.append(row)
     return rows
 
 
 def local_values(model: keras.Model, x: np.ndarray, paired: set[str], device_value,
-                  batch_size: int = 256) -> dict[str, np.ndarray]:
+                 batch_size: int = 256, each=None) -> dict[str, np.ndarray]:
     """Each paired layer's output (a FakeQuant of the hard model, or any layer of `model` named in
     `paired`) when every paired tensor before it holds the device's values: the error a layer
     adds by itself, not the error it inherits from the layers before it (which grows with depth;
-    MobileNetV2-0.35 accumulates tens of steps out of one-step roundings). `device_value(layer, first_row, shape)` gives the device's values."""
+    MobileNetV2-0.35 accumulates tens of steps out of one-step roundings). `device_value(layer, first_row, shape)` gives the device's values.
+
+    `each(name, own, device)`, where given, receives each batch's pair instead (the layer's own
+    output and the device's values that replace it, float64) and nothing is kept: {} returned
+    (validate tallies the errors so, without holding every layer's outputs)."""
     parts: dict[str, list[np.ndarray]] = {name: [] for name in paired}
     for start in range(0, len(x), batch_size):
 
@@ -198,13 +212,17 @@ def local_values(model: keras.Model, x: np.ndarray, paired: set[str], device_val
 
             def substitute(*args, **kwargs):
                 output = np.asarray(operation(*args, **kwargs), np.float64)
-                parts[operation.name].append(output)
-                return keras.ops.convert_to_tensor(device_value(operation, start, output.shape), "float32")
+                device = device_value(operation, start, output.shape)
+                if each is None:
+                    parts[operation.name].append(output)
+                else:
+                    each(operation.name, output, device)
+                return keras.ops.convert_to_tensor(device, "float32")
 
             return substitute
 
         model._run_through_graph(keras.ops.convert_to_tensor(x[start:start + batch_size]), operation_fn=operation_fn)
-    return {name: np.concatenate(chunks) for name, chunks in parts.items() if chunks}
+    return {name: chunks[0] if len(chunks) == 1 else np.concatenate(chunks) for name, chunks in parts.items() if chunks}
 
 
 def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.ndarray, smooth_model=None,
