@@ -57,7 +57,7 @@ from models.training import task_metrics
 from toolkit.errors import ConfigError
 from toolkit.graph import producers
 
-__all__ = ["TASKS", "DriftReport", "agreement", "check", "check_pair", "exact_link", "infer_task", "local_values", "non_finite_failures",
+__all__ = ["TASKS", "DriftReport", "agreement", "check", "check_pair", "exact_link", "hard_outputs", "infer_task", "local_values", "non_finite_failures",
            "pair_layers", "per_layer_drift", "validate", "validate_files", "write_report"]
 
 
@@ -139,10 +139,25 @@ def _input_tensor(graph: Graph) -> int | None:
     return None
 
 
+def hard_outputs(hard_model: keras.Model, x: np.ndarray, with_layers: bool):
+    """(the hard model's outputs on `x`, every FakeQuant's outputs or None), from one pass of the
+    model in the device's rounding (`with_layers`: also the FakeQuants', as `per_layer_drift`
+    takes them)."""
+    quant_layers = [layer for layer in hard_model.layers if isinstance(layer, FakeQuant)] if with_layers else []
+    probe = keras.Model(hard_model.inputs, [*hard_model.outputs, *(layer.output for layer in quant_layers)])
+    with device_rounding(probe):
+        computed = model_outputs(probe, x)
+    computed = computed if isinstance(computed, list) else [computed]
+    outputs = len(hard_model.outputs)
+    model = computed[0] if outputs == 1 else computed[:outputs]
+    return model, (computed[outputs:] if quant_layers else None)
+
+
 def per_layer_drift(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, kernels: str = "xnnpack",
-                    values: dict | None = None, graph: Graph | None = None) -> list[dict]:
+                    values: dict | None = None, graph: Graph | None = None, keras_values=None) -> list[dict]:
     """Error at each FakeQuant of `hard_model`, in steps of that tensor, hard Keras vs the device's
-    integers (the integer reference for `kernels`, or `values` already computed for `x`)."""
+    integers (the integer reference for `kernels`, or `values` already computed for `x`);
+    `keras_values`: the FakeQuants' outputs on `x` where computed already (`hard_outputs`)."""
     quant_layers = [layer for layer in hard_model.layers if isinstance(layer, FakeQuant)]
     if not quant_layers:  # a tfmot (tf_keras) model: its fake quants live inside wrappers
         return []
@@ -150,10 +165,11 @@ def per_layer_drift(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray,
     if values is None:  # the integer reference of `kernels` on x
         input_detail = load_interpreter(tflite_bytes, "builtin").get_input_details()[0]
         values = graph.run(quantize_input(x, input_detail), kernels)
-    probe = keras.Model(hard_model.inputs, [layer.output for layer in quant_layers])
-    with device_rounding(probe):
-        keras_values = model_outputs(probe, x)
-    keras_values = keras_values if isinstance(keras_values, list) else [keras_values]
+    if keras_values is None:
+        probe = keras.Model(hard_model.inputs, [layer.output for layer in quant_layers])
+        with device_rounding(probe):
+            keras_values = model_outputs(probe, x)
+        keras_values = keras_values if isinstance(keras_values, list) else [keras_values]
     pairs = pair_layers(hard_model, graph)
 
     def device_value(layer, start, shape):
@@ -231,8 +247,9 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
     task = infer_task(y, task)
     graph = check_tflite(tflite_bytes, "the .tflite")
     check_pair(hard_model, graph)
-    with device_rounding(hard_model):
-        hard = model_outputs(hard_model, x)
+    layer_samples = min(layer_samples, len(x))
+    # One pass gives the outputs and, where the per-layer drift takes every input, the FakeQuants'.
+    hard, keras_values = hard_outputs(hard_model, x, with_layers=layer_samples == len(x))
     interpreter = load_interpreter(tflite_bytes, kernels)
     input_detail, output_detail = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     device_inputs = quantize_input(x, input_detail)
@@ -243,8 +260,8 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
     reference, reference_error, values = _reference_section(tflite_bytes, device_inputs, graph)
     family = KernelFamily.computed_by(kernels, platform.machine())   # what `kernels` compute on this machine
     layer_kernels = family if family in values else next(iter(values))
-    layers = per_layer_drift(hard_model, tflite_bytes, x[:min(layer_samples, len(x))], layer_kernels,
-                             values=values[layer_kernels], graph=graph)
+    layers = per_layer_drift(hard_model, tflite_bytes, x[:layer_samples], layer_kernels,
+                             values=values[layer_kernels], graph=graph, keras_values=keras_values)
     measured = [row for row in layers if row["max_error_steps"] is not None]
     worst = max(measured, key=lambda row: row["max_error_steps"], default=None)
     first_over = next((row["name"] for row in measured if row["max_error_steps"] > ONE_STEP), None)
