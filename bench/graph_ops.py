@@ -46,9 +46,9 @@ def step_graph(model, loss, batch_shape, batch: int = 64) -> tf.Graph:
 
 def step_seconds(model, loss, x, y, apply=None, steps: int = 16, repeats: int = 7) -> float:
     """Seconds per step of forward + gradients on (x, y), and `apply(gradients, variables)` (an
-    optimizer's update) where given: the fastest of `repeats` calls of one tf.function running
-    `steps` of them (each step's gradients summed, so none is pruned)."""
-    import time
+    optimizer's update) where given: the fastest of `repeats` calls (`bench.reference.best_seconds`)
+    of one tf.function running `steps` of them (each step's gradients summed, so none is pruned)."""
+    from bench.reference import best_seconds
 
     @tf.function
     def run(x, y):
@@ -63,12 +63,7 @@ def step_seconds(model, loss, x, y, apply=None, steps: int = 16, repeats: int = 
         return total
 
     run(x, y)   # traced
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(x, y).numpy()
-        best = min(best, time.perf_counter() - start)
-    return best / steps
+    return best_seconds(lambda: run(x, y).numpy(), repeats) / steps
 
 
 def count(graph: tf.Graph, by_layer: bool = False) -> dict:

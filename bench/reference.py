@@ -58,10 +58,10 @@ def measure(model_name: str, data_name: str, bits: int, target: str, seed: int =
     graph = Graph(tflite_bytes)
     inputs = quantize_input(_inputs(data.x_test), {"dtype": np.int8, "quantization": graph.tensors[graph.inputs[0]].grid()})
     comparisons, _ = compare_families(tflite_bytes, inputs, graph=graph)
-    reference_seconds = _best_seconds(lambda: graph.run(inputs, "builtin"))
+    reference_seconds = best_seconds(lambda: graph.run(inputs, "builtin"))
     interpreter = load_interpreter(tflite_bytes, "builtin")
     run(interpreter, inputs)  # resized to the batch and warm before timing
-    litert_seconds = _best_seconds(lambda: run(interpreter, inputs))
+    litert_seconds = best_seconds(lambda: run(interpreter, inputs))
     return {"model": model_name, "bits": bits, "target": target, "families": comparisons,
             "reference_seconds": reference_seconds, "litert_builtin_seconds": litert_seconds,
             "time_ratio": reference_seconds / litert_seconds}
@@ -101,14 +101,14 @@ def _speeds(tflite_bytes: bytes, graph: Graph, inputs: np.ndarray) -> dict:
     exact.outputs(inputs)
     first_call = time.perf_counter() - start
     exact.run(inputs)
-    return {"litert_builtin_seconds": _best_seconds(lambda: run(interpreter, inputs)),
+    return {"litert_builtin_seconds": best_seconds(lambda: run(interpreter, inputs)),
             "exact_first_call_seconds": first_call,
-            "exact_seconds": _best_seconds(lambda: exact.outputs(inputs), 3),
-            "exact_tensors_seconds": _best_seconds(lambda: exact.run(inputs), 3),
-            "reference_seconds": _best_seconds(lambda: graph.run(inputs, "builtin"), 3)}
+            "exact_seconds": best_seconds(lambda: exact.outputs(inputs), 3),
+            "exact_tensors_seconds": best_seconds(lambda: exact.run(inputs), 3),
+            "reference_seconds": best_seconds(lambda: graph.run(inputs, "builtin"), 3)}
 
 
-def _best_seconds(function, repeats: int = REPEATS) -> float:
+def best_seconds(function, repeats: int = REPEATS) -> float:
     """The fastest of `repeats` calls: this machine is shared, and the minimum is the least noisy."""
     best = float("inf")
     for _ in range(repeats):

@@ -245,6 +245,8 @@ def validate(hard_model: keras.Model, tflite_bytes: bytes, x: np.ndarray, y: np.
              kernels: str = "xnnpack", task: str | None = None, layer_samples: int = 256) -> DriftReport:
     """The drift report; see the module docstring."""
     task = infer_task(y, task)
+    if isinstance(layer_samples, bool) or not isinstance(layer_samples, int) or layer_samples < 1:
+        raise ConfigError(f"Expected layer_samples >= 1 (inputs the per-layer drift runs on). Received: {layer_samples!r}")
     graph = check_tflite(tflite_bytes, "the .tflite")
     check_pair(hard_model, graph)
     layer_samples = min(layer_samples, len(x))

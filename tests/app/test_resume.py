@@ -116,7 +116,8 @@ def test_a_run_saved_before_the_device_arithmetic_default_resumes_only_as_it_was
     written = CONFIG.to_dict()
     assert written["recipe"]["device_arithmetic"] == "xnnpack"   # today's default
     legacy = {**written, "recipe": {k: v for k, v in written["recipe"].items() if k not in ("device_arithmetic", "device_epochs")}}
-    assert (RunConfig.from_dict(legacy).recipe.device_arithmetic, RunConfig.from_dict(legacy).recipe.device_epochs) == (None, None)
+    read_back = RunConfig.from_dict(legacy).recipe
+    assert (read_back.device_arithmetic, read_back.device_epochs) == (None, None)
     assert RunConfig.from_dict(written) == CONFIG
     RunCheckpoints(tmp_path / "checkpoint", legacy).save("qat", 0, {"float": {}, "qat": {}})
     with pytest.raises(ConfigError, match=r"recipe\.device_arithmetic: None -> 'xnnpack'.*recipe\.device_epochs: None -> 1"):

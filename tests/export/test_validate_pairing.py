@@ -3,15 +3,26 @@ validation of regression outputs."""
 
 import keras
 import numpy as np
+import pytest
 
 from export.device.families import KernelFamily
 from export.device.reference import Graph
 from export.hard_layers import FakeQuant
+from export.hard_pooling import device_rounding
 from export.harden import harden
 from export.tflite import convert
-from export.validate import check, exact_link, infer_task, pair_layers, validate
+from export.validate import (
+    check,
+    exact_link,
+    hard_outputs,
+    infer_task,
+    model_outputs,
+    pair_layers,
+    validate,
+)
 from tests.seeds import seeded
 from toolkit import QuantScheme, quantize
+from toolkit.errors import ConfigError
 
 L = keras.layers
 
@@ -61,6 +72,35 @@ def test_an_autoencoder_is_validated_as_regression_with_one_tensor_per_layer():
     assert report["reference"]["xnnpack"]["outputs_equal"] is True
     assert check(report) == []
     assert check(report, min_agreement=0.9)[0].startswith("--min-agreement 0.9 needs a classification task")
+
+
+def test_one_pass_gives_the_outputs_and_every_fakequants_as_separate_passes_do():
+    """`hard_outputs` (validate's one pass where the per-layer drift takes every input) equals the
+    hard model's own outputs and a probe of its FakeQuants, element for element; the per-layer
+    rows are the same whichever path computed them; layer_samples < 1 is refused."""
+    keras.utils.set_random_seed(seeded(2))
+    inputs = keras.Input((8, 8, 3), name="image")
+    a = L.ReLU(6.0, name="relu6")(L.Conv2D(8, 3, padding="same", name="conv")(inputs))
+    b = L.Add(name="add")([a, L.Conv2D(8, 1, name="pointwise")(a)])
+    pooled = L.GlobalAveragePooling2D(name="pool")(L.AveragePooling2D(2, name="avg")(b))
+    model = keras.Model(inputs, L.Dense(4, name="out")(pooled))
+    x = np.random.default_rng(seeded(2)).normal(size=(48, 8, 8, 3)).astype(np.float32)
+    hard = _hard(model, x, weight_bits=4)
+    outputs, layers = hard_outputs(hard, x, with_layers=True)
+    quant_layers = [layer for layer in hard.layers if isinstance(layer, FakeQuant)]
+    probe = keras.Model(hard.inputs, [layer.output for layer in quant_layers])
+    with device_rounding(hard):
+        np.testing.assert_array_equal(outputs, model_outputs(hard, x))
+        for own, alone in zip(layers, model_outputs(probe, x), strict=True):
+            np.testing.assert_array_equal(own, alone)
+    assert hard_outputs(hard, x, with_layers=False)[1] is None
+    tflite_bytes, labels = convert(hard, "int8"), np.zeros(len(x), np.int64)
+    one_pass = validate(hard, tflite_bytes, x, labels)                          # 48 <= 256 inputs: one pass
+    two_passes = validate(hard, tflite_bytes, np.concatenate([x, x]), np.zeros(2 * len(x), np.int64), layer_samples=48)
+    assert one_pass["layers"] == two_passes["layers"]
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ConfigError, match="layer_samples >= 1"):
+            validate(hard, tflite_bytes, x, labels, layer_samples=bad)
 
 
 def test_infer_task():
